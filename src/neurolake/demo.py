@@ -1,0 +1,87 @@
+"""The demo: real EM data shipped in ``data/`` ingested into a lake, then served.
+
+Datasets (see each folder's SOURCE.md for authors and licences):
+
+- ``gerhard2013``: Gerhard, Funke, Martel, Cardona, Fetter (2013), ssTEM of Drosophila L3 VNC,
+  20 x 1024 x 1024 uint8 at 4.6 x 4.6 x 50 nm (layer ``image``) and its merged label image (layer
+  ``labels``, CC BY-NC-SA 3.0, doi:10.6084/m9.figshare.856713);
+- ``gala_fibsem``: the FIB-SEM crop of the gala test data (Nunez-Iglesias et al. 2014, Janelia FlyEM),
+  50 x 100 x 200 uint8 (``image``) with its 88-label ground-truth neuron segmentation
+  (``segmentation``). The source states no voxel size; 8 nm isotropic (FlyEM FIB-SEM) is assumed.
+
+Other packages add steps to :data:`STEPS` (a step gets the lake and a ``say`` function).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from neurolake.errors import NotFound
+from neurolake.lake import Lake
+
+GERHARD_VOXEL = (4.6, 4.6, 50.0)
+GALA_VOXEL = (8.0, 8.0, 8.0)
+
+
+def data_dir() -> Path:
+    """The folder of shipped demo data (``NEUROLAKE_DEMO_DATA`` or ``<repo>/data``)."""
+    env = os.environ.get("NEUROLAKE_DEMO_DATA")
+    candidates = [Path(env)] if env else []
+    candidates.append(Path(__file__).resolve().parents[2] / "data")
+    for c in candidates:
+        if (c / "gerhard2013" / "raw").is_dir():
+            return c
+    raise NotFound("demo data not found; set NEUROLAKE_DEMO_DATA to the repository's data/ folder",
+                   searched=[str(c) for c in candidates])
+
+
+LAYERS = [
+    # (datastack, layer, source relative to data/, type, voxel size, description)
+    ("gerhard2013", "image", "gerhard2013/raw", "image", GERHARD_VOXEL,
+     "ssTEM, Drosophila L3 VNC (Gerhard et al. 2013, doi:10.6084/m9.figshare.856713, CC BY-NC-SA 3.0)"),
+    ("gerhard2013", "labels", "gerhard2013/labels", "segmentation", GERHARD_VOXEL,
+     "merged labels: 0-128 membrane, 159 glia, 191 mitochondria, 223 synapse, 255 intracellular"),
+    ("gala_fibsem", "image", "gala_fibsem/train-image.h5:/stack", "image", GALA_VOXEL,
+     "FIB-SEM crop, Janelia FlyEM via gala (Nunez-Iglesias et al. 2014); voxel size assumed"),
+    ("gala_fibsem", "segmentation", "gala_fibsem/train-gt.lzf.h5:/stack", "segmentation", GALA_VOXEL,
+     "ground-truth neuron segmentation, 88 labels"),
+]
+
+Step = Callable[[Lake, Callable[[str], None]], None]
+STEPS: list[Step] = []
+
+
+def ingest_demo_layers(lake: Lake, say: Callable[[str], None], scheduler: str | None = None,
+                       progress=None) -> None:
+    data = data_dir()
+    for ds, name, rel, kind, voxel, desc in LAYERS:
+        try:
+            if lake.layer(ds, name).status == "ready":
+                say(f"{ds}/{name}: already ingested")
+                continue
+        except NotFound:
+            pass
+        if ds not in {d["name"] for d in lake.datastacks()}:
+            lake.create_datastack(ds, voxel, description=desc.split(";")[0])
+        lake.ingest(str(data / rel), ds, name, voxel_size=voxel, layer_type=kind, description=desc,
+                    scheduler=scheduler, progress=progress, say=say)
+        say(f"{ds}/{name}: ingested ({lake.layer(ds, name)!r})")
+
+
+def run_demo(lake: Lake, say: Callable[[str], None], scheduler: str | None = None, progress=None) -> None:
+    ingest_demo_layers(lake, say, scheduler=scheduler, progress=progress)
+    for step in STEPS:
+        step(lake, say)
+
+
+def example_urls(base: str) -> list[tuple[str, str]]:
+    return [
+        ("PNG of section 10", f"{base}/ocp/ca/gerhard2013/image/xy/0/0,1024/0,1024/10/"),
+        ("npz cutout", f"{base}/ocp/ca/gerhard2013/image/npz/0/100,612/200,712/3,13/"),
+        ("labels as colours", f"{base}/ocp/ca/gerhard2013/labels/xy/0/0,1024/0,1024/10/"),
+        ("mip 2 PNG", f"{base}/ocp/ca/gerhard2013/image/xy/2/0,256/0,256/10/"),
+        ("layer metadata", f"{base}/api/v1/datastacks/gerhard2013/layers/image"),
+        ("API docs", f"{base}/docs"),
+    ]

@@ -1,0 +1,6 @@
+"""Imports every package's catalog models so that ``Base.metadata`` knows all tables.
+
+Add one import line per package that defines models.
+"""
+
+import neurolake.volumes.models  # noqa: F401

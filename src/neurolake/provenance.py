@@ -1,0 +1,52 @@
+"""Provenance records: who/what/when/which versions produced a derived thing (DESIGN.md, Provenance)."""
+
+from __future__ import annotations
+
+import functools
+import getpass
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from neurolake.db.base import utcnow
+
+
+@functools.lru_cache(maxsize=1)
+def code_version() -> dict[str, Any]:
+    """``{"neurolake": version, "git_commit": sha or None, "git_dirty": bool or None}``."""
+    from neurolake import __version__
+
+    commit = dirty = None
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                                timeout=5, check=True).stdout.strip() or None
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                                capture_output=True, text=True, timeout=5, check=True).stdout
+        dirty = bool(status.strip())
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"neurolake": __version__, "git_commit": commit, "git_dirty": dirty, "python": platform.python_version()}
+
+
+def current_user() -> str:
+    try:
+        return os.environ.get("NEUROLAKE_USER") or getpass.getuser()
+    except Exception:  # no passwd entry in some containers
+        return "unknown"
+
+
+def record(action: str, *, inputs: Any = None, params: dict[str, Any] | None = None,
+           user: str | None = None, **extra: Any) -> dict[str, Any]:
+    """A JSON-able provenance record for ``action`` (e.g. ``"ingest"``, ``"pyramid"``)."""
+    return {
+        "action": action,
+        "inputs": inputs,
+        "params": params or {},
+        "user": user or current_user(),
+        "time": utcnow().isoformat(),
+        "code": code_version(),
+        **extra,
+    }

@@ -1,0 +1,34 @@
+"""The FastAPI application: ``create_app(lake)`` wires the routers to one open lake."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from neurolake import __version__
+from neurolake.lake import Lake, open_lake
+from neurolake.server import api, errors, ocp
+
+
+def create_app(lake: Lake | str | Path, max_cutout_bytes: int | None = None) -> FastAPI:
+    """Build the app for ``lake`` (an open Lake or its path).
+
+    ``max_cutout_bytes`` overrides ``NEUROLAKE_MAX_CUTOUT_BYTES`` for this app.
+    """
+    if not isinstance(lake, Lake):
+        lake = open_lake(lake)
+    app = FastAPI(title="neurolake", version=__version__,
+                  description="Volumes, cutouts and metadata of a neurolake installation. "
+                              "Coordinates are x, y, z voxels at the requested mip; arrays are (z, y, x).")
+    app.state.lake = lake
+    app.state.max_cutout_bytes = max_cutout_bytes or lake.settings.max_cutout_bytes
+    errors.install(app)
+    app.include_router(api.router)
+    app.include_router(ocp.router)
+
+    @app.get("/", include_in_schema=False)
+    def index() -> dict:
+        return {"neurolake": __version__, "datastacks": [d["name"] for d in lake.datastacks()], "docs": "/docs"}
+
+    return app

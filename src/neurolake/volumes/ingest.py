@@ -1,0 +1,185 @@
+"""Ingest: stream a source into a new layer by z-slabs, then build its pyramid.
+
+Memory is bounded by one slab (shard depth x section size) whatever the volume size. Each slab is
+written whole shards at a time, and the catalog records how many slabs are durable, so:
+
+- a process killed or interrupted part-way leaves the layer in status ``ingesting`` (never readable
+  as complete); running the same ingest again **resumes** after the last durable slab;
+- bad data found part-way (a corrupt or mismatched slice) **rolls back**: the partial layer is
+  deleted and the error says so.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from neurolake.errors import AlreadyExists, InvalidArgument, NeurolakeError, NotFound, NotReady
+from neurolake.provenance import record
+from neurolake.volumes.layer import Layer
+from neurolake.volumes.pyramid import build_pyramid
+from neurolake.volumes.sources import Source, open_source
+from neurolake.volumes.spec import DEFAULT_CHUNK_ZYX, DEFAULT_SHARD_ZYX, IMAGE_DTYPES, LayerSpec
+from neurolake.volumes.store import make_context, open_array
+
+log = logging.getLogger("neurolake.ingest")
+
+Progress = Callable[[str, int, int], None]  # (phase, done, total)
+
+
+def target_dtype(src_dtype: np.dtype, layer_type: str, dtype: str | None) -> str:
+    """The stored dtype: explicit ``dtype``, else the source's when allowed.
+
+    Images keep uint8/uint16/float32 (float64 becomes float32). Segmentations are uint32 for integer
+    sources of up to 32 bits and uint64 for 64-bit ones (ids are checked to be non-negative).
+    """
+    if dtype:
+        return dtype
+    src_dtype = np.dtype(src_dtype)
+    if layer_type == "image":
+        if src_dtype.name in IMAGE_DTYPES:
+            return src_dtype.name
+        if src_dtype == np.float64:
+            return "float32"
+        if src_dtype == np.bool_:
+            return "uint8"
+        raise InvalidArgument(f"source dtype {src_dtype} is not an image dtype ({', '.join(IMAGE_DTYPES)}); "
+                              "pass --dtype to convert", field="dtype", value=str(src_dtype))
+    if src_dtype.kind not in "uib":
+        raise InvalidArgument(f"source dtype {src_dtype} cannot hold segment ids; segmentations need integers",
+                              field="dtype", value=str(src_dtype))
+    return "uint64" if src_dtype.itemsize == 8 else "uint32"
+
+
+def convert(block: np.ndarray, dtype: str, layer_type: str, z0: int) -> np.ndarray:
+    """Cast a slab to the stored dtype, refusing values that would change (negative ids, overflow)."""
+    target = np.dtype(dtype)
+    if block.dtype == target:
+        return block
+    if block.dtype.kind in "iu" and target.kind in "iu":
+        lo, hi = (int(block.min()), int(block.max())) if block.size else (0, 0)
+        info = np.iinfo(target)
+        if lo < info.min or hi > info.max:
+            what = "segment ids" if layer_type == "segmentation" else "values"
+            raise InvalidArgument(f"{what} in sections {z0}..{z0 + len(block) - 1} range {lo}..{hi}, outside "
+                                  f"{target} ({info.min}..{info.max})", field="dtype", value=dtype)
+    return block.astype(target)
+
+
+def ingest(lake, source: str | Source, datastack: str, layer: str, *, voxel_size: Any = None,
+           layer_type: str = "image", dtype: str | None = None, chunk: Any = None, shard: Any = None,
+           compression: str = "zstd", compression_level: int = 3, num_mips: int | None = None,
+           description: str = "", overwrite: bool = False, scheduler: str | None = None,
+           progress: Progress | None = None, say: Callable[[str], None] | None = None) -> Layer:
+    """Ingest ``source`` (see :mod:`neurolake.volumes.sources`) as layer ``datastack/layer``.
+
+    ``voxel_size`` is (x, y, z) nm at mip 0 (needed when the datastack does not exist yet; it is
+    created). ``chunk``/``shard`` are (z, y, x) voxel shapes. Returns the ready :class:`Layer`.
+
+    Raises NotFound/InvalidArgument/CorruptData for a bad source (nothing is kept), AlreadyExists
+    when a ready layer of that name exists (unless ``overwrite``), NotReady when an interrupted ingest
+    of a *different* source holds the name.
+    """
+    say = say or log.info
+    src = source if isinstance(source, Source) else open_source(source)
+    try:
+        return _ingest(lake, src, datastack, layer, voxel_size=voxel_size, layer_type=layer_type, dtype=dtype,
+                       chunk=chunk, shard=shard, compression=compression, compression_level=compression_level,
+                       num_mips=num_mips, description=description, overwrite=overwrite, scheduler=scheduler,
+                       progress=progress, say=say)
+    finally:
+        src.close()
+
+
+def _ingest(lake, src: Source, datastack: str, layer: str, *, voxel_size, layer_type, dtype, chunk, shard,
+            compression, compression_level, num_mips, description, overwrite, scheduler, progress, say) -> Layer:
+    try:
+        ds = lake.datastack(datastack)
+    except NotFound:
+        if voxel_size is None:
+            raise InvalidArgument(f"datastack {datastack!r} does not exist yet: give --voxel-size X,Y,Z (nm) to "
+                                  "create it", field="voxel_size") from None
+        ds = lake.create_datastack(datastack, voxel_size)
+    vs = voxel_size if voxel_size is not None else ds["voxel_size_nm"]
+    z, y, x = src.shape
+    spec = LayerSpec(layer_type=layer_type, dtype=target_dtype(src.dtype, layer_type, dtype), size_xyz=(x, y, z),
+                     voxel_size_nm=tuple(vs), chunk_zyx=tuple(chunk or DEFAULT_CHUNK_ZYX),
+                     shard_zyx=tuple(shard or DEFAULT_SHARD_ZYX), compression=compression,
+                     compression_level=compression_level, num_mips=num_mips)
+    slab = spec.mips[0].shard_zyx[0]
+    total = -(-z // slab)
+    params = {"layer_type": layer_type, "dtype": spec.dtype, "voxel_size_nm": list(spec.voxel_size_nm),
+              "chunk_zyx": list(spec.chunk_zyx), "shard_zyx": list(spec.shard_zyx), "compression": compression,
+              "compression_level": compression_level, "num_mips": len(spec.mips)}
+    fresh_progress = {"source": src.description, "fingerprint": src.fingerprint, "params": params,
+                      "phase": "mip0", "slabs_done": 0, "slabs_total": total}
+
+    start = 0
+    try:
+        existing = lake.layer(datastack, layer)
+    except NotFound:
+        existing = None
+    if existing is not None and not overwrite:
+        prog = existing.progress
+        if existing.status == "ready":
+            raise AlreadyExists(f"layer {datastack}/{layer} already exists; use --overwrite to replace it",
+                                datastack=datastack, layer=layer)
+        if prog.get("fingerprint") != src.fingerprint or prog.get("params") != params:
+            raise NotReady(f"layer {datastack}/{layer} holds an interrupted ingest of another source or with other "
+                           f"parameters ({prog.get('source')}); use --overwrite to replace it",
+                           datastack=datastack, layer=layer)
+        start = int(prog.get("slabs_done", 0))
+        say(f"resuming the interrupted ingest of {datastack}/{layer} after slab {start}/{total}")
+        spec = existing.spec
+    else:
+        lake.create_layer(datastack, layer, spec, description=description, progress=fresh_progress,
+                          overwrite=overwrite)
+
+    root = lake.layer_path(datastack, layer)
+    mip0 = open_array(root, 0, make_context(0))  # no chunk cache: written data is not kept in memory
+    try:
+        for i in range(start, total):
+            z0, z1 = i * slab, min(z, (i + 1) * slab)
+            block = convert(src.read(z0, z1), spec.dtype, layer_type, z0)
+            mip0[z0:z1].write(block).result()
+            del block
+            lake.update_layer(datastack, layer, progress=fresh_progress | {"slabs_done": i + 1})
+            if progress:
+                progress("mip0", i + 1, total)
+    except NeurolakeError as exc:
+        lake.delete_layer(datastack, layer)
+        exc.message = f"{exc.message} (ingest rolled back: layer {datastack}/{layer} was removed)"
+        exc.args = (exc.message,)
+        raise
+    except BaseException:
+        say(f"ingest of {datastack}/{layer} interrupted; it stays incomplete and is not readable. "
+            "Run the same command again to resume.")
+        raise
+
+    lake.update_layer(datastack, layer, progress=fresh_progress | {"slabs_done": total, "phase": "pyramid"})
+    done = {"n": 0, "total": 0}
+
+    def on_level(mip: int, n: int) -> None:
+        done["total"] += n
+
+    def on_task(_nbytes: int) -> None:
+        done["n"] += 1
+        if progress:
+            progress(f"mips 1-{len(spec.mips) - 1}", done["n"], max(done["total"], done["n"]))
+
+    build_pyramid(root, spec, scheduler=scheduler, on_level=on_level, on_task=on_task)
+    prov = record("ingest", inputs={"source": src.description, "fingerprint": src.fingerprint}, params=params,
+                  scheduler=scheduler or "local")
+    return lake.update_layer(datastack, layer, status="ready", progress={}, provenance=prov)
+
+
+def rebuild_pyramid(lake, datastack: str, layer: str, scheduler: str | None = None) -> Layer:
+    """Recompute every mip > 0 of a layer from mip 0 (e.g. after bulk writes without updates)."""
+    la = lake.layer(datastack, layer)
+    build_pyramid(la.root, la.spec, scheduler=scheduler)
+    prov = dict(la.provenance)
+    prov["pyramid"] = record("pyramid", params={"scheduler": scheduler or "local"})
+    return lake.update_layer(datastack, layer, provenance=prov)

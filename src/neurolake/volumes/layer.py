@@ -1,0 +1,242 @@
+"""A layer: arbitrary cutouts and writes at any mip of one stored volume.
+
+Coordinates are named x, y, z in voxels of the requested mip, as half-open ``(start, stop)`` ranges
+(OCP/BossDB/Neuroglancer convention). Arrays in and out are C-order numpy arrays with axes
+**(z, y, x)** (BossDB/intern and OME-Zarr order).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorstore as ts
+
+from neurolake.db.base import as_utc
+from neurolake.errors import InvalidArgument, NotReady, OutOfBounds
+from neurolake.volumes.pyramid import update_region
+from neurolake.volumes.spec import LayerSpec
+from neurolake.volumes.store import open_array
+
+Range = tuple[int, int]
+
+
+def check_range(axis: str, value: Any, size: int) -> Range:
+    """Validate one half-open range ``(start, stop)`` against ``[0, size)``.
+
+    Raises :class:`InvalidArgument` for a malformed or empty/inverted range and :class:`OutOfBounds`
+    when it leaves the bounds; both name the axis, the value and the bounds.
+    """
+    try:
+        start, stop = value
+        if isinstance(start, bool) or isinstance(stop, bool):
+            raise TypeError
+        if int(start) != start or int(stop) != stop:
+            raise TypeError
+        start, stop = int(start), int(stop)
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgument(f"{axis} range must be two whole numbers (start, stop), got {value!r}",
+                              field=axis, value=repr(value)) from exc
+    if stop <= start:
+        raise InvalidArgument(f"{axis} range {start}:{stop} is empty or inverted; stop must be greater than start",
+                              field=axis, value=[start, stop])
+    if start < 0 or stop > size:
+        raise OutOfBounds(f"{axis} range {start}:{stop} is outside the layer bounds {axis} = 0:{size}",
+                          field=axis, value=[start, stop], bounds=[0, size])
+    return start, stop
+
+
+class Layer:
+    """One volume of a datastack. Obtain with ``lake.layer(datastack, name)``.
+
+    ``layer.cutout(x=(x0, x1), y=(y0, y1), z=(z0, z1), mip=0)`` and ``layer[z0:z1, y0:y1, x0:x1]``
+    return (z, y, x) arrays; ``layer.write(array, x0=, y0=, z0=, mip=0)`` writes a box.
+    """
+
+    def __init__(self, *, datastack: str, name: str, spec: LayerSpec, root: Path, status: str,
+                 context: ts.Context, description: str = "", progress: dict | None = None,
+                 provenance: dict | None = None, created: Any = None) -> None:
+        self.datastack = datastack
+        self.name = name
+        self.spec = spec
+        self.root = Path(root)
+        self.status = status
+        self.description = description
+        self.progress = progress or {}
+        self.provenance = provenance or {}
+        self.created = created
+        self._context = context
+        self._arrays: dict[int, ts.TensorStore] = {}
+        self._lock = threading.Lock()
+
+    # -- metadata ---------------------------------------------------------------------------------
+    @property
+    def layer_type(self) -> str:
+        return self.spec.layer_type
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.spec.dtype)
+
+    @property
+    def num_mips(self) -> int:
+        return len(self.spec.mips)
+
+    @property
+    def voxel_size(self) -> tuple[float, float, float]:
+        """(x, y, z) nm per voxel at mip 0."""
+        return self.spec.voxel_size_nm
+
+    def size(self, mip: int = 0) -> tuple[int, int, int]:
+        """(x, y, z) size in voxels at ``mip``."""
+        return self.spec.mips[self._check_mip(mip)].size_xyz
+
+    def shape(self, mip: int = 0) -> tuple[int, int, int]:
+        """(z, y, x) array shape at ``mip``."""
+        return self.spec.mips[self._check_mip(mip)].shape_zyx
+
+    def info(self) -> dict[str, Any]:
+        """JSON metadata: type, dtype, bounds, chunking and voxel size per mip, status, provenance."""
+        s = self.spec
+        return {
+            "datastack": self.datastack,
+            "name": self.name,
+            "description": self.description,
+            "type": s.layer_type,
+            "dtype": s.dtype,
+            "status": self.status,
+            "voxel_size_nm": list(s.voxel_size_nm),
+            "bounds": {"x": [0, s.size_xyz[0]], "y": [0, s.size_xyz[1]], "z": [0, s.size_xyz[2]]},
+            "compression": {"codec": s.compression, "level": s.compression_level},
+            "axes": ["z", "y", "x"],
+            "mips": [{"mip": m.mip, "size_xyz": list(m.size_xyz), "shape_zyx": list(m.shape_zyx),
+                      "voxel_size_nm": list(m.voxel_size_nm), "downsample_factor_xyz": list(m.factor_xyz),
+                      "chunk_zyx": list(m.chunk_zyx), "shard_zyx": list(m.shard_zyx)} for m in s.mips],
+            "created": as_utc(self.created).isoformat() if self.created else None,
+            "provenance": self.provenance,
+            "progress": self.progress if self.status != "ready" else {},
+        }
+
+    def __repr__(self) -> str:
+        x, y, z = self.spec.size_xyz
+        return (f"<Layer {self.datastack}/{self.name} {self.layer_type} {self.spec.dtype} "
+                f"x={x} y={y} z={z} mips={self.num_mips} {self.status}>")
+
+    # -- arrays -----------------------------------------------------------------------------------
+    def _check_mip(self, mip: Any) -> int:
+        if isinstance(mip, bool) or not isinstance(mip, int | np.integer) or not 0 <= mip < len(self.spec.mips):
+            raise InvalidArgument(f"mip {mip!r} does not exist; this layer has mips 0..{len(self.spec.mips) - 1}",
+                                  field="mip", value=repr(mip), allowed=[0, len(self.spec.mips) - 1])
+        return int(mip)
+
+    def _check_ready(self) -> None:
+        if self.status != "ready":
+            done = self.progress.get("slabs_done")
+            total = self.progress.get("slabs_total")
+            where = f" ({done}/{total} slabs written)" if total else ""
+            raise NotReady(
+                f"layer {self.datastack}/{self.name} is {self.status}{where}: its ingest did not finish; "
+                "run the same `neurolake ingest` command again to resume, or use --overwrite",
+                datastack=self.datastack, layer=self.name, status=self.status)
+
+    def array(self, mip: int = 0) -> ts.TensorStore:
+        """The tensorstore array (axes z, y, x) of ``mip``, opened once and cached."""
+        mip = self._check_mip(mip)
+        arr = self._arrays.get(mip)
+        if arr is None:
+            with self._lock:
+                arr = self._arrays.get(mip)
+                if arr is None:
+                    arr = self._arrays[mip] = open_array(self.root, mip, self._context)
+        return arr
+
+    def check_box(self, x: Any, y: Any, z: Any, mip: int = 0) -> tuple[Range, Range, Range]:
+        """Validate a box at ``mip``; returns ((x0, x1), (y0, y1), (z0, z1))."""
+        sx, sy, sz = self.size(mip)
+        return check_range("x", x, sx), check_range("y", y, sy), check_range("z", z, sz)
+
+    def cutout(self, x: Range, y: Range, z: Range, mip: int = 0) -> np.ndarray:
+        """Read the box ``x × y × z`` (half-open voxel ranges at ``mip``).
+
+        Returns a C-order array of shape (z1 - z0, y1 - y0, x1 - x0) and the layer's dtype.
+        Raises InvalidArgument (malformed/inverted range, unknown mip), OutOfBounds, NotReady.
+        """
+        self._check_ready()
+        (x0, x1), (y0, y1), (z0, z1) = self.check_box(x, y, z, mip)
+        return self.array(mip)[z0:z1, y0:y1, x0:x1].read().result()
+
+    def read_points(self, points_zyx: np.ndarray, mip: int = 0) -> np.ndarray:
+        """Values at integer voxel positions; ``points_zyx`` is (N, 3) in (z, y, x) order at ``mip``.
+
+        Returns an (N,) array of the layer's dtype. Raises OutOfBounds naming the first bad row.
+        """
+        self._check_ready()
+        pts = np.asarray(points_zyx)
+        if pts.ndim != 2 or pts.shape[1] != 3:
+            raise InvalidArgument(f"points must be an (N, 3) array of z, y, x, got shape {pts.shape}",
+                                  field="points", value=list(pts.shape))
+        if len(pts) == 0:
+            return np.zeros(0, dtype=self.dtype)
+        pts = pts.astype(np.int64)
+        shape = np.array(self.shape(mip))
+        bad = np.nonzero(((pts < 0) | (pts >= shape)).any(axis=1))[0]
+        if len(bad):
+            raise OutOfBounds(f"point {pts[bad[0]].tolist()} (z, y, x; row {int(bad[0])}) is outside the layer "
+                              f"shape {shape.tolist()}", field="points", row=int(bad[0]), bounds=shape.tolist())
+        arr = self.array(mip)
+        return arr.vindex[pts[:, 0], pts[:, 1], pts[:, 2]].read().result()
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        """``layer[z0:z1, y0:y1, x0:x1]`` at mip 0 (axes z, y, x; integers drop that axis)."""
+        if not isinstance(key, tuple):
+            key = (key,)
+        if len(key) > 3:
+            raise InvalidArgument(f"a layer has 3 axes (z, y, x), got {len(key)} indices", field="index")
+        key = key + (slice(None),) * (3 - len(key))
+        ranges, squeeze = [], []
+        for axis, k, n in zip("zyx", key, self.shape(0), strict=True):
+            if isinstance(k, slice):
+                if k.step not in (None, 1):
+                    raise InvalidArgument(f"{axis} slice step must be 1, got {k.step}", field=axis)
+                ranges.append((0 if k.start is None else k.start, n if k.stop is None else k.stop))
+            elif isinstance(k, int | np.integer):
+                ranges.append((int(k), int(k) + 1))
+                squeeze.append("zyx".index(axis))
+            else:
+                raise InvalidArgument(f"{axis} index must be an int or a slice, got {k!r}", field=axis)
+        out = self.cutout(x=ranges[2], y=ranges[1], z=ranges[0])
+        return out.squeeze(axis=tuple(squeeze)) if squeeze else out
+
+    def write(self, array: np.ndarray, x0: int = 0, y0: int = 0, z0: int = 0, mip: int = 0,
+              update_mips: bool = True) -> None:
+        """Write a (z, y, x) array with its corner at voxel (x0, y0, z0) of ``mip``.
+
+        The box need not align to chunks or shards. With ``update_mips`` the coarser mips of the
+        touched region are recomputed (area mean / mode). ``array.dtype`` must equal the layer's dtype
+        (or be safely castable, e.g. uint8 into uint16); each shard file is replaced atomically, so a
+        killed writer leaves every shard either old or new.
+        Raises InvalidArgument (ndim, dtype), OutOfBounds, NotReady.
+        """
+        self._check_ready()
+        self._write(array, x0, y0, z0, mip, update_mips)
+
+    def _write(self, array: np.ndarray, x0: int, y0: int, z0: int, mip: int, update_mips: bool) -> None:
+        arr = np.asarray(array)
+        if arr.ndim != 3:
+            raise InvalidArgument(f"array must have 3 axes (z, y, x), got shape {list(arr.shape)}",
+                                  field="array", value=list(arr.shape))
+        if arr.dtype != self.dtype:
+            if not np.can_cast(arr.dtype, self.dtype, casting="safe"):
+                raise InvalidArgument(
+                    f"array dtype {arr.dtype} does not fit layer {self.datastack}/{self.name} of dtype {self.dtype}",
+                    field="dtype", value=str(arr.dtype), allowed=str(self.dtype))
+            arr = arr.astype(self.dtype)
+        z, y, x = arr.shape
+        box = self.check_box((x0, x0 + x), (y0, y0 + y), (z0, z0 + z), mip)
+        (bx0, bx1), (by0, by1), (bz0, bz1) = box
+        self.array(mip)[bz0:bz1, by0:by1, bx0:bx1].write(arr).result()
+        if update_mips and mip + 1 < self.num_mips:
+            arrays = [self.array(m) for m in range(mip, self.num_mips)]
+            update_region(arrays, self.spec.mips[mip:], self.layer_type, ((bz0, bz1), (by0, by1), (bx0, bx1)))

@@ -1,0 +1,55 @@
+"""Catalog rows for datastacks and their layers."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from neurolake.db.base import Base, utcnow
+
+
+class Datastack(Base):
+    """One dataset: an aligned volume with its layers (CAVE's datastack)."""
+
+    __tablename__ = "datastacks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    voxel_size_nm: Mapped[list[float]] = mapped_column(JSON)  # [x, y, z] at mip 0
+    public: Mapped[bool] = mapped_column(default=True)
+    created: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    provenance: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    layers: Mapped[list[Layer]] = relationship(back_populates="datastack", cascade="all, delete-orphan")
+
+
+class Layer(Base):
+    """One volume of a datastack, stored as an OME-Zarr 0.5 group of sharded Zarr v3 arrays.
+
+    ``spec`` is the JSON-able :class:`neurolake.volumes.spec.LayerSpec` (dtype, shape, voxel size,
+    chunking, compression, mips); ``status`` is ``ingesting`` until the whole volume and its pyramid
+    are written, then ``ready`` (``failed`` after a rolled-back ingest).
+    """
+
+    __tablename__ = "layers"
+    __table_args__ = (UniqueConstraint("datastack_id", "name", name="uq_layers_datastack_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    datastack_id: Mapped[int] = mapped_column(ForeignKey("datastacks.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(128))
+    description: Mapped[str] = mapped_column(Text, default="")
+    layer_type: Mapped[str] = mapped_column(String(32))  # image | segmentation
+    dtype: Mapped[str] = mapped_column(String(16))
+    path: Mapped[str] = mapped_column(Text)  # relative to the lake root
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default="ingesting")
+    progress: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    provenance: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    datastack: Mapped[Datastack] = relationship(back_populates="layers")

@@ -1,0 +1,298 @@
+"""Readers for ingest sources, each read by z-slabs so memory stays bounded.
+
+Accepted ``SOURCE`` strings:
+
+- a folder of 2-D TIFF or PNG slices (natural sort of file names: ``2.tif`` before ``10.tif``);
+- a multi-page TIFF (``stack.tif``; one page per section);
+- an HDF5 dataset ``file.h5:/path/in/file`` (or ``file.h5`` holding a single dataset);
+- a Zarr array folder (v2 or v3; an OME-Zarr group reads its full-resolution array ``0``);
+- a ``.npy`` file (memory-mapped).
+
+Every source is 3-D (z, y, x); a single 2-D image is one section.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from neurolake.errors import CorruptData, InvalidArgument, NotFound
+
+SLICE_SUFFIXES = (".tif", ".tiff", ".png")
+
+
+def natural_key(name: str) -> list[Any]:
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
+
+
+def _fingerprint(paths: list[Path], extra: str = "") -> str:
+    h = hashlib.sha256(extra.encode())
+    for p in paths:
+        st = p.stat()
+        h.update(f"{p.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:32]
+
+
+class Source:
+    """A 3-D (z, y, x) source. ``read(z0, z1)`` returns sections z0..z1-1 as a C-order array."""
+
+    shape: tuple[int, int, int]
+    dtype: np.dtype
+    fingerprint: str
+    description: str
+
+    def read(self, z0: int, z1: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def _as3d(self, arr: np.ndarray, what: str) -> np.ndarray:
+        if arr.ndim == 2:
+            return arr[None]
+        if arr.ndim != 3:
+            raise InvalidArgument(f"{what} has shape {list(arr.shape)}; neurolake ingests 3-D grayscale or label "
+                                  "volumes (z, y, x) or 2-D sections", field="source", shape=list(arr.shape))
+        return arr
+
+
+class SliceFolder(Source):
+    """A folder of 2-D TIFF/PNG sections, one file per z, naturally sorted."""
+
+    def __init__(self, folder: Path) -> None:
+        files = sorted((p for p in folder.iterdir() if p.suffix.lower() in SLICE_SUFFIXES and p.is_file()),
+                       key=lambda p: natural_key(p.name))
+        if not files:
+            raise InvalidArgument(f"folder {str(folder)!r} holds no .tif, .tiff or .png slices",
+                                  field="source", value=str(folder))
+        self.files = files
+        first_shape, first_dtype = self._header(files[0])
+        for p in files[1:]:
+            shape, dtype = self._header(p)
+            if shape != first_shape or dtype != first_dtype:
+                raise InvalidArgument(
+                    f"slice {p.name} has shape {list(shape)} and dtype {dtype}, but {files[0].name} has "
+                    f"{list(first_shape)} and {first_dtype}: all slices must match",
+                    field="source", file=str(p))
+        self.shape = (len(files), *first_shape)
+        self.dtype = np.dtype(first_dtype)
+        self.fingerprint = _fingerprint(files)
+        self.description = f"{len(files)} slices in {folder}"
+
+    @staticmethod
+    def _header(p: Path) -> tuple[tuple[int, int], np.dtype]:
+        try:
+            if p.suffix.lower() in (".tif", ".tiff"):
+                import tifffile
+
+                with tifffile.TiffFile(p) as tf:
+                    page = tf.pages[0]
+                    shape, dtype = tuple(page.shape), page.dtype
+            else:
+                from PIL import Image
+
+                with Image.open(p) as im:
+                    mode_dtype = {"1": np.bool_, "L": np.uint8, "P": np.uint8, "I;16": np.uint16,
+                                  "I;16B": np.uint16, "I": np.int32, "F": np.float32}
+                    if im.mode not in mode_dtype:
+                        raise InvalidArgument(f"slice {p.name} is a {im.mode} image; only grayscale or label "
+                                              "images can be ingested", field="source", file=str(p))
+                    shape, dtype = (im.height, im.width), np.dtype(mode_dtype[im.mode])
+        except InvalidArgument:
+            raise
+        except Exception as exc:  # tifffile/PIL raise many kinds on a damaged file
+            raise CorruptData(f"cannot read slice {p.name}: {exc}", file=str(p)) from exc
+        if len(shape) != 2:
+            raise InvalidArgument(f"slice {p.name} has shape {list(shape)}; expected a 2-D grayscale image",
+                                  field="source", file=str(p))
+        return shape, np.dtype(dtype)
+
+    def _read_one(self, p: Path) -> np.ndarray:
+        try:
+            if p.suffix.lower() in (".tif", ".tiff"):
+                import tifffile
+
+                arr = tifffile.imread(p)
+            else:
+                from PIL import Image
+
+                with Image.open(p) as im:
+                    arr = np.asarray(im)
+        except Exception as exc:
+            raise CorruptData(f"cannot read slice {p.name}: {exc}", file=str(p)) from exc
+        if arr.shape != self.shape[1:]:
+            raise CorruptData(f"slice {p.name} decoded to shape {list(arr.shape)}, expected {list(self.shape[1:])}",
+                              file=str(p))
+        return arr.astype(self.dtype, copy=False)
+
+    def read(self, z0: int, z1: int) -> np.ndarray:
+        out = np.empty((z1 - z0, *self.shape[1:]), dtype=self.dtype)
+        for i, p in enumerate(self.files[z0:z1]):
+            out[i] = self._read_one(p)
+        return out
+
+
+class TiffStack(Source):
+    """A multi-page TIFF; each page is one section."""
+
+    def __init__(self, path: Path) -> None:
+        import tifffile
+
+        try:
+            self._tf = tifffile.TiffFile(path)
+            series = self._tf.series[0]
+        except Exception as exc:
+            raise CorruptData(f"cannot read TIFF {path.name}: {exc}", file=str(path)) from exc
+        shape = tuple(series.shape)
+        if len(shape) == 2:
+            shape = (1, *shape)
+        if len(shape) != 3:
+            raise InvalidArgument(f"TIFF {path.name} has shape {list(shape)}; expected (z, y, x) grayscale pages",
+                                  field="source", file=str(path))
+        self.shape = shape
+        self.dtype = np.dtype(series.dtype)
+        self.fingerprint = _fingerprint([path])
+        self.description = f"multi-page TIFF {path}"
+        self._path = path
+
+    def read(self, z0: int, z1: int) -> np.ndarray:
+        try:
+            arr = self._tf.asarray(key=range(z0, z1)) if self.shape[0] > 1 else self._tf.asarray()
+        except Exception as exc:
+            raise CorruptData(f"cannot read pages {z0}:{z1} of {self._path.name}: {exc}", file=str(self._path)) from exc
+        return self._as3d(np.asarray(arr), self._path.name)
+
+    def close(self) -> None:
+        self._tf.close()
+
+
+class HDF5Dataset(Source):
+    """An HDF5 dataset ``file.h5:/path`` (LZF and gzip filters included with h5py)."""
+
+    def __init__(self, path: Path, dataset: str | None) -> None:
+        import h5py
+
+        try:
+            self._f = h5py.File(path, "r")
+        except Exception as exc:
+            raise CorruptData(f"cannot open HDF5 file {path.name}: {exc}", file=str(path)) from exc
+        if not dataset:
+            names: list[str] = []
+            self._f.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
+            if len(names) != 1:
+                raise InvalidArgument(f"HDF5 file {path.name} holds {len(names)} datasets ({', '.join(names[:10])}); "
+                                      f"name one as {path.name}:/path", field="source", datasets=names[:50])
+            dataset = names[0]
+        if dataset not in self._f or not isinstance(self._f[dataset], h5py.Dataset):
+            raise NotFound(f"HDF5 file {path.name} has no dataset {dataset!r}", file=str(path), dataset=dataset)
+        self._d = self._f[dataset]
+        shape = tuple(self._d.shape)
+        if len(shape) == 2:
+            shape = (1, *shape)
+        if len(shape) != 3:
+            raise InvalidArgument(f"dataset {dataset} has shape {list(shape)}; expected (z, y, x)",
+                                  field="source", dataset=dataset)
+        self.shape = shape
+        self.dtype = np.dtype(self._d.dtype)
+        self.fingerprint = _fingerprint([path], dataset)
+        self.description = f"HDF5 {path}:{dataset}"
+
+    def read(self, z0: int, z1: int) -> np.ndarray:
+        try:
+            arr = self._d[z0:z1] if self._d.ndim == 3 else self._d[()][None]
+        except Exception as exc:
+            raise CorruptData(f"cannot read {self.description} z={z0}:{z1}: {exc}") from exc
+        return np.ascontiguousarray(arr)
+
+    def close(self) -> None:
+        self._f.close()
+
+
+class ZarrArray(Source):
+    """A Zarr v2/v3 array folder (an OME-Zarr multiscales group reads its array ``0``)."""
+
+    def __init__(self, path: Path) -> None:
+        import zarr
+
+        try:
+            node = zarr.open(str(path), mode="r")
+            if isinstance(node, zarr.Group):
+                node = node["0"]
+        except Exception as exc:
+            raise CorruptData(f"cannot open Zarr array {path}: {exc}", file=str(path)) from exc
+        self._a = node
+        shape = tuple(node.shape)
+        if len(shape) == 2:
+            shape = (1, *shape)
+        if len(shape) != 3:
+            raise InvalidArgument(f"Zarr array {path} has shape {list(shape)}; expected (z, y, x)", field="source")
+        self.shape = shape
+        self.dtype = np.dtype(node.dtype)
+        meta = [p for p in (path / "zarr.json", path / ".zarray", path / "0" / "zarr.json") if p.exists()]
+        self.fingerprint = _fingerprint(meta, str(shape))
+        self.description = f"Zarr {path}"
+
+    def read(self, z0: int, z1: int) -> np.ndarray:
+        arr = self._a[z0:z1] if self._a.ndim == 3 else self._a[:][None]
+        return np.ascontiguousarray(arr)
+
+
+class NpyFile(Source):
+    """A ``.npy`` file, memory-mapped."""
+
+    def __init__(self, path: Path) -> None:
+        try:
+            arr = np.load(path, mmap_mode="r")
+        except Exception as exc:
+            raise CorruptData(f"cannot read {path.name}: {exc}", file=str(path)) from exc
+        self._a = self._as3d(arr, path.name)
+        self.shape = tuple(self._a.shape)
+        self.dtype = np.dtype(self._a.dtype)
+        self.fingerprint = _fingerprint([path])
+        self.description = f"npy {path}"
+
+    def read(self, z0: int, z1: int) -> np.ndarray:
+        return np.ascontiguousarray(self._a[z0:z1])
+
+
+def open_source(source: str | os.PathLike) -> Source:
+    """Open an ingest source (see module doc). Raises NotFound, InvalidArgument, CorruptData."""
+    text = str(source)
+    dataset = None
+    path = Path(text)
+    if not path.exists() and ":" in text:
+        file_part, _, dataset = text.rpartition(":")
+        path = Path(file_part)
+    if not path.exists():
+        raise NotFound(f"ingest source {text!r} does not exist", field="source", value=text)
+    suffix = path.suffix.lower()
+    if path.is_dir():
+        if (path / "zarr.json").exists() or (path / ".zarray").exists() or (path / ".zgroup").exists():
+            return ZarrArray(path)
+        return SliceFolder(path)
+    if suffix in (".h5", ".hdf5", ".hdf") or dataset is not None:
+        return HDF5Dataset(path, dataset)
+    if suffix in (".tif", ".tiff"):
+        return TiffStack(path)
+    if suffix == ".npy":
+        return NpyFile(path)
+    if suffix == ".png":
+        return _single_png(path)
+    raise InvalidArgument(f"cannot ingest {path.name}: use a folder of TIFF/PNG slices, a .tif, an HDF5 "
+                          "file.h5:/dataset, a Zarr folder or a .npy", field="source", value=text)
+
+
+def _single_png(path: Path) -> Source:
+    src = SliceFolder.__new__(SliceFolder)
+    shape, dtype = SliceFolder._header(path)
+    src.files = [path]
+    src.shape = (1, *shape)
+    src.dtype = np.dtype(dtype)
+    src.fingerprint = _fingerprint([path])
+    src.description = f"PNG {path}"
+    return src
