@@ -1,0 +1,171 @@
+"""Shared fixtures: the real demo data, a lake built from it, a real server process, PostgreSQL.
+
+- ``demo_lake_path``: a lake (session-scoped, built once) holding the demo datastacks
+  ``gerhard2013`` (image, labels) and ``gala_fibsem`` (image, segmentation). **Read-only**: tests that
+  write must use ``fresh_lake`` or make their own layers.
+- ``fresh_lake``: an empty lake in a temporary folder.
+- ``serve_lake``: a factory starting ``neurolake serve`` as a real uvicorn process on loopback;
+  ``serve_lake(path, *extra_args, env=...)`` returns the base URL; processes stop at session end.
+- ``demo_server``: the demo lake served once per session (read-only).
+- ``postgres_url``: a throw-away PostgreSQL cluster on a loopback port (started with the server
+  binaries of the Debian package that ``scripts/setup.sh`` installs); each call of the
+  ``new_pg_database`` factory gives a new empty database URL.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "data"
+SHARED = ROOT.parent / "shared" / "data"  # real datasets beside the project (tests may use them)
+
+os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
+os.environ.setdefault("no_proxy", "127.0.0.1,localhost")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, proc: subprocess.Popen | None = None, timeout: float = 60) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            httpx.get(url, timeout=2)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise TimeoutError(f"{url} did not answer within {timeout}s")
+
+
+@pytest.fixture(scope="session")
+def gerhard_source() -> np.ndarray:
+    """The Gerhard et al. ssTEM stack read straight from the TIFFs, (20, 1024, 1024) uint8."""
+    import tifffile
+
+    files = sorted((DATA / "gerhard2013" / "raw").glob("*.tif"))
+    return np.stack([tifffile.imread(f) for f in files])
+
+
+@pytest.fixture(scope="session")
+def demo_lake_path(tmp_path_factory) -> Path:
+    from neurolake import init_lake
+    from neurolake.demo import ingest_demo_layers
+
+    path = tmp_path_factory.mktemp("demo") / "lake"
+    lake = init_lake(path)
+    ingest_demo_layers(lake, lambda m: None, scheduler="threads")
+    lake.close()
+    return path
+
+
+@pytest.fixture(scope="session")
+def demo_lake(demo_lake_path):
+    from neurolake import open_lake
+
+    lake = open_lake(demo_lake_path)
+    yield lake
+    lake.close()
+
+
+@pytest.fixture
+def fresh_lake(tmp_path):
+    from neurolake import init_lake
+
+    lake = init_lake(tmp_path / "lake")
+    yield lake
+    lake.close()
+
+
+@pytest.fixture(scope="session")
+def serve_lake(tmp_path_factory):
+    procs: list[subprocess.Popen] = []
+    logs = tmp_path_factory.mktemp("server-logs")
+
+    def start(lake_path, *extra: str, env: dict | None = None) -> str:
+        port = free_port()
+        log = open(logs / f"server-{port}.log", "wb")
+        cmd = [sys.executable, "-m", "neurolake.cli", "serve", "--lake", str(lake_path), "--host", "127.0.0.1",
+               "--port", str(port), *extra]
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+        procs.append(proc)
+        base = f"http://127.0.0.1:{port}"
+        wait_http(base + "/", proc)
+        return base
+
+    yield start
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+@pytest.fixture(scope="session")
+def demo_server(serve_lake, demo_lake_path) -> str:
+    return serve_lake(demo_lake_path)
+
+
+def _pg_bin() -> Path | None:
+    cands = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    return cands[-1].parent if cands else None
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory):
+    """URL of a running throw-away PostgreSQL server (admin database ``postgres``)."""
+    pgbin = _pg_bin()
+    if pgbin is None:
+        pytest.fail("PostgreSQL server binaries are missing: run scripts/setup.sh")
+    base = Path(f"/tmp/neurolake-pg-{uuid.uuid4().hex[:8]}")
+    data, sock = base / "data", base / "sock"
+    port = free_port()
+    as_root = os.geteuid() == 0
+    run = (lambda *a: ["runuser", "-u", "postgres", "--", *a]) if as_root else (lambda *a: list(a))
+    base.mkdir(parents=True)
+    sock.mkdir()
+    if as_root:
+        shutil.chown(base, "postgres", "postgres")
+        shutil.chown(sock, "postgres", "postgres")
+    subprocess.run(run(str(pgbin / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
+                       "--no-instructions"), check=True, capture_output=True)
+    subprocess.run(run(str(pgbin / "pg_ctl"), "-D", str(data), "-l", str(base / "server.log"), "-w", "-o",
+                       f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off", "start"),
+                   check=True, capture_output=True)
+    yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+    subprocess.run(run(str(pgbin / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"), capture_output=True)
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def new_pg_database(postgres_url):
+    """Factory: a new empty database on the test server; returns its SQLAlchemy URL."""
+    import psycopg
+
+    admin = postgres_url.replace("postgresql+psycopg://", "postgresql://")
+
+    def make() -> str:
+        name = f"nl_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return postgres_url.rsplit("/", 1)[0] + f"/{name}"
+
+    return make
