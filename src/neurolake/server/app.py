@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from neurolake import __version__
 from neurolake.lake import Lake, open_lake
 from neurolake.server import api, errors, ocp
+from neurolake.server import http as http_hygiene
 
 
 def create_app(lake: Lake | str | Path, max_cutout_bytes: int | None = None) -> FastAPI:
@@ -31,4 +32,7 @@ def create_app(lake: Lake | str | Path, max_cutout_bytes: int | None = None) -> 
     def index() -> dict:
         return {"neurolake": __version__, "datastacks": [d["name"] for d in lake.datastacks()], "docs": "/docs"}
 
+    # CORS + Accept-Ranges on every response, OPTIONS -> 204. Keep this the LAST add_middleware call
+    # (the outermost one) so responses of other middleware (e.g. 401) carry CORS headers too.
+    http_hygiene.install(app)
     return app

@@ -1,0 +1,198 @@
+"""HTTP hygiene shared by every data route: CORS, HEAD, byte ranges, ETags, gzip.
+
+What the real clients need (see ``CLIENTS.md``; RFC 9110 §13-14 for the semantics):
+
+- :class:`CORSMiddleware` (pure ASGI, installed by ``create_app``) adds to *every* response, errors
+  and 404s included, ``Access-Control-Allow-Origin: *``, ``Access-Control-Expose-Headers: Content-Range,
+  Content-Length, Content-Encoding, ETag`` and ``Accept-Ranges: bytes``, and answers every ``OPTIONS``
+  (CORS preflight) with 204 without calling the application. Neuroglancer runs on another origin and
+  loads nothing without these headers.
+- :func:`bytes_response` serves an in-memory body as a static file would: ``HEAD`` with the true
+  ``Content-Length`` and no ``Content-Encoding``; ``Range: bytes=a-b`` / ``a-`` / ``-N`` → 206 with
+  ``Content-Range`` (416 when unsatisfiable); ``ETag`` + ``If-None-Match`` → 304 (``If-Range`` honoured);
+  ``Content-Encoding: gzip`` only on whole 200 bodies of compressible types when the client accepts
+  gzip — never on 206 (cloud-volume and tensorstore slice the identity bytes) and never ``deflate``.
+
+Routers that serve static-looking trees must register with ``methods=["GET", "HEAD"]`` (FastAPI
+does not add HEAD by itself) and return ``bytes_response(request, body, media_type)``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import re
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+EXPOSE_HEADERS = "Content-Range, Content-Length, Content-Encoding, ETag"
+ALLOW_METHODS = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+CORS_HEADERS = [
+    (b"access-control-allow-origin", b"*"),
+    (b"access-control-expose-headers", EXPOSE_HEADERS.encode()),
+    (b"accept-ranges", b"bytes"),
+]
+# Media types whose bodies are already compressed: gzip would only cost time.
+INCOMPRESSIBLE = ("image/jpeg", "image/png", "image/webp", "application/gzip", "application/zstd",
+                  "application/x-blosc")
+GZIP_MIN_BYTES = 512
+GZIP_LEVEL = 5
+
+_RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
+
+
+class CORSMiddleware:
+    """Pure-ASGI middleware: CORS + ``Accept-Ranges`` on every HTTP response; OPTIONS → 204.
+
+    Install it as the outermost middleware (``app.add_middleware`` last) so that errors raised by
+    inner middleware (e.g. 401 from authentication) also carry the CORS headers; a preflight
+    ``OPTIONS`` never reaches authentication, as browsers send preflights without credentials.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] == "OPTIONS":
+            req_headers = dict(scope.get("headers") or [])
+            allow_headers = req_headers.get(b"access-control-request-headers", b"*")
+            await send({"type": "http.response.start", "status": 204, "headers": CORS_HEADERS + [
+                (b"access-control-allow-methods", ALLOW_METHODS.encode()),
+                (b"access-control-allow-headers", allow_headers),
+                (b"access-control-max-age", b"86400"),
+                (b"content-length", b"0"),
+            ]})
+            await send({"type": "http.response.body", "body": b""})
+            return
+
+        async def send_with_cors(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                names = {k.lower() for k, _ in message.get("headers", [])}
+                extra = [(k, v) for k, v in CORS_HEADERS if k not in names]
+                message = {**message, "headers": list(message.get("headers", [])) + extra}
+            await send(message)
+
+        await self.app(scope, receive, send_with_cors)
+
+
+def make_etag(body: bytes) -> str:
+    """A strong entity tag (quoted) from a 128-bit BLAKE2b digest of ``body``."""
+    return '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
+
+
+def _etag_matches(header: str, etag: str) -> bool:
+    """Weak comparison (RFC 9110 §8.8.3.2) of an If-None-Match list against ``etag``."""
+    if header.strip() == "*":
+        return True
+    core = etag.removeprefix("W/")
+    for tag in header.split(","):
+        tag = tag.strip().removeprefix("W/")
+        if tag == core or tag == core[:-1] + '-gzip"':
+            return True
+    return False
+
+
+def parse_byte_range(header: str, total: int) -> tuple[int, int] | None:
+    """Parse one ``Range`` header against a body of ``total`` bytes.
+
+    Returns the inclusive ``(first, last)`` byte positions, ``None`` when the header should be ignored
+    (not a single ``bytes=`` range, e.g. multiple ranges: the whole body is then sent with 200), and
+    raises :class:`RangeNotSatisfiable` when the range selects nothing (first ≥ total, or ``-0``).
+    """
+    m = _RANGE.match(header)
+    if not m:
+        return None
+    a, b = m.group(1), m.group(2)
+    if a == "" and b == "":
+        return None
+    if a == "":  # suffix: the last N bytes
+        n = int(b)
+        if n == 0 or total == 0:
+            raise RangeNotSatisfiable(total)
+        return max(0, total - n), total - 1
+    first = int(a)
+    last = total - 1 if b == "" else min(int(b), total - 1)
+    if b != "" and int(b) < first:
+        return None  # syntactically invalid: RFC 9110 says ignore the header
+    if first >= total:
+        raise RangeNotSatisfiable(total)
+    return first, last
+
+
+class RangeNotSatisfiable(Exception):
+    def __init__(self, total: int) -> None:
+        super().__init__(f"range not satisfiable for {total} bytes")
+        self.total = total
+
+
+def _accepts_gzip(request: Request) -> bool:
+    for part in request.headers.get("accept-encoding", "").split(","):
+        token, _, params = part.strip().partition(";")
+        if token.strip().lower() in ("gzip", "*"):
+            q = params.strip()
+            return not (q.startswith("q=") and float(q[2:] or 0) == 0)
+    return False
+
+
+def bytes_response(request: Request, body: bytes, media_type: str, *, etag: str | None = None,
+                   compress: bool | None = None, headers: dict[str, str] | None = None,
+                   cache_control: str | None = "no-cache") -> Response:
+    """Serve ``body`` like a static file, honouring HEAD, Range, If-None-Match/If-Range and gzip.
+
+    ``etag`` (quoted, as it will appear in the header) defaults to a hash of ``body``; ``compress``
+    forces gzip on/off for whole 200 bodies (default: on for compressible media types of at least
+    512 bytes when ``Accept-Encoding`` allows gzip). ``headers`` are added to every response.
+    Status codes: 200 whole body, 206 partial (``Content-Range: bytes a-b/total``), 304 not modified,
+    416 unsatisfiable range (``Content-Range: bytes */total``).
+    """
+    total = len(body)
+    etag = etag or make_etag(body)
+    base = {"ETag": etag, "Vary": "Accept-Encoding", **(headers or {})}
+    if cache_control:
+        base["Cache-Control"] = cache_control
+    is_head = request.method == "HEAD"
+
+    inm = request.headers.get("if-none-match")
+    if inm is not None and _etag_matches(inm, etag):
+        return Response(status_code=304, headers=base)
+
+    rng = request.headers.get("range")
+    if_range = request.headers.get("if-range")
+    if rng is not None and if_range is not None and (if_range.strip().startswith("W/")
+                                                     or not _etag_matches(if_range, etag)):
+        rng = None  # the client's copy is stale: send the whole body (RFC 9110 §13.1.5)
+    if rng is not None:
+        try:
+            span = parse_byte_range(rng, total)
+        except RangeNotSatisfiable:
+            return Response(status_code=416, headers={**base, "Content-Range": f"bytes */{total}"},
+                            media_type=media_type)
+        if span is not None:
+            first, last = span
+            part = body[first:last + 1]
+            hdrs = {**base, "Content-Range": f"bytes {first}-{last}/{total}"}
+            if is_head:
+                return Response(status_code=206, headers={**hdrs, "Content-Length": str(len(part))},
+                                media_type=media_type)
+            return Response(part, status_code=206, headers=hdrs, media_type=media_type)
+
+    if is_head:
+        return Response(status_code=200, headers={**base, "Content-Length": str(total)}, media_type=media_type)
+    if compress is None:
+        compress = total >= GZIP_MIN_BYTES and not media_type.startswith(INCOMPRESSIBLE)
+    if compress and _accepts_gzip(request):
+        gz = gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
+        if len(gz) < total:
+            tag = etag[:-1] + '-gzip"' if etag.endswith('"') else etag
+            return Response(gz, headers={**base, "ETag": tag, "Content-Encoding": "gzip"}, media_type=media_type)
+    return Response(body, headers=base, media_type=media_type)
+
+
+def install(app) -> None:
+    """Add :class:`CORSMiddleware` to ``app`` (call after any other ``add_middleware``)."""
+    app.add_middleware(CORSMiddleware)
