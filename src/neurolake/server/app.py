@@ -27,6 +27,15 @@ def create_app(lake: Lake | str | Path, max_cutout_bytes: int | None = None) -> 
     errors.install(app)
     app.include_router(api.router)
     app.include_router(ocp.router)
+    # Serving (issue 3). Routers with fixed segments under /precomputed/{ds}/ (e.g. annotations) must be
+    # included BEFORE precomputed.router, whose /precomputed/{ds}/{layer}/... would otherwise match.
+    from neurolake.server import boss, precomputed, tiles, viewer, zarr
+
+    app.include_router(boss.router)
+    app.include_router(precomputed.router)
+    app.include_router(zarr.router)
+    app.include_router(tiles.router)
+    app.include_router(viewer.router)
 
     @app.get("/", include_in_schema=False)
     def index() -> dict:

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
 import re
+import stat
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -150,8 +152,29 @@ def bytes_response(request: Request, body: bytes, media_type: str, *, etag: str 
     Status codes: 200 whole body, 206 partial (``Content-Range: bytes a-b/total``), 304 not modified,
     416 unsatisfiable range (``Content-Range: bytes */total``).
     """
-    total = len(body)
-    etag = etag or make_etag(body)
+    return _respond(request, len(body), lambda a, b: body[a:b], media_type, etag or make_etag(body),
+                    compress, headers, cache_control)
+
+
+def file_response(request: Request, path: os.PathLike | str, media_type: str, *, compress: bool | None = None,
+                  headers: dict[str, str] | None = None, cache_control: str | None = "no-cache") -> Response:
+    """Serve a file with the rules of :func:`bytes_response`, reading only the requested byte span.
+
+    The ETag is derived from the file's size and modification time (nanoseconds). Raises
+    ``FileNotFoundError`` / ``IsADirectoryError`` for a missing key (callers turn it into 404).
+    """
+    with open(path, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise IsADirectoryError(str(path))
+        etag = f'"{st.st_mtime_ns:x}-{st.st_size:x}"'
+        fd = f.fileno()
+        return _respond(request, st.st_size, lambda a, b: os.pread(fd, b - a, a), media_type, etag,
+                        compress, headers, cache_control)
+
+
+def _respond(request: Request, total: int, read, media_type: str, etag: str, compress: bool | None,
+             headers: dict[str, str] | None, cache_control: str | None) -> Response:
     base = {"ETag": etag, "Vary": "Accept-Encoding", **(headers or {})}
     if cache_control:
         base["Cache-Control"] = cache_control
@@ -174,15 +197,15 @@ def bytes_response(request: Request, body: bytes, media_type: str, *, etag: str 
                             media_type=media_type)
         if span is not None:
             first, last = span
-            part = body[first:last + 1]
             hdrs = {**base, "Content-Range": f"bytes {first}-{last}/{total}"}
             if is_head:
-                return Response(status_code=206, headers={**hdrs, "Content-Length": str(len(part))},
+                return Response(status_code=206, headers={**hdrs, "Content-Length": str(last - first + 1)},
                                 media_type=media_type)
-            return Response(part, status_code=206, headers=hdrs, media_type=media_type)
+            return Response(read(first, last + 1), status_code=206, headers=hdrs, media_type=media_type)
 
     if is_head:
         return Response(status_code=200, headers={**base, "Content-Length": str(total)}, media_type=media_type)
+    body = read(0, total)
     if compress is None:
         compress = total >= GZIP_MIN_BYTES and not media_type.startswith(INCOMPRESSIBLE)
     if compress and _accepts_gzip(request):

@@ -1,0 +1,65 @@
+"""Tiles at video rate: ``GET /catmaid/{ds}/{layer}/{xy|xz|yz}/{index}/{row}_{col}_{mip}.{png|jpg}``.
+
+512 × 512 tiles in the CATMAID convention (see :mod:`neurolake.volumes.tiles` for the geometry),
+served from an in-memory LRU cache bounded in bytes with background prefetch of neighbouring tiles
+and of the next sections in the scroll direction. ``GET /api/v1/stats`` reports the cache size and
+hit / miss / prefetch counters. Settings (environment of the server process):
+``NEUROLAKE_TILE_CACHE_BYTES`` (default 512 MiB), ``NEUROLAKE_TILE_PREFETCH_DEPTH`` (sections ahead,
+default 8; 0 disables prefetch), ``NEUROLAKE_TILE_MAX_AGE_S`` (default 300: tiles older than this are
+re-rendered, so writes by other processes show up).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from fastapi import APIRouter, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from neurolake.errors import InvalidArgument
+from neurolake.server.http import bytes_response
+from neurolake.volumes.tiles import TILE_FORMATS, TileCache, TileService
+
+router = APIRouter(tags=["tiles"])
+_NAME = re.compile(r"^(\d+)_(\d+)_(\d+)\.(png|jpg|jpeg)$")
+
+
+def tile_service(app) -> TileService:
+    """The app's :class:`TileService`, created on first use from the environment settings."""
+    svc = getattr(app.state, "tiles", None)
+    if svc is None:
+        cache = TileCache(int(os.environ.get("NEUROLAKE_TILE_CACHE_BYTES", 512 * 2**20)),
+                          float(os.environ.get("NEUROLAKE_TILE_MAX_AGE_S", 300)))
+        svc = app.state.tiles = TileService(cache, depth=int(os.environ.get("NEUROLAKE_TILE_PREFETCH_DEPTH", 8)))
+    return svc
+
+
+def invalidate(app, datastack: str, layer: str | None = None) -> None:
+    """Forget cached tiles of a layer after a write through this server."""
+    svc = getattr(app.state, "tiles", None)
+    if svc is not None:
+        svc.cache.invalidate(datastack, layer)
+
+
+@router.api_route("/catmaid/{datastack}/{layer}/{plane}/{index}/{name}", methods=["GET", "HEAD"],
+                  summary="512x512 tile (CATMAID convention)")
+async def get_tile(datastack: str, layer: str, plane: str, index: str, name: str, request: Request) -> Response:
+    m = _NAME.match(name)
+    if not m or not index.isdigit():
+        raise InvalidArgument(f"tile {index}/{name!r} must look like {{index}}/{{row}}_{{col}}_{{mip}}.png or .jpg "
+                              "with whole numbers", field="tile", value=f"{index}/{name}")
+    row, col, mip, fmt = int(m.group(1)), int(m.group(2)), int(m.group(3)), m.group(4)
+    svc = tile_service(request.app)
+    la = request.app.state.lake.layer(datastack, layer)
+    body = svc.lookup(la, plane, int(index), row, col, mip, fmt)
+    if body is None:
+        body = await run_in_threadpool(svc.render, la, plane, int(index), row, col, mip, fmt)
+    client = request.client.host if request.client else ""
+    svc.schedule(la, plane, int(index), row, col, mip, fmt, client)
+    return bytes_response(request, body, TILE_FORMATS[fmt])
+
+
+@router.get("/api/v1/stats", summary="Tile cache size and hit/miss/prefetch counters")
+def stats(request: Request) -> dict:
+    return {"tiles": tile_service(request.app).stats()}

@@ -1,0 +1,128 @@
+"""Neuroglancer, served offline: ``GET /viewer/{ds}`` opens the datastack's layers.
+
+The PyPI ``neuroglancer`` wheel bundles a built viewer (``neuroglancer/static/client/``). That build
+is the one that talks to neuroglancer's own Python server: it must be loaded from ``…/v/{token}/``
+and takes its state from a server-sent-event stream ``…/events/{token}`` (messages
+``{"k": "s"|"c", "s": state, "g": generation}``), posting the user's changes to ``…/state/{token}``.
+This module answers that small protocol itself, with the datastack name as token, so no Python
+viewer process is needed:
+
+- ``GET /viewer/{ds}`` → redirect to ``/viewer/v/{ds}/`` (the bundled ``index.html`` and assets);
+- ``GET /viewer/events/{ds}`` → the initial state: one layer per volume layer of the datastack,
+  sources ``precomputed://{origin}/precomputed/{ds}/{layer}`` on this server's origin, the position
+  at the volume centre; the stream is then kept open with keep-alive comments;
+- ``POST /viewer/state/{ds}`` → accepts the client's state changes (not persisted) and
+  ``POST /viewer/action/{ds}`` → ignored; ``GET /viewer/state/{ds}`` → the initial state JSON (e.g.
+  to open the same view in another Neuroglancer as ``https://…/#!`` + URL-encoded JSON).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import mimetypes
+import time
+from pathlib import Path
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import RedirectResponse, StreamingResponse
+
+from neurolake.errors import NotFound
+from neurolake.lake import Lake
+from neurolake.server.http import file_response
+
+router = APIRouter(prefix="/viewer", tags=["viewer"])
+KEEPALIVE_S = 15.0
+STREAM_MAX_S = 3600.0
+_generation = itertools.count(1)
+
+
+def client_dir() -> Path:
+    """Folder of the built Neuroglancer client shipped in the ``neuroglancer`` wheel."""
+    try:
+        import neuroglancer
+    except ImportError as exc:  # pragma: no cover - neuroglancer is a dependency of the viewer
+        raise NotFound("the neuroglancer package is not installed; install it to serve the viewer") from exc
+    return Path(neuroglancer.__file__).parent / "static" / "client"
+
+
+def viewer_state(lake: Lake, datastack: str, origin: str, layout: str = "4panel") -> dict:
+    """Neuroglancer state (JSON) showing every ready layer of ``datastack`` from ``origin``.
+
+    ``dimensions`` are the mip-0 voxel size in metres (x, y, z); ``position`` is the volume centre
+    in voxels. Images come first so segmentations draw on top.
+    """
+    ds = lake.datastack(datastack)
+    layers = [la for la in lake.layers(datastack) if la.status == "ready"]
+    vx, vy, vz = ds.get("voxel_size_nm") or (layers[0].voxel_size if layers else (1, 1, 1))
+    sizes = [la.size(0) for la in layers] or [(1, 1, 1)]
+    centre = [max(s[i] for s in sizes) / 2 for i in range(3)]
+    ng_layers = []
+    for la in sorted(layers, key=lambda la: la.layer_type != "image"):
+        ng_layers.append({"type": la.layer_type, "name": la.name,
+                          "source": f"precomputed://{origin.rstrip('/')}/precomputed/{datastack}/{la.name}"})
+    return {"dimensions": {"x": [vx * 1e-9, "m"], "y": [vy * 1e-9, "m"], "z": [vz * 1e-9, "m"]},
+            "position": centre, "crossSectionScale": max(1.0, max(sizes[0][:2]) / 1024), "projectionScale": 2048,
+            "layers": ng_layers, "selectedLayer": {"layer": ng_layers[0]["name"] if ng_layers else None},
+            "layout": layout}
+
+
+def _origin(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
+@router.get("/{datastack}", summary="Open Neuroglancer on a datastack")
+def open_viewer(datastack: str, request: Request) -> Response:
+    request.app.state.lake.datastack(datastack)  # 404 for an unknown datastack
+    return RedirectResponse(f"/viewer/v/{datastack}/", status_code=307)
+
+
+@router.api_route("/v/{datastack}/{path:path}", methods=["GET", "HEAD"], include_in_schema=False)
+def static(datastack: str, path: str, request: Request) -> Response:
+    root = client_dir()
+    name = path or "index.html"
+    target = (root / name).resolve()
+    if root.resolve() not in target.parents or not target.is_file():
+        raise NotFound(f"no viewer file {name!r}", path=name)
+    media = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
+    if target.suffix == ".wasm":
+        media = "application/wasm"
+    return file_response(request, target, media)
+
+
+@router.get("/state/{datastack}", summary="The viewer's initial Neuroglancer state")
+def get_state(datastack: str, request: Request, layout: str = "4panel") -> dict:
+    return viewer_state(request.app.state.lake, datastack, _origin(request), layout)
+
+
+@router.get("/events/{datastack}", include_in_schema=False)
+async def events(datastack: str, request: Request, layout: str = "4panel") -> Response:
+    state = viewer_state(request.app.state.lake, datastack, _origin(request), layout)
+    sent_before = request.query_params.get("gs") not in (None, "", "undefined")
+
+    async def stream():
+        gen = f"server/{next(_generation)}"
+        yield f"data: {json.dumps({'k': 'c', 's': {}, 'g': gen})}\n\n"
+        if not sent_before:  # a reconnecting client keeps its own (possibly edited) state
+            yield f"data: {json.dumps({'k': 's', 's': state, 'g': gen})}\n\n"
+        start = time.monotonic()
+        while time.monotonic() - start < STREAM_MAX_S:
+            for _ in range(int(KEEPALIVE_S * 4)):
+                if await request.is_disconnected():
+                    return
+                await asyncio.sleep(0.25)
+            yield ": keep-alive\n\n"
+
+    return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+@router.post("/state/{datastack}", include_in_schema=False)
+async def post_state(datastack: str, request: Request) -> dict:
+    msg = json.loads(await request.body() or b"{}")
+    return {"g": f"{msg.get('c', 'client')}/{msg.get('g', 0)}"}
+
+
+@router.post("/action/{datastack}", include_in_schema=False)
+async def post_action(datastack: str) -> Response:
+    return Response(status_code=200)
