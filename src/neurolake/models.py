@@ -4,3 +4,4 @@ Add one import line per package that defines models.
 """
 
 import neurolake.volumes.models  # noqa: F401
+import neurolake.annotations.models  # noqa: F401

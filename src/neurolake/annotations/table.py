@@ -1,0 +1,680 @@
+"""Annotation tables: one Delta Lake table per annotation table, with history and soft deletes.
+
+Storage: ``<lake>/datastacks/<ds>/tables/<table>/`` is a Delta Lake table (https://delta.io,
+written with delta-rs ``deltalake``); the catalog row (:class:`AnnotationTable`) holds its metadata.
+Every write is one Delta commit (atomic: a killed writer leaves the previous version intact).
+Updates insert a new row and mark the old one ``deleted`` with ``superceded_id`` pointing to the
+new row; deletes only set ``deleted``. The rows valid at time ``T`` are those with
+``created <= T`` and (``deleted`` null or ``deleted > T``) — CAVE's model, so nothing is ever lost
+and any past state can be read back (Delta time travel gives each commit's exact state too).
+
+Rows are sorted by a Morton (z-order) key of their primary point before each commit and written in
+small Parquet row groups, so bounding-box queries skip most of the table using Parquet statistics.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+from deltalake import CommitProperties, DeltaTable, WriterProperties, write_deltalake
+from deltalake.exceptions import CommitFailedError
+from sqlalchemy import select
+
+from neurolake.annotations.models import AnnotationTable
+from neurolake.annotations.schemas import (
+    Schema,
+    arrow_schema,
+    check_properties,
+    get_schema,
+    id_columns,
+    position_columns,
+    validate,
+)
+from neurolake.db.base import as_utc, utcnow
+from neurolake.errors import AlreadyExists, Conflict, InvalidArgument, NotFound, OutOfBounds
+from neurolake.provenance import current_user
+from neurolake.volumes.spec import check_name
+
+ROW_GROUP_ROWS = 16_384
+PERMISSIONS = ("PUBLIC", "GROUP", "PRIVATE")
+_locks: dict[str, threading.Lock] = {}
+_locks_guard = threading.Lock()
+
+
+def _lock(path: Path) -> threading.Lock:
+    with _locks_guard:
+        return _locks.setdefault(str(path), threading.Lock())
+
+
+def _triple_nm(value: Any, what: str) -> tuple[float, float, float]:
+    try:
+        vals = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        vals = ()
+    if len(vals) != 3 or not all(v > 0 and np.isfinite(v) for v in vals):
+        raise InvalidArgument(f"{what} must be 3 positive numbers (x, y, z nm), got {value!r}",
+                              field=what, value=repr(value))
+    return vals  # type: ignore[return-value]
+
+
+def _as_utc_ts(value: Any, what: str = "timestamp") -> dt.datetime:
+    if isinstance(value, dt.datetime):
+        ts = value
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        ts = dt.datetime.fromtimestamp(float(value), dt.UTC)
+    elif isinstance(value, str):
+        try:
+            ts = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise InvalidArgument(f"{what} {value!r} is not an ISO 8601 time (e.g. 2026-11-21T10:00:00Z) or "
+                                  "seconds since the epoch", field=what, value=value) from None
+    else:
+        raise InvalidArgument(f"{what} must be a datetime, ISO 8601 text or epoch seconds, got {value!r}",
+                              field=what, value=repr(value))
+    return ts if ts.tzinfo else ts.replace(tzinfo=dt.UTC)
+
+
+def morton_key(points: np.ndarray, bits: int = 10) -> np.ndarray:
+    """Z-order key of (N, 3) x, y, z positions normalised to their own bounding box (``bits`` per axis)."""
+    n = len(points)
+    if n == 0:
+        return np.zeros(0, dtype=np.uint64)
+    pts = np.nan_to_num(points.astype(np.float64), nan=0.0)
+    lo, hi = pts.min(axis=0), pts.max(axis=0)
+    span = np.where(hi > lo, hi - lo, 1.0)
+    q = ((pts - lo) / span * ((1 << bits) - 1)).astype(np.uint64)
+    key = np.zeros(n, dtype=np.uint64)
+    for b in range(bits):
+        for a in range(3):
+            key |= ((q[:, a] >> np.uint64(b)) & np.uint64(1)) << np.uint64(3 * b + a)
+    return key
+
+
+class Table:
+    """One annotation table. Obtain with :func:`get_table` / :func:`create_table`.
+
+    Positions are (x, y, z) **voxels at** ``voxel_resolution`` (nm per voxel); multiply by
+    ``voxel_resolution`` for nm (or query with ``positions="nm"``). Ids are uint64.
+    """
+
+    def __init__(self, lake: Any, datastack: str, row: AnnotationTable) -> None:
+        self.lake = lake
+        self.datastack = datastack
+        self.name = row.name
+        self.schema: Schema = get_schema(row.schema_name)
+        self.properties: dict[str, str] = dict(row.properties or {})
+        self.voxel_resolution: tuple[float, float, float] = tuple(row.voxel_resolution_nm)  # type: ignore
+        self.segmentation_layer: str | None = row.segmentation_layer
+        self.required_points: tuple[str, ...] = tuple(row.required_points)
+        self.description = row.description
+        self.owner = row.owner
+        self.read_permission = row.read_permission
+        self.write_permission = row.write_permission
+        self.created = as_utc(row.created)
+        self.path = Path(lake.root) / row.path
+        self.arrow_schema = arrow_schema(self.schema, self.properties)
+        self._dt: DeltaTable | None = None
+        self._dataset: tuple[int, pads.Dataset] | None = None
+        self._lock = _lock(self.path)
+
+    def __repr__(self) -> str:
+        return f"<annotation Table {self.datastack}/{self.name} schema={self.schema.name} version={self.version}>"
+
+    # -- metadata ---------------------------------------------------------------------------------
+    @property
+    def id_columns(self) -> list[str]:
+        return id_columns(self.schema, self.properties)
+
+    def metadata(self) -> dict[str, Any]:
+        """CAVE-style table metadata (JSON-able)."""
+        vx, vy, vz = self.voxel_resolution
+        return {
+            "datastack": self.datastack, "table_name": self.name, "schema_type": self.schema.name,
+            "schema": self.schema.to_json(), "properties": self.properties, "description": self.description,
+            "owner": self.owner, "voxel_resolution_x": vx, "voxel_resolution_y": vy, "voxel_resolution_z": vz,
+            "voxel_resolution_nm": [vx, vy, vz], "segmentation_layer": self.segmentation_layer,
+            "required_points": list(self.required_points), "read_permission": self.read_permission,
+            "write_permission": self.write_permission, "reference_table": None,
+            "created": self.created.isoformat() if self.created else None, "version": self.version,
+            "columns": self.arrow_schema.names, "id_columns": self.id_columns,
+        }
+
+    # -- Delta access -----------------------------------------------------------------------------
+    def delta(self) -> DeltaTable:
+        """The current :class:`deltalake.DeltaTable` (refreshed to the newest version)."""
+        if self._dt is None:
+            self._dt = DeltaTable(str(self.path))
+        else:
+            self._dt.update_incremental()
+        return self._dt
+
+    @property
+    def version(self) -> int:
+        """The Delta version of the table (one per committed write)."""
+        return self.delta().version()
+
+    def history(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """Commits, newest first: version, timestamp (UTC ISO), operation, and neurolake's commit info."""
+        out = []
+        for h in self.delta().history(limit):
+            ts = h.get("timestamp")
+            out.append({"version": h.get("version"),
+                        "timestamp": dt.datetime.fromtimestamp(ts / 1000, dt.UTC).isoformat() if ts else None,
+                        "operation": h.get("operation"),
+                        **{k: v for k, v in h.items() if k.startswith("neurolake")}})
+        return out
+
+    def dataset(self, version: int | None = None) -> pads.Dataset:
+        """A pyarrow dataset over the table's Parquet files (cached per Delta version)."""
+        if version is not None:
+            d = DeltaTable(str(self.path), version=version)
+            return d.to_pyarrow_dataset()
+        d = self.delta()
+        v = d.version()
+        if self._dataset is None or self._dataset[0] != v:
+            self._dataset = (v, d.to_pyarrow_dataset())
+        return self._dataset[1]
+
+    # -- writes -----------------------------------------------------------------------------------
+    def _bounds_nm(self) -> np.ndarray | None:
+        """(x, y, z) extent in nm positions must lie below: the binding layer's, else the largest layer's."""
+        try:
+            layers = ([self.lake.layer(self.datastack, self.segmentation_layer)] if self.segmentation_layer
+                      else self.lake.layers(self.datastack))
+        except NotFound:
+            return None
+        if not layers:
+            return None
+        ext = [np.array(la.size(0), dtype=np.float64) * np.array(la.voxel_size, dtype=np.float64) for la in layers]
+        return np.max(np.stack(ext), axis=0)
+
+    def prepare(self, rows: Any, *, author: str | None = None, bind: bool = True) -> pa.Table:
+        """Validate ``rows`` (DataFrame, Arrow table, list of dicts) into stored columns, check positions
+        against the volume, look up supervoxels; ids are not assigned yet. Raises InvalidArgument,
+        OutOfBounds; nothing is written."""
+        if isinstance(rows, list | tuple):
+            rows = pd.DataFrame(list(rows))
+        elif isinstance(rows, dict):
+            rows = pd.DataFrame(rows)
+        tab = validate(rows, self.schema, self.properties, self.required_points)
+        if author is not None and "author" in tab.column_names:
+            col = tab.column("author")
+            if col.null_count == len(col):
+                tab = tab.set_column(tab.column_names.index("author"), "author",
+                                     pa.array([author] * len(tab), pa.string()))
+        self._check_bounds(tab)
+        if bind and self.segmentation_layer:
+            tab = self._bind(tab)
+        return tab
+
+    def _positions(self, tab: pa.Table, point: str) -> np.ndarray:
+        return np.stack([tab.column(c).to_numpy(zero_copy_only=False) for c in position_columns(point)], axis=1)
+
+    def _check_bounds(self, tab: pa.Table) -> None:
+        ext = self._bounds_nm()
+        if ext is None or len(tab) == 0:
+            return
+        res = np.array(self.voxel_resolution)
+        for p in self.schema.points:
+            nm = self._positions(tab, p) * res
+            with np.errstate(invalid="ignore"):
+                bad = ((nm < 0) | (nm >= ext)).any(axis=1)
+            if bad.any():
+                rows = [int(i) for i in np.flatnonzero(bad)[:10]]
+                vox = (ext / res).tolist()
+                raise OutOfBounds(f"point {p!r} lies outside the volume (x, y, z < {[round(v, 3) for v in vox]} "
+                                  f"voxels of {list(res)} nm) in rows {rows}: "
+                                  f"{self._positions(tab, p)[rows[:3]].tolist()}",
+                                  field=p, rows=rows, bounds_nm=ext.tolist())
+
+    def _bind(self, tab: pa.Table) -> pa.Table:
+        """Look up the segment id under each point in the segmentation layer (batched point reads)."""
+        layer = self.lake.layer(self.datastack, self.segmentation_layer)
+        scale = np.array(self.voxel_resolution) / np.array(layer.voxel_size, dtype=np.float64)
+        shape_xyz = np.array(layer.size(0)) - 1
+        for p in self.schema.points:
+            col = f"{p}_supervoxel_id"
+            given = tab.column(col)
+            pos = self._positions(tab, p)
+            need = ~np.isnan(pos).any(axis=1) & np.asarray(given.is_null())
+            if not need.any():
+                continue
+            vox = np.clip(np.floor(pos[need] * scale).astype(np.int64), 0, shape_xyz)
+            vals = layer.read_points(vox[:, ::-1]).astype(np.uint64).view(np.int64)
+            out = given.to_numpy(zero_copy_only=False).astype(np.float64) if given.null_count < len(given) else None
+            arr = np.zeros(len(tab), dtype=np.int64)
+            if out is not None:
+                ok = ~np.isnan(out)
+                arr[ok] = given.to_numpy(zero_copy_only=False)[ok].astype(np.int64)
+            arr[need] = vals
+            mask = ~need & np.asarray(given.is_null())
+            tab = tab.set_column(tab.column_names.index(col), col, pa.array(arr, pa.int64(), mask=mask))
+        return tab
+
+    def _existing_ids(self, ids: np.ndarray) -> np.ndarray:
+        if len(ids) == 0:
+            return ids
+        t = self.dataset().to_table(columns=["id"], filter=pc.field("id").isin(pa.array(ids, pa.int64())))
+        return t.column("id").to_numpy()
+
+    def _assign_ids(self, tab: pa.Table) -> pa.Table:
+        """Give rows without ids new ones (catalog counter); check given ids are new. Raises AlreadyExists."""
+        col = tab.column("id")
+        n = len(tab)
+        given = col.null_count == 0 and n > 0
+        with self.lake.catalog.session() as s:
+            row = s.scalar(select(AnnotationTable).where(AnnotationTable.path == str(self.path.relative_to(
+                self.lake.root))).with_for_update())
+            if given:
+                ids = col.to_numpy()
+                uniq, counts = np.unique(ids, return_counts=True)
+                if (counts > 1).any():
+                    dups = uniq[counts > 1][:10]
+                    rows = [int(i) for i in np.flatnonzero(np.isin(ids, dups))[:10]]
+                    raise AlreadyExists(f"ids {dups.tolist()} appear more than once in the batch (rows {rows})",
+                                        field="id", ids=dups.tolist(), rows=rows)
+                if ids.min() < row.next_id:
+                    clash = self._existing_ids(ids)
+                    if len(clash):
+                        rows = [int(i) for i in np.flatnonzero(np.isin(ids, clash))[:10]]
+                        raise AlreadyExists(f"ids {sorted(set(clash.tolist()))[:10]} already exist in table "
+                                            f"{self.name!r} (rows {rows}); ids are never reused, use update()",
+                                            field="id", ids=sorted(set(clash.tolist()))[:10], rows=rows)
+                row.next_id = max(row.next_id, int(ids.max()) + 1)
+                return tab
+            if col.null_count != n and n:
+                rows = [int(i) for i in np.flatnonzero(np.asarray(col.is_null()))[:10]]
+                raise InvalidArgument(f"column 'id' is empty in rows {rows}: give every row an id or none",
+                                      field="id", rows=rows)
+            start = row.next_id
+            row.next_id = start + n
+        return tab.set_column(0, "id", pa.array(np.arange(start, start + n, dtype=np.int64), pa.int64()))
+
+    def _finish(self, tab: pa.Table, created: dt.datetime, deleted=None, superceded=None) -> pa.Table:
+        n = len(tab)
+        cols = {name: tab.column(name) for name in tab.column_names}
+        cols["created"] = pa.array(np.full(n, np.datetime64(created.replace(tzinfo=None), "us")),
+                                   pa.timestamp("us", tz="UTC"))
+        cols["deleted"] = deleted if deleted is not None else pa.nulls(n, pa.timestamp("us", tz="UTC"))
+        cols["superceded_id"] = superceded if superceded is not None else pa.nulls(n, pa.int64())
+        out = pa.Table.from_arrays([cols[f.name] for f in self.arrow_schema], schema=self.arrow_schema)
+        primary = self.schema.primary
+        pos = self._positions(out, primary)
+        if len(out) > 1 and not np.isnan(pos).all():
+            out = out.take(pa.array(np.argsort(morton_key(pos), kind="stable")))
+        return out
+
+    def _commit(self, data: pa.Table, action: str, **info: Any) -> None:
+        props = CommitProperties(custom_metadata={"neurolake_action": action,
+                                                  **{f"neurolake_{k}": str(v) for k, v in info.items()}})
+        write_deltalake(str(self.path), data, mode="append", commit_properties=props,
+                        writer_properties=WriterProperties(max_row_group_size=ROW_GROUP_ROWS, compression="ZSTD"))
+
+    def append(self, rows: Any, *, author: str | None = None, bind: bool = True) -> np.ndarray:
+        """Insert a batch of new annotations as one Delta commit; returns their ids (uint64 array).
+
+        ``rows``: a DataFrame / Arrow table / list of dicts with the schema's columns (see
+        :mod:`neurolake.annotations.schemas`); positions are x, y, z voxels at the table's
+        ``voxel_resolution``. Rows without ``id`` get new ids. With ``bind`` and a segmentation layer
+        the supervoxel under each point is stored in ``<point>_supervoxel_id`` (given ids are kept).
+        Raises InvalidArgument (columns/values, naming rows), OutOfBounds (positions outside the
+        volume), AlreadyExists (duplicate ids); on any error nothing is written.
+        """
+        tab = self.prepare(rows, author=author or current_user(), bind=bind)
+        return self.append_prepared(tab)
+
+    def append_prepared(self, tab: pa.Table) -> np.ndarray:
+        """Commit rows returned by :meth:`prepare` (one Delta commit); returns their ids."""
+        if len(tab) == 0:
+            return np.zeros(0, dtype=np.uint64)
+        with self._lock:
+            tab = self._assign_ids(tab)
+            ids = tab.column("id").to_numpy().astype(np.uint64)
+            self._commit(self._finish(tab, utcnow()), "append", rows=len(tab))
+        return ids
+
+    def writer(self, flush_rows: int = 100_000, *, author: str | None = None, bind: bool = True):
+        """A buffered writer (``with table.writer() as w: w.add(df)``); see :class:`BufferedWriter`."""
+        from neurolake.annotations.writer import BufferedWriter
+
+        return BufferedWriter(self, flush_rows=flush_rows, author=author, bind=bind)
+
+    def _current(self, ids: np.ndarray) -> pa.Table:
+        """Currently valid rows with these ids; NotFound naming ids that are missing or not valid."""
+        ids = np.asarray(ids, dtype=np.int64)
+        cur = self.dataset().to_table(filter=pc.field("id").isin(pa.array(ids, pa.int64()))
+                                      & pc.field("deleted").is_null())
+        missing = sorted(set(ids.tolist()) - set(cur.column("id").to_numpy().tolist()))
+        if missing:
+            raise NotFound(f"ids {missing[:10]} are not valid rows of table {self.name!r} (unknown, deleted or "
+                           "already superseded)", table=self.name, ids=missing[:10])
+        return cur
+
+    def update(self, rows: Any, *, author: str | None = None, bind: bool = True) -> np.ndarray:
+        """Replace existing rows: each input row names an ``id`` that is currently valid and gives the
+        columns to change; a new row (new id, the old values overlaid with the given ones) is inserted
+        and the old one marked deleted with ``superceded_id``. One Delta commit. Returns the new ids in
+        input order. Raises InvalidArgument, NotFound (unknown/deleted ids), Conflict (concurrent edit).
+        """
+        df = pd.DataFrame(list(rows)) if isinstance(rows, list | tuple) else (
+            rows.to_pandas() if isinstance(rows, pa.Table) else pd.DataFrame(rows))
+        if "id" not in df.columns:
+            raise InvalidArgument("update rows need an 'id' column naming the rows to replace", field="id")
+        old_ids = pd.to_numeric(df["id"], errors="coerce")
+        if old_ids.isna().any():
+            raise InvalidArgument(f"column 'id' is empty or not a number in rows "
+                                  f"{np.flatnonzero(old_ids.isna().to_numpy())[:10].tolist()}", field="id")
+        old_ids = old_ids.to_numpy().astype(np.int64)
+        if len(np.unique(old_ids)) != len(old_ids):
+            raise InvalidArgument("update rows name the same id more than once", field="id")
+        with self._lock:
+            cur = self._current(old_ids).to_pandas()
+            cur = cur.set_index("id").loc[old_ids]
+            base = cur[[c for c in cur.columns if c not in ("created", "deleted", "superceded_id")]].reset_index(
+                drop=True)
+            for c in self.id_columns:
+                if c in base.columns:
+                    base[c] = base[c].astype("Int64")
+            changes = df.drop(columns=["id"]).reset_index(drop=True)
+            for c in changes.columns:
+                base[c] = changes[c].to_numpy() if c in base.columns else changes[c]
+                for p in self.schema.points:  # a moved point needs a new lookup unless given
+                    if c in position_columns(p) and f"{p}_supervoxel_id" not in changes.columns:
+                        base[f"{p}_supervoxel_id"] = pd.array([pd.NA] * len(base), dtype="Int64")
+            tab = self.prepare(base, author=author or current_user(), bind=bind)
+            tab = tab.set_column(0, "id", pa.nulls(len(tab), pa.int64()))
+            tab = self._assign_ids(tab)
+            new_ids = tab.column("id").to_numpy()
+            now = utcnow()
+            new_rows = self._finish(tab, now)
+            tomb = pa.table({"id": pa.array(old_ids, pa.int64()),
+                             "deleted": pa.array(np.full(len(old_ids), np.datetime64(now.replace(tzinfo=None), "us")),
+                                                 pa.timestamp("us", tz="UTC")),
+                             "superceded_id": pa.array(new_ids, pa.int64())})
+            relaxed = pa.schema([f.with_nullable(True) for f in self.arrow_schema])
+            tomb_full = pa.Table.from_arrays(
+                [tomb.column(f.name) if f.name in tomb.column_names else pa.nulls(len(tomb), f.type)
+                 for f in relaxed], schema=relaxed)
+            source = pa.concat_tables([new_rows.cast(tomb_full.schema), tomb_full])
+            self._merge(source, "update", rows=len(old_ids))
+        return new_ids.astype(np.uint64)
+
+    def delete(self, ids: Iterable[int], *, author: str | None = None) -> int:
+        """Soft-delete currently valid rows (sets ``deleted``; one Delta commit). Returns the count.
+        Raises NotFound naming ids that are unknown or no longer valid."""
+        ids = np.unique(np.asarray(list(ids), dtype=np.int64))
+        if len(ids) == 0:
+            return 0
+        with self._lock:
+            self._current(ids)
+            now = np.datetime64(utcnow().replace(tzinfo=None), "us")
+            source = pa.table({"id": pa.array(ids, pa.int64()),
+                               "deleted": pa.array(np.full(len(ids), now), pa.timestamp("us", tz="UTC"))})
+            self._merge(source, "delete", rows=len(ids), author=author or current_user())
+        return len(ids)
+
+    def _merge(self, source: pa.Table, action: str, **info: Any) -> None:
+        props = CommitProperties(custom_metadata={"neurolake_action": action,
+                                                  **{f"neurolake_{k}": str(v) for k, v in info.items()}})
+        d = self.delta()
+        m = d.merge(source, predicate="t.id = s.id", source_alias="s", target_alias="t", commit_properties=props,
+                    writer_properties=WriterProperties(max_row_group_size=ROW_GROUP_ROWS, compression="ZSTD"))
+        upd = {"deleted": "s.deleted"}
+        if "superceded_id" in source.column_names:
+            upd["superceded_id"] = "s.superceded_id"
+        m = m.when_matched_update(updates=upd, predicate="t.deleted IS NULL")
+        if action == "update":
+            m = m.when_not_matched_insert_all()
+        try:
+            m.execute()
+        except CommitFailedError as exc:
+            raise Conflict(f"table {self.name!r} changed during the {action}; retry", table=self.name) from exc
+
+    # -- reads ------------------------------------------------------------------------------------
+    def _bbox_voxels(self, bbox: Any, units: str, mip: int, layer: str | None) -> tuple[np.ndarray, np.ndarray]:
+        try:
+            lo, hi = (np.asarray(bbox[0], dtype=np.float64), np.asarray(bbox[1], dtype=np.float64))
+            if lo.shape != (3,) or hi.shape != (3,):
+                raise ValueError
+        except (TypeError, ValueError, IndexError):
+            raise InvalidArgument(f"bbox must be [[x0, y0, z0], [x1, y1, z1]], got {bbox!r}", field="bbox",
+                                  value=repr(bbox)) from None
+        if not (np.isfinite(lo).all() and np.isfinite(hi).all()) or (hi <= lo).any():
+            raise InvalidArgument(f"bbox {bbox!r} is empty, inverted or not finite (need x0 < x1, y0 < y1, z0 < z1)",
+                                  field="bbox", value=repr(bbox))
+        res = np.array(self.voxel_resolution)
+        if units == "nm":
+            return lo / res, hi / res
+        if units == "voxels":
+            name = layer or self.segmentation_layer
+            if name is None:
+                if mip != 0:
+                    raise InvalidArgument("bbox in voxels at mip > 0 needs a layer (its mip voxel size)",
+                                          field="layer")
+                return lo, hi
+            la = self.lake.layer(self.datastack, name)
+            vs = np.array(la.spec.mips[la._check_mip(mip)].voxel_size_nm, dtype=np.float64)
+            return lo * vs / res, hi * vs / res
+        raise InvalidArgument(f"units {units!r} must be 'nm' or 'voxels'", field="units", value=units,
+                              allowed=["nm", "voxels"])
+
+    def query(self, *, ids: Sequence[int] | None = None, bbox: Any = None, bbox_point: str | None = None,
+              units: str = "nm", mip: int = 0, layer: str | None = None, filters: dict[str, Any] | None = None,
+              timestamp: Any = None, include_deleted: bool = False, columns: Sequence[str] | None = None,
+              limit: int | None = None, offset: int = 0, positions: str = "voxels", output: str = "pandas"):
+        """Rows valid now (or at ``timestamp``) matching all given conditions, sorted by id.
+
+        - ``ids``: annotation ids;
+        - ``bbox``: ``[[x0, y0, z0], [x1, y1, z1]]`` half-open, in ``units`` "nm" or "voxels" (voxels
+          of ``layer`` — default the table's segmentation layer — at ``mip``, else table voxels),
+          tested against ``bbox_point`` (default the schema's primary point, e.g. ``ctr_pt``);
+        - ``filters``: ``{column: value}`` (equal) or ``{column: [values]}`` (in);
+        - ``timestamp``: datetime / ISO text / epoch seconds: the rows valid at that time;
+          ``include_deleted``: every row version ever written (with ``created``/``deleted``);
+        - ``positions``: "voxels" (stored, at ``voxel_resolution``) or "nm";
+        - ``output``: "pandas", "arrow" or "polars". Id columns are uint64.
+
+        Raises InvalidArgument (unknown column, bad bbox/units/timestamp), NotFound (layer).
+        """
+        names = self.arrow_schema.names
+        expr = None
+
+        def conj(e):
+            nonlocal expr
+            expr = e if expr is None else expr & e
+
+        if timestamp is not None:
+            ts = _as_utc_ts(timestamp)
+            t = pa.scalar(ts, pa.timestamp("us", tz="UTC"))
+            conj((pc.field("created") <= t) & (pc.field("deleted").is_null() | (pc.field("deleted") > t)))
+        elif not include_deleted:
+            conj(pc.field("deleted").is_null())
+        if ids is not None:
+            arr = np.asarray(list(ids), dtype=np.uint64)
+            if (arr > np.iinfo(np.int64).max).any():
+                return self._empty(columns, positions, output)
+            conj(pc.field("id").isin(pa.array(arr.astype(np.int64), pa.int64())))
+        if bbox is not None:
+            point = bbox_point or self.schema.primary
+            if point not in self.schema.points:
+                raise InvalidArgument(f"bbox_point {point!r} is not a point of schema {self.schema.name!r}; "
+                                      f"points: {list(self.schema.points)}", field="bbox_point", value=point)
+            lo, hi = self._bbox_voxels(bbox, units, mip, layer)
+            for i, c in enumerate(position_columns(point)):
+                conj((pc.field(c) >= float(lo[i])) & (pc.field(c) < float(hi[i])))
+        for col, val in (filters or {}).items():
+            if col not in names:
+                raise InvalidArgument(f"filter column {col!r} is not a column of table {self.name!r}; "
+                                      f"columns: {names}", field="filters", value=col, allowed=names)
+            typ = self.arrow_schema.field(col).type
+            if isinstance(val, list | tuple | set | np.ndarray):
+                conj(pc.field(col).isin(pa.array(list(val)).cast(typ)))
+            elif val is None:
+                conj(pc.field(col).is_null())
+            else:
+                conj(pc.field(col) == pa.scalar(val).cast(typ))
+        cols = None
+        if columns is not None:
+            bad = [c for c in columns if c not in names]
+            if bad:
+                raise InvalidArgument(f"columns {bad} are not columns of table {self.name!r}; columns: {names}",
+                                      field="columns", value=bad, allowed=names)
+            cols = list(dict.fromkeys(["id", *columns]))
+        try:
+            tab = self.dataset().to_table(filter=expr, columns=cols)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise InvalidArgument(f"query on table {self.name!r} failed: {exc}", table=self.name) from exc
+        if len(tab) > 1:
+            tab = tab.take(pc.sort_indices(tab, [("id", "ascending"), ("created", "ascending")]
+                                           if "created" in tab.column_names else [("id", "ascending")]))
+        if offset or limit is not None:
+            tab = tab.slice(offset, limit)
+        if columns is not None and "id" not in columns:
+            tab = tab.drop_columns(["id"])
+        return self._out(tab, positions, output)
+
+    def _empty(self, columns, positions, output):
+        tab = self.arrow_schema.empty_table()
+        if columns is not None:
+            tab = tab.select(list(columns))
+        return self._out(tab, positions, output)
+
+    def _out(self, tab: pa.Table, positions: str, output: str):
+        if positions not in ("voxels", "nm"):
+            raise InvalidArgument(f"positions {positions!r} must be 'voxels' or 'nm'", field="positions")
+        idc = set(self.id_columns)
+        cols = []
+        for name in tab.column_names:
+            c = tab.column(name)
+            if name in idc:
+                c = c.cast(pa.uint64())
+            elif positions == "nm" and "_position_" in name:
+                c = pc.multiply(c, self.voxel_resolution["xyz".index(name[-1])])
+            cols.append(c)
+        tab = pa.table(cols, names=tab.column_names)
+        if output == "arrow":
+            return tab
+        if output == "polars":
+            import polars as pl
+
+            return pl.from_arrow(tab)
+        if output == "pandas":
+            return tab.to_pandas(types_mapper={pa.uint64(): pd.UInt64Dtype()}.get)
+        raise InvalidArgument(f"output {output!r} must be 'pandas', 'arrow' or 'polars'", field="output",
+                              value=output)
+
+    def count(self, timestamp: Any = None) -> int:
+        """Number of rows valid now (or at ``timestamp``)."""
+        return len(self.query(timestamp=timestamp, columns=["id"], output="arrow"))
+
+
+# -- the catalog face -----------------------------------------------------------------------------
+def _table_rel(lake: Any, datastack: str, name: str) -> str:
+    return str((Path(lake.root) / "datastacks" / datastack / "tables" / name).relative_to(lake.root))
+
+
+def create_table(lake: Any, datastack: str, name: str, schema: str, *, description: str = "",
+                 voxel_resolution: Any = None, properties: dict[str, str] | None = None,
+                 segmentation_layer: str | None = None, optional_points: Sequence[str] = (),
+                 owner: str | None = None, read_permission: str = "PUBLIC", write_permission: str = "PRIVATE",
+                 exist_ok: bool = False) -> Table:
+    """Create an empty annotation table ``name`` of ``schema`` in ``datastack``.
+
+    ``voxel_resolution``: (x, y, z) nm per voxel of the stored positions (default: the datastack's
+    voxel size). ``properties``: extra typed columns ``{name: "float"|"int"|"uint64"|"str"|"bool"}``.
+    ``segmentation_layer``: a segmentation layer of the datastack whose ids are looked up under every
+    point on write. ``optional_points``: points that may be left empty (NaN), beyond the schema's own.
+    Raises NotFound (datastack/layer), AlreadyExists (unless ``exist_ok``), InvalidArgument.
+    """
+    from neurolake.volumes.models import Datastack
+
+    check_name("table", name)
+    sch = get_schema(schema)
+    props = check_properties(sch, properties)
+    for p in optional_points:
+        if p not in sch.points:
+            raise InvalidArgument(f"optional point {p!r} is not a point of schema {schema!r}: {list(sch.points)}",
+                                  field="optional_points", value=p)
+    required = [p for p in sch.points if p not in sch.optional_points and p not in optional_points]
+    for perm, what in ((read_permission, "read_permission"), (write_permission, "write_permission")):
+        if perm not in PERMISSIONS:
+            raise InvalidArgument(f"{what} {perm!r} must be one of {PERMISSIONS}", field=what, value=perm)
+    ds = lake.datastack(datastack)
+    if segmentation_layer is not None:
+        la = lake.layer(datastack, segmentation_layer)
+        if la.layer_type != "segmentation":
+            raise InvalidArgument(f"layer {segmentation_layer!r} is an {la.layer_type} layer; binding needs a "
+                                  "segmentation layer", field="segmentation_layer", value=segmentation_layer)
+    res = _triple_nm(voxel_resolution if voxel_resolution is not None else ds["voxel_size_nm"], "voxel_resolution")
+    rel = _table_rel(lake, datastack, name)
+    with lake.catalog.session() as s:
+        dsrow = s.scalar(select(Datastack).where(Datastack.name == datastack))
+        row = s.scalar(select(AnnotationTable).where(AnnotationTable.datastack_id == dsrow.id,
+                                                     AnnotationTable.name == name))
+        if row is not None:
+            if exist_ok:
+                return Table(lake, datastack, row)
+            raise AlreadyExists(f"annotation table {datastack}/{name} already exists", datastack=datastack,
+                                table=name)
+        path = Path(lake.root) / rel
+        if path.exists():
+            shutil.rmtree(path)  # a leftover of a failed create
+        path.parent.mkdir(parents=True, exist_ok=True)
+        DeltaTable.create(str(path), arrow_schema(sch, props), name=name, description=description or None)
+        row = AnnotationTable(datastack_id=dsrow.id, name=name, schema_name=sch.name, description=description,
+                              owner=owner or current_user(), voxel_resolution_nm=list(res), properties=props,
+                              required_points=required, segmentation_layer=segmentation_layer,
+                              read_permission=read_permission, write_permission=write_permission, path=rel,
+                              next_id=1, provenance={})
+        s.add(row)
+        s.flush()
+        return Table(lake, datastack, row)
+
+
+def get_table(lake: Any, datastack: str, name: str) -> Table:
+    """The annotation table ``name`` of ``datastack``. Raises NotFound naming the known tables."""
+    from neurolake.volumes.models import Datastack
+
+    lake.datastack(datastack)
+    with lake.catalog.session() as s:
+        dsrow = s.scalar(select(Datastack).where(Datastack.name == datastack))
+        row = s.scalar(select(AnnotationTable).where(AnnotationTable.datastack_id == dsrow.id,
+                                                     AnnotationTable.name == name))
+        if row is None:
+            known = s.scalars(select(AnnotationTable.name).where(AnnotationTable.datastack_id == dsrow.id)
+                              .order_by(AnnotationTable.name)).all()
+            raise NotFound(f"annotation table {name!r} does not exist in datastack {datastack!r} "
+                           f"(known: {', '.join(known) or 'none'})", datastack=datastack, table=name)
+        return Table(lake, datastack, row)
+
+
+def list_tables(lake: Any, datastack: str) -> list[str]:
+    """Names of the annotation tables of ``datastack``, sorted. Raises NotFound (datastack)."""
+    from neurolake.volumes.models import Datastack
+
+    lake.datastack(datastack)
+    with lake.catalog.session() as s:
+        dsrow = s.scalar(select(Datastack).where(Datastack.name == datastack))
+        return list(s.scalars(select(AnnotationTable.name).where(AnnotationTable.datastack_id == dsrow.id)
+                              .order_by(AnnotationTable.name)).all())
+
+
+def drop_table(lake: Any, datastack: str, name: str) -> None:
+    """Remove a table's catalog row and its Delta files (irreversible). Raises NotFound."""
+    t = get_table(lake, datastack, name)
+    with lake.catalog.session() as s:
+        row = s.scalar(select(AnnotationTable).where(AnnotationTable.path == str(t.path.relative_to(lake.root))))
+        s.delete(row)
+    shutil.rmtree(t.path, ignore_errors=True)
+
+
