@@ -46,6 +46,13 @@ def downsample_mean(block: np.ndarray, factor_zyx: tuple[int, int, int]) -> np.n
         total[region] += v.astype(acc_t, copy=False) if acc_t is np.float64 else v
         if count is not None:
             count[region] += 1
+    if block.dtype.kind in "ui" and acc_t is not np.float64:
+        # round half to even in integer arithmetic (no float temporaries the size of the output)
+        div = count if count is not None else acc_t(k)
+        q = total // div
+        twice_r = (total - q * div) * 2
+        q += (twice_r > div) | ((twice_r == div) & (q & 1 == 1))
+        return q.astype(block.dtype)
     mean = total / (count if count is not None else k)
     if block.dtype.kind in "ui":
         info = np.iinfo(block.dtype)

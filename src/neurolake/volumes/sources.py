@@ -243,21 +243,43 @@ class ZarrArray(Source):
 
 
 class NpyFile(Source):
-    """A ``.npy`` file, memory-mapped."""
+    """A ``.npy`` file, read slab by slab with plain file reads (no memory map, so the pages of
+    sections already ingested are not kept resident in this process)."""
 
     def __init__(self, path: Path) -> None:
         try:
-            arr = np.load(path, mmap_mode="r")
+            with open(path, "rb") as f:
+                version = np.lib.format.read_magic(f)
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
+                shape, fortran, dtype = read_header(f)
+                self._offset = f.tell()
         except Exception as exc:
             raise CorruptData(f"cannot read {path.name}: {exc}", file=str(path)) from exc
-        self._a = self._as3d(arr, path.name)
-        self.shape = tuple(self._a.shape)
-        self.dtype = np.dtype(self._a.dtype)
+        if dtype.hasobject:
+            raise InvalidArgument(f"{path.name} holds Python objects, not voxels", field="source", file=str(path))
+        if len(shape) not in (2, 3):
+            raise InvalidArgument(f"{path.name} has shape {list(shape)}; expected (z, y, x) or (y, x)",
+                                  field="source", shape=list(shape))
+        self._fortran = fortran
+        self._path = path
+        self.shape = tuple(shape) if len(shape) == 3 else (1, *shape)
+        self.dtype = np.dtype(dtype)
+        need = self._offset + int(np.prod(self.shape)) * self.dtype.itemsize
+        if path.stat().st_size < need:
+            raise CorruptData(f"{path.name} is truncated: {path.stat().st_size} bytes, header promises {need}",
+                              file=str(path))
         self.fingerprint = _fingerprint([path])
         self.description = f"npy {path}"
 
     def read(self, z0: int, z1: int) -> np.ndarray:
-        return np.ascontiguousarray(self._a[z0:z1])
+        if self._fortran:  # rare: sections are not contiguous, fall back to a memory map
+            return np.ascontiguousarray(np.load(self._path, mmap_mode="r").reshape(self.shape)[z0:z1])
+        plane = self.shape[1] * self.shape[2]
+        with open(self._path, "rb") as f:
+            f.seek(self._offset + z0 * plane * self.dtype.itemsize)
+            arr = np.fromfile(f, dtype=self.dtype, count=(z1 - z0) * plane)
+        return arr.reshape((z1 - z0, *self.shape[1:]))
 
 
 def open_source(source: str | os.PathLike) -> Source:

@@ -1,0 +1,64 @@
+"""Helpers shared by the benchmark scripts: timing, results files, real EM content at any size."""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def gerhard_stack() -> np.ndarray:
+    """The Gerhard et al. 2013 ssTEM stack (20, 1024, 1024) uint8 from data/."""
+    import tifffile
+
+    files = sorted((ROOT / "data" / "gerhard2013" / "raw").glob("*.tif"))
+    return np.stack([tifffile.imread(f) for f in files])
+
+
+def em_volume_slab(src: np.ndarray, z0: int, z1: int, y: int, x: int) -> np.ndarray:
+    """Sections z0..z1 of a large volume tiled from real EM sections (each tile flipped/rolled per
+    position so neighbouring tiles differ; content and compressibility stay those of real EM)."""
+    sz, sy, sx = src.shape
+    out = np.empty((z1 - z0, y, x), dtype=src.dtype)
+    for z in range(z0, z1):
+        sec = src[z % sz]
+        for ty in range(0, y, sy):
+            for tx in range(0, x, sx):
+                t = sec
+                k = (z // sz + ty // sy * 3 + tx // sx * 7) % 4
+                if k & 1:
+                    t = t[::-1]
+                if k & 2:
+                    t = t[:, ::-1]
+                out[z - z0, ty:ty + sy, tx:tx + sx] = t[: min(sy, y - ty), : min(sx, x - tx)]
+    return out
+
+
+def timed(fn, repeat: int) -> list[float]:
+    out = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def median(xs):
+    return statistics.median(xs)
+
+
+def write_results(name: str, results: dict, summary_lines: list[str]) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    results = {"benchmark": name, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+               "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version()}, **results}
+    (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=2))
+    (RESULTS / f"{name}.md").write_text("\n".join([f"# {name}", "", *summary_lines, ""]))
+    print("\n".join(summary_lines))
+    print(f"\nwritten: {RESULTS / (name + '.json')}")
