@@ -151,13 +151,14 @@ def cutout(
 
 @app.command()
 def serve(lake: LakeOpt, host: str = "127.0.0.1", port: int = 8000,
-          log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "warning"):
+          log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "warning",
+          auth: Annotated[bool, typer.Option("--auth", help="require an API token on every route")] = False):
     """Serve the lake over HTTP (OCP cutouts, JSON API, docs at /docs)."""
     import uvicorn
 
     from neurolake.server import create_app
 
-    app_ = create_app(_open(lake))
+    app_ = create_app(_open(lake), auth=auth)
     console.print(f"serving {lake} on http://{host}:{port} (docs: http://{host}:{port}/docs)")
     uvicorn.run(app_, host=host, port=port, log_level=log_level)
 
@@ -183,6 +184,10 @@ def demo(
     if serve_:
         serve(lake=lake, host=host, port=port)
 
+
+from neurolake.catalog.cli import register_commands  # noqa: E402  (features, users, tokens, usage, audit)
+
+register_commands(app)
 
 if __name__ == "__main__":
     main()

@@ -12,10 +12,11 @@ from neurolake.server import api, errors, ocp
 from neurolake.server import http as http_hygiene
 
 
-def create_app(lake: Lake | str | Path, max_cutout_bytes: int | None = None) -> FastAPI:
+def create_app(lake: Lake | str | Path, max_cutout_bytes: int | None = None, auth: bool = False) -> FastAPI:
     """Build the app for ``lake`` (an open Lake or its path).
 
-    ``max_cutout_bytes`` overrides ``NEUROLAKE_MAX_CUTOUT_BYTES`` for this app.
+    ``max_cutout_bytes`` overrides ``NEUROLAKE_MAX_CUTOUT_BYTES`` for this app. ``auth=True`` requires an
+    API token on every route (see ``neurolake.access.http``); otherwise one local user has every right.
     """
     if not isinstance(lake, Lake):
         lake = open_lake(lake)
@@ -36,6 +37,10 @@ def create_app(lake: Lake | str | Path, max_cutout_bytes: int | None = None) -> 
     app.include_router(zarr.router)
     app.include_router(tiles.router)
     app.include_router(viewer.router)
+
+    from neurolake.server import features  # feature registry, /data signed URLs, auth + quotas (issue 6)
+
+    features.install(app, lake, auth=auth)
 
     @app.get("/", include_in_schema=False)
     def index() -> dict:

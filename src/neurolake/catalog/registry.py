@@ -1,0 +1,596 @@
+"""The feature-table registry: register, validate, update, status, lineage, search, signed URLs.
+
+The registry describes external tables; it never copies or proxies them, except through the signed
+URLs it issues (:mod:`neurolake.storage.signing`). Entry fields are listed in :data:`FIELDS`.
+
+Status: ``draft → published → deprecated`` (and ``draft → deprecated``); nothing else. A published
+(or deprecated) entry is immutable except for ``status``, ``deprecation`` (a note) and lineage
+(``derived_from``, ``superseded_by``). Names are unique per datastack.
+
+Every validation runs before anything is written: a failure raises a typed error naming the field,
+the value and what is allowed, and registers nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import time
+from typing import Any
+
+from sqlalchemy import func, or_, select
+
+from neurolake.access.core import Principal, access, local_principal
+from neurolake.catalog import formats as fmts
+from neurolake.catalog.hooks import check_materialization, check_references
+from neurolake.catalog.models import FeatureTable
+from neurolake.db.base import as_utc
+from neurolake.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
+from neurolake.provenance import code_version, record
+from neurolake.storage import is_s3, normalize_location
+from neurolake.storage.signing import Signer, check_expires_in, lake_key, presign_s3
+from neurolake.volumes.spec import check_name
+
+STATUSES = ("draft", "published", "deprecated")
+TRANSITIONS = {"draft": {"published", "deprecated"}, "published": {"deprecated"}, "deprecated": set()}
+MUTABLE_WHEN_PUBLISHED = {"status", "deprecation", "derived_from", "superseded_by"}
+TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/+-]{0,63}$")
+
+# field → (python type(s), description)
+FIELDS: dict[str, tuple[Any, str]] = {
+    "name": (str, "table name, unique per datastack (letters, digits, _ . -)"),
+    "datastack": (str, "the datastack the table belongs to"),
+    "description": (str, "free text, searched by q="),
+    "location": (str, "local path or s3://bucket/prefix of the table"),
+    "format": (str, "parquet | delta | iceberg | lance (detected when omitted)"),
+    "schema": ((list, dict), "declared columns: [{name, type?, description?}] or {name: type}; checked"),
+    "column_descriptions": (dict, "{column: description}"),
+    "snapshot_time": ((str, dt.datetime), "ISO 8601 time of the data snapshot (default: the table's commit time)"),
+    "time_range": (list, "[start, end] ISO 8601 times the data covers"),
+    "materialization_version": (int, "materialization version the table aligns with (must exist)"),
+    "owner_team": (str, "owning team"),
+    "owner_person": (str, "owning person"),
+    "invalidation_radius_nm": ((int, float), "distance (nm) from an edit within which rows become stale"),
+    "licence": (str, "licence / usage constraints"),
+    "retention_days": (int, "retention / TTL in days from registration"),
+    "citation": (str, "how to cite the table"),
+    "references": (list, "[{table, columns}] annotation tables and columns referenced (must resolve)"),
+    "tags": (list, "list of tags"),
+    "pipeline": (str, "producing pipeline or model version"),
+    "status": (str, "draft | published (at registration; deprecated later)"),
+    "deprecation": (str, "deprecation note"),
+    "derived_from": (list, "names of registered tables of the same datastack this one derives from"),
+    "superseded_by": (str, "name of the registered table replacing this one"),
+    "partition_columns": (list, "declared partition columns (checked against the detected ones)"),
+    "hash_functions": (dict, "{column: hash/bucketing function} used for partitioning"),
+}
+REQUIRED = ("name", "datastack", "location")
+
+
+def _bad(field: str, value: Any, what: str, **extra) -> InvalidArgument:
+    return InvalidArgument(f"{field} {value!r} is not allowed: {what}", field=field, value=repr(value)[:200], **extra)
+
+
+def _time(field: str, value: Any) -> dt.datetime:
+    if isinstance(value, dt.datetime):
+        t = value
+    else:
+        try:
+            t = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        except ValueError:
+            raise _bad(field, value, "use an ISO 8601 time like 2024-05-01T12:00:00Z") from None
+    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
+
+
+TYPE_ALIASES = {"int": "int64", "bigint": "int64", "integer": "int32", "long": "int64", "float": "float",
+                "double": "double", "float64": "double", "float32": "float", "str": "string", "text": "string",
+                "varchar": "string", "large_string": "string", "utf8": "string", "large_utf8": "string",
+                "boolean": "bool", "uint64": "uint64", "timestamp": "timestamp"}
+
+
+def _norm_type(t: str) -> str:
+    t = str(t).strip().lower()
+    t = TYPE_ALIASES.get(t, t)
+    if t.startswith("timestamp"):
+        return "timestamp"
+    if t in ("large_string", "string_view"):
+        return "string"
+    return t
+
+
+def _check_fields(spec: dict[str, Any], partial: bool = False) -> dict[str, Any]:
+    """Type/shape checks of every given field (no I/O). Returns a cleaned copy."""
+    unknown = sorted(set(spec) - set(FIELDS))
+    if unknown:
+        raise InvalidArgument(f"unknown field(s) {unknown}; allowed fields: {', '.join(FIELDS)}", field=unknown[0],
+                              value=unknown, allowed=list(FIELDS))
+    if not partial:
+        missing = [f for f in REQUIRED if spec.get(f) in (None, "")]
+        if missing:
+            raise InvalidArgument(f"field {missing[0]!r} is required ({FIELDS[missing[0]][1]})", field=missing[0],
+                                  value=None)
+    out: dict[str, Any] = {}
+    for k, v in spec.items():
+        if v is None:
+            out[k] = None
+            continue
+        typ, what = FIELDS[k]
+        if isinstance(v, bool) and typ in (int, (int, float)) or not isinstance(v, typ):
+            raise _bad(k, v, f"expected {what}")
+        out[k] = v
+    if out.get("name") is not None:
+        check_name("feature table", out["name"])
+    if out.get("format") is not None and out["format"] not in fmts.FORMATS:
+        raise InvalidArgument(f"format {out['format']!r} is not allowed; use one of {', '.join(fmts.FORMATS)}",
+                              field="format", value=out["format"], allowed=list(fmts.FORMATS))
+    if out.get("status") is not None and out["status"] not in STATUSES:
+        raise InvalidArgument(f"status {out['status']!r} is not allowed; use one of {', '.join(STATUSES)}",
+                              field="status", value=out["status"], allowed=list(STATUSES))
+    if out.get("materialization_version") is not None and out["materialization_version"] < 0:
+        raise _bad("materialization_version", out["materialization_version"], "must be ≥ 0")
+    if out.get("invalidation_radius_nm") is not None and not (0 <= out["invalidation_radius_nm"] < float("inf")):
+        raise _bad("invalidation_radius_nm", out["invalidation_radius_nm"], "must be a finite distance ≥ 0 nm")
+    if out.get("retention_days") is not None and out["retention_days"] < 1:
+        raise _bad("retention_days", out["retention_days"], "must be ≥ 1 day")
+    if out.get("snapshot_time") is not None:
+        out["snapshot_time"] = _time("snapshot_time", out["snapshot_time"])
+    if out.get("time_range") is not None:
+        tr = out["time_range"]
+        if len(tr) != 2:
+            raise _bad("time_range", tr, "give [start, end] as two ISO 8601 times")
+        a, b = _time("time_range", tr[0]), _time("time_range", tr[1])
+        if a > b:
+            raise _bad("time_range", tr, "start must not be after end")
+        out["time_range"] = [a.isoformat(), b.isoformat()]
+    if out.get("tags") is not None:
+        for t in out["tags"]:
+            if not isinstance(t, str) or not TAG_RE.match(t):
+                raise _bad("tags", t, "tags are 1-64 characters: letters, digits and _ . : / + -")
+        out["tags"] = list(dict.fromkeys(out["tags"]))
+    for k in ("derived_from", "partition_columns"):
+        if out.get(k) is not None and not all(isinstance(x, str) and x for x in out[k]):
+            raise _bad(k, out[k], "must be a list of non-empty strings")
+    if out.get("superseded_by") is not None:
+        check_name("superseded_by", out["superseded_by"])
+    if out.get("references") is not None:
+        refs = []
+        for r in out["references"]:
+            if not isinstance(r, dict) or not isinstance(r.get("table"), str) or not r["table"]:
+                raise _bad("references", r, 'each reference is {"table": name, "columns": [names]}')
+            cols = r.get("columns", [])
+            if not isinstance(cols, list) or not all(isinstance(c, str) for c in cols):
+                raise _bad("references.columns", cols, "must be a list of column names")
+            refs.append({"table": r["table"], "columns": cols})
+        out["references"] = refs
+    if out.get("schema") is not None:
+        out["schema"] = _declared_schema(out["schema"])
+    if out.get("column_descriptions") is not None:
+        if not all(isinstance(x, str) for x in out["column_descriptions"].values()):
+            raise _bad("column_descriptions", out["column_descriptions"], "values must be strings")
+    return out
+
+
+def _declared_schema(s: Any) -> list[dict[str, Any]]:
+    if isinstance(s, dict):
+        s = [{"name": k, "type": v} for k, v in s.items()]
+    out = []
+    for c in s:
+        if isinstance(c, str):
+            c = {"name": c}
+        if not isinstance(c, dict) or not isinstance(c.get("name"), str):
+            raise _bad("schema", c, "each column is {name, type?, description?}")
+        out.append({k: c[k] for k in ("name", "type", "description") if c.get(k) is not None})
+    return out
+
+
+def _merge_schema(detected: list[dict[str, Any]], declared: list[dict[str, Any]] | None,
+                  descriptions: dict[str, str] | None) -> list[dict[str, Any]]:
+    by_name = {c["name"]: dict(c) for c in detected}
+    for c in declared or []:
+        got = by_name.get(c["name"])
+        if got is None:
+            raise InvalidArgument(f"schema: declared column {c['name']!r} is not in the table (columns: "
+                                  f"{', '.join(by_name)})", field="schema", value=c["name"], allowed=list(by_name))
+        if c.get("type") and _norm_type(c["type"]) != _norm_type(got["type"]):
+            raise InvalidArgument(f"schema: column {c['name']!r} is declared {c['type']!r} but the table has "
+                                  f"{got['type']!r}", field="schema", value=c["type"], column=c["name"],
+                                  detected=got["type"])
+        if c.get("description"):
+            got["description"] = c["description"]
+    for k, v in (descriptions or {}).items():
+        if k not in by_name:
+            raise InvalidArgument(f"column_descriptions: column {k!r} is not in the table", field="column_descriptions",
+                                  value=k, allowed=list(by_name))
+        by_name[k]["description"] = v
+    return [by_name[c["name"]] for c in detected]
+
+
+def _text(row: FeatureTable) -> None:
+    cols = [c["name"] for c in row.schema or []]
+    row.column_names = "|" + "|".join(c.lower() for c in cols) + "|"
+    row.tags_text = "|" + "|".join(t.lower() for t in row.tags or []) + "|"
+    parts = [row.name, row.description, row.citation, row.pipeline, row.owner_team, row.owner_person, row.licence,
+             " ".join(row.tags or []), " ".join(cols),
+             " ".join(c.get("description", "") for c in row.schema or [])]
+    row.search_text = " ".join(p for p in parts if p).lower()
+
+
+def to_dict(row: FeatureTable, with_files: bool = False) -> dict[str, Any]:
+    created = as_utc(row.created)
+    d = {
+        "id": row.id, "name": row.name, "datastack": row.datastack, "description": row.description,
+        "location": row.location, "format": row.format, "schema": row.schema,
+        "snapshot_time": as_utc(row.snapshot_time).isoformat() if row.snapshot_time else None,
+        "time_range": row.time_range, "materialization_version": row.materialization_version,
+        "owner_team": row.owner_team, "owner_person": row.owner_person,
+        "invalidation_radius_nm": row.invalidation_radius_nm, "licence": row.licence,
+        "retention_days": row.retention_days,
+        "expires_at": (created + dt.timedelta(days=row.retention_days)).isoformat() if row.retention_days else None,
+        "citation": row.citation, "references": row.references, "tags": row.tags, "pipeline": row.pipeline,
+        "status": row.status, "deprecation": row.deprecation, "derived_from": row.derived_from,
+        "superseded_by": row.superseded_by, "partition_columns": row.partition_columns,
+        "hash_functions": row.hash_functions, "row_count": row.row_count, "size_bytes": row.size_bytes,
+        "fingerprint": row.fingerprint, "file_count": len(row.files or []), "warnings": row.warnings,
+        "registered_by": row.registered_by, "created": created.isoformat(),
+        "updated": as_utc(row.updated).isoformat(), "provenance": row.provenance,
+    }
+    if with_files:
+        d["files"] = row.files
+    return d
+
+
+class FeatureRegistry:
+    """The registry of one lake. ``principal`` (None = the local user, with every right) is checked
+    against datastack roles: register/update/status/signed URLs need *editor*, reading needs *viewer*."""
+
+    def __init__(self, lake, principal: Principal | None = None) -> None:
+        self.lake = lake
+        self.principal = principal or local_principal(lake.settings.user)
+        self.access = access(lake)
+
+    # -- helpers ----------------------------------------------------------------------------------
+    def _row(self, s, name: str, datastack: str | None) -> FeatureTable:
+        q = select(FeatureTable).where(FeatureTable.name == name)
+        if datastack:
+            q = q.where(FeatureTable.datastack == datastack)
+        rows = s.scalars(q).all()
+        if not rows:
+            where = f" in datastack {datastack!r}" if datastack else ""
+            raise NotFound(f"feature table {name!r} is not registered{where}", table=name, datastack=datastack)
+        if len(rows) > 1:
+            raise InvalidArgument(f"feature table {name!r} exists in several datastacks "
+                                  f"({', '.join(r.datastack for r in rows)}); give datastack=", field="datastack",
+                                  value=None, allowed=[r.datastack for r in rows])
+        return rows[0]
+
+    def _lineage(self, s, datastack: str, names: list[str], field: str) -> None:
+        for n in names:
+            if s.scalar(select(FeatureTable.id).where(FeatureTable.datastack == datastack,
+                                                      FeatureTable.name == n)) is None:
+                raise NotFound(f"{field}: feature table {n!r} is not registered in datastack {datastack!r}",
+                               field=field, value=n, datastack=datastack)
+
+    # -- register ---------------------------------------------------------------------------------
+    def register(self, spec: dict[str, Any] | None = None, **fields: Any) -> dict[str, Any]:
+        """Validate and register a table; returns the entry. See :data:`FIELDS` for the fields.
+
+        Checks, in order, before writing anything: field types and values, the datastack exists,
+        the caller is an editor there, the name is free, the location exists and reads in the declared
+        format, the declared schema and partition columns match what is detected, the materialization
+        version exists (warning if expired), annotation references resolve, lineage names exist.
+        Raises InvalidArgument, NotFound, AlreadyExists, PermissionDenied, CorruptData.
+        """
+        t0 = time.perf_counter()
+        spec = _check_fields({**(spec or {}), **fields})
+        ds = spec["datastack"]
+        self.lake.datastack(ds)
+        self.access.require(self.principal, ds, "editor", "registering a feature table")
+        status = spec.get("status") or "draft"
+        if status == "deprecated":
+            raise InvalidArgument("status 'deprecated' is not allowed at registration; register as draft or "
+                                  "published", field="status", value=status, allowed=["draft", "published"])
+        with self.lake.catalog.session() as s:
+            if s.scalar(select(FeatureTable.id).where(FeatureTable.datastack == ds,
+                                                      FeatureTable.name == spec["name"])) is not None:
+                raise AlreadyExists(f"feature table {spec['name']!r} already exists in datastack {ds!r}",
+                                    table=spec["name"], datastack=ds)
+            self._lineage(s, ds, spec.get("derived_from") or [], "derived_from")
+            if spec.get("superseded_by"):
+                self._lineage(s, ds, [spec["superseded_by"]], "superseded_by")
+        location = normalize_location(spec["location"])
+        insp = fmts.inspect(location, spec.get("format"))
+        schema = _merge_schema(insp.schema, spec.get("schema"), spec.get("column_descriptions"))
+        declared_parts = spec.get("partition_columns")
+        if declared_parts is not None and sorted(declared_parts) != sorted(insp.partition_columns):
+            raise InvalidArgument(f"partition_columns {declared_parts} do not match the table's partition columns "
+                                  f"{insp.partition_columns}", field="partition_columns", value=declared_parts,
+                                  detected=insp.partition_columns)
+        warnings: list[str] = []
+        if spec.get("materialization_version") is not None:
+            warnings += check_materialization(self.lake, ds, spec["materialization_version"])
+        warnings += check_references(self.lake, ds, spec.get("references") or [])
+        hash_functions = {**insp.hash_functions, **(spec.get("hash_functions") or {})}
+        elapsed = time.perf_counter() - t0
+        with self.lake.catalog.session() as s:
+            if s.scalar(select(FeatureTable.id).where(FeatureTable.datastack == ds,
+                                                      FeatureTable.name == spec["name"])) is not None:
+                raise AlreadyExists(f"feature table {spec['name']!r} already exists in datastack {ds!r}",
+                                    table=spec["name"], datastack=ds)
+            row = FeatureTable(
+                name=spec["name"], datastack=ds, description=spec.get("description") or "", location=location,
+                format=insp.format, schema=schema, snapshot_time=spec.get("snapshot_time") or insp.snapshot_time,
+                time_range=spec.get("time_range"), materialization_version=spec.get("materialization_version"),
+                owner_team=spec.get("owner_team") or "", owner_person=spec.get("owner_person") or "",
+                invalidation_radius_nm=spec.get("invalidation_radius_nm"), licence=spec.get("licence") or "",
+                retention_days=spec.get("retention_days"), citation=spec.get("citation") or "",
+                references=spec.get("references") or [], tags=spec.get("tags") or [],
+                pipeline=spec.get("pipeline") or "", status=status, deprecation=spec.get("deprecation") or "",
+                derived_from=spec.get("derived_from") or [], superseded_by=spec.get("superseded_by"),
+                partition_columns=insp.partition_columns, hash_functions=hash_functions,
+                row_count=insp.row_count, size_bytes=insp.size_bytes, fingerprint=insp.fingerprint,
+                files=insp.files, warnings=warnings, registered_by=self.principal.name,
+                provenance=record("feature.register", inputs={"location": location, "fingerprint": insp.fingerprint},
+                                  params={"format": insp.format}, user=self.principal.name,
+                                  validate_seconds=round(elapsed, 4)),
+            )
+            _text(row)
+            s.add(row)
+            s.flush()
+            self.access._audit(s, self.principal.name, "feature.register", row.name, ds, id=row.id,
+                               location=location, format=insp.format, fingerprint=insp.fingerprint, status=status)
+            return to_dict(row)
+
+    # -- read -------------------------------------------------------------------------------------
+    def get(self, name: str, datastack: str | None = None, with_files: bool = False) -> dict[str, Any]:
+        """One entry. Raises NotFound, InvalidArgument (ambiguous name), PermissionDenied."""
+        with self.lake.catalog.session() as s:
+            row = self._row(s, name, datastack)
+            self.access.require(self.principal, row.datastack, "viewer", "reading a feature table")
+            return to_dict(row, with_files)
+
+    def search(self, *, name: str | None = None, tag: str | None = None, datastack: str | None = None,
+               version: int | None = None, status: str | None = None, owner: str | None = None,
+               column: str | None = None, q: str | None = None, limit: int = 100,
+               offset: int = 0) -> list[dict[str, Any]]:
+        """Entries matching every given filter, ordered by datastack and name.
+
+        ``name``: substring (``*`` wildcards allowed); ``tag``/``column``: exact (case-insensitive);
+        ``version``: materialization version; ``owner``: substring of team or person; ``q``: every word
+        must occur in the name, description, column names/descriptions, tags, citation, pipeline or owner.
+        Only datastacks the caller may view are searched.
+        """
+        if status is not None and status not in STATUSES:
+            raise InvalidArgument(f"status {status!r} is not allowed; use one of {', '.join(STATUSES)}",
+                                  field="status", value=status, allowed=list(STATUSES))
+        if not (isinstance(limit, int) and 1 <= limit <= 10000):
+            raise _bad("limit", limit, "must be 1 … 10000")
+        if not (isinstance(offset, int) and offset >= 0):
+            raise _bad("offset", offset, "must be ≥ 0")
+        stmt = select(FeatureTable)
+        if name:
+            pat = name.lower().replace("%", r"\%").replace("_", r"\_").replace("*", "%")
+            stmt = stmt.where(func.lower(FeatureTable.name).like(f"%{pat}%", escape="\\"))
+        if tag:
+            stmt = stmt.where(FeatureTable.tags_text.contains(f"|{tag.lower()}|", autoescape=True))
+        if column:
+            stmt = stmt.where(FeatureTable.column_names.contains(f"|{column.lower()}|", autoescape=True))
+        if datastack:
+            stmt = stmt.where(FeatureTable.datastack == datastack)
+        if version is not None:
+            stmt = stmt.where(FeatureTable.materialization_version == int(version))
+        if status:
+            stmt = stmt.where(FeatureTable.status == status)
+        if owner:
+            o = owner.lower()
+            stmt = stmt.where(or_(func.lower(FeatureTable.owner_team).contains(o, autoescape=True),
+                                  func.lower(FeatureTable.owner_person).contains(o, autoescape=True)))
+        for word in (q or "").lower().split():
+            stmt = stmt.where(FeatureTable.search_text.contains(word, autoescape=True))
+        stmt = stmt.order_by(FeatureTable.datastack, FeatureTable.name)
+        out = []
+        with self.lake.catalog.session() as s:
+            skipped = 0
+            for row in s.scalars(stmt):
+                if not self.access.allowed(self.principal, row.datastack, "viewer"):
+                    continue
+                if skipped < offset:
+                    skipped += 1
+                    continue
+                out.append(to_dict(row))
+                if len(out) >= limit:
+                    break
+        return out
+
+    # -- change -----------------------------------------------------------------------------------
+    def update(self, name: str, datastack: str | None = None, **changes: Any) -> dict[str, Any]:
+        """Change fields of an entry. Drafts accept any field (a new location/format is re-validated);
+        published/deprecated entries only ``status``, ``deprecation``, ``derived_from``, ``superseded_by``
+        (Conflict otherwise). ``status`` follows :data:`TRANSITIONS` (Conflict otherwise)."""
+        if "name" in changes or "datastack" in changes:
+            bad = "name" if "name" in changes else "datastack"
+            raise InvalidArgument(f"{bad} cannot be changed; register a new table instead", field=bad,
+                                  value=changes[bad])
+        changes = _check_fields(changes, partial=True)
+        with self.lake.catalog.session() as s:
+            row = self._row(s, name, datastack)
+            self.access.require(self.principal, row.datastack, "editor", "changing a feature table")
+            if row.status != "draft":
+                frozen = sorted(set(changes) - MUTABLE_WHEN_PUBLISHED)
+                if frozen:
+                    raise Conflict(f"feature table {row.name!r} is {row.status}: it is immutable except for status, "
+                                   f"deprecation and lineage (derived_from, superseded_by); cannot change {frozen}",
+                                   table=row.name, status=row.status, fields=frozen,
+                                   allowed=sorted(MUTABLE_WHEN_PUBLISHED))
+            new_status = changes.pop("status", None)
+            if new_status is not None and new_status != row.status:
+                if new_status not in TRANSITIONS[row.status]:
+                    allowed = sorted(TRANSITIONS[row.status])
+                    raise Conflict(f"status of {row.name!r} cannot go from {row.status} to {new_status}; allowed: "
+                                   f"{', '.join(allowed) or 'none (deprecated is final)'}", table=row.name,
+                                   field="status", value=new_status, current=row.status, allowed=allowed)
+            if changes.get("derived_from"):
+                self._lineage(s, row.datastack, changes["derived_from"], "derived_from")
+            if changes.get("superseded_by"):
+                if changes["superseded_by"] == row.name:
+                    raise _bad("superseded_by", row.name, "a table cannot supersede itself")
+                self._lineage(s, row.datastack, [changes["superseded_by"]], "superseded_by")
+            # re-validate data-describing fields of a draft before touching the row
+            loc_changed = "location" in changes or "format" in changes or "schema" in changes or \
+                "column_descriptions" in changes or "partition_columns" in changes
+            insp = None
+            if loc_changed:
+                location = normalize_location(changes.get("location") or row.location)
+                insp = fmts.inspect(location, changes.get("format") or (row.format if "location" not in changes
+                                                                        else None))
+                declared = changes.get("schema")
+                descs = changes.get("column_descriptions") or {c["name"]: c["description"] for c in row.schema
+                                                               if c.get("description")}
+                if declared is None and "location" not in changes:
+                    declared = None
+                schema = _merge_schema(insp.schema, declared, {k: v for k, v in descs.items()
+                                                               if k in {c["name"] for c in insp.schema}})
+                if changes.get("partition_columns") is not None and \
+                        sorted(changes["partition_columns"]) != sorted(insp.partition_columns):
+                    raise InvalidArgument(f"partition_columns {changes['partition_columns']} do not match the "
+                                          f"table's {insp.partition_columns}", field="partition_columns",
+                                          value=changes["partition_columns"], detected=insp.partition_columns)
+            warnings = list(row.warnings or [])
+            if changes.get("materialization_version") is not None:
+                warnings = [w for w in warnings if "materialization" not in w]
+                warnings += check_materialization(self.lake, row.datastack, changes["materialization_version"])
+            if changes.get("references") is not None:
+                warnings = [w for w in warnings if "annotation" not in w]
+                warnings += check_references(self.lake, row.datastack, changes["references"])
+            # all checks passed: apply
+            old_status = row.status
+            if insp is not None:
+                row.location, row.format, row.schema = normalize_location(changes.get("location") or row.location), \
+                    insp.format, schema
+                row.partition_columns, row.row_count, row.size_bytes = insp.partition_columns, insp.row_count, \
+                    insp.size_bytes
+                row.fingerprint, row.files = insp.fingerprint, insp.files
+                row.hash_functions = {**insp.hash_functions, **(row.hash_functions or {})}
+            for k, v in changes.items():
+                if k in ("location", "format", "schema", "column_descriptions", "partition_columns"):
+                    continue
+                if k in ("description", "owner_team", "owner_person", "licence", "citation", "pipeline",
+                         "deprecation") and v is None:
+                    v = ""
+                if k in ("tags", "references", "derived_from") and v is None:
+                    v = []
+                setattr(row, k, v)
+            row.warnings = warnings
+            if new_status is not None and new_status != old_status:
+                row.status = new_status
+                self.access._audit(s, self.principal.name, "feature.status", row.name, row.datastack,
+                                   id=row.id, old=old_status, new=new_status)
+            if changes or insp is not None:
+                self.access._audit(s, self.principal.name, "feature.update", row.name, row.datastack, id=row.id,
+                                   fields=sorted(changes) + (["location"] if insp is not None else []))
+            _text(row)
+            s.flush()
+            return to_dict(row)
+
+    def set_status(self, name: str, status: str, datastack: str | None = None,
+                   deprecation: str | None = None) -> dict[str, Any]:
+        """Move an entry to ``status`` (see :data:`TRANSITIONS`); ``deprecation`` sets the note."""
+        ch: dict[str, Any] = {"status": status}
+        if deprecation is not None:
+            ch["deprecation"] = deprecation
+        return self.update(name, datastack, **ch)
+
+    def delete(self, name: str, datastack: str | None = None) -> None:
+        """Remove a *draft* entry (published ones are deprecated instead). Raises Conflict."""
+        with self.lake.catalog.session() as s:
+            row = self._row(s, name, datastack)
+            self.access.require(self.principal, row.datastack, "editor", "deleting a feature table")
+            if row.status != "draft":
+                raise Conflict(f"feature table {row.name!r} is {row.status}; only drafts can be deleted "
+                               "(deprecate it instead)", table=row.name, status=row.status)
+            self.access._audit(s, self.principal.name, "feature.delete", row.name, row.datastack, id=row.id)
+            s.delete(row)
+
+    def verify(self, name: str, datastack: str | None = None) -> dict[str, Any]:
+        """Re-inspect the data and compare with the registered fingerprint:
+        ``{"ok": bool, "registered": fp, "current": fp}``."""
+        with self.lake.catalog.session() as s:
+            row = self._row(s, name, datastack)
+            self.access.require(self.principal, row.datastack, "viewer", "verifying a feature table")
+            loc, fmt, fp = row.location, row.format, row.fingerprint
+        cur = fmts.inspect(loc, fmt).fingerprint
+        return {"ok": cur.get("value") == fp.get("value"), "registered": fp, "current": cur}
+
+    # -- signed URLs ------------------------------------------------------------------------------
+    def signed_urls(self, name: str, datastack: str | None = None, expires_in_s: float = 3600,
+                    base_url: str | None = None) -> dict[str, Any]:
+        """Temporary URLs for the files of the registered version of a table (needs *editor*).
+
+        Local tables: HMAC-SHA256 URLs served by this lake's ``/data/…`` route at ``base_url``
+        (default ``NEUROLAKE_PUBLIC_URL`` or ``http://127.0.0.1:8000``); ``s3://`` tables: S3 presigned
+        URLs (SigV4). Returns ``{"urls": [data files], "files": [{path, size, url}], "prefix_url",
+        "expires", "fingerprint", ...}``. For Delta the files are the Parquet data files of the
+        registered version (read them with ``read_parquet``); ``prefix_url`` + ``/`` + a path reads any
+        file of the table (``_delta_log/…``, Iceberg metadata, Lance fragments). Raises NotFound,
+        PermissionDenied, InvalidArgument (``expires_in_s``), Conflict (Parquet files changed since
+        registration).
+        """
+        expires_in = check_expires_in(expires_in_s)
+        with self.lake.catalog.session() as s:
+            row = self._row(s, name, datastack)
+            self.access.require(self.principal, row.datastack, "editor", "issuing signed URLs")
+            tid, loc, fmt, files, fp, ds, tname = row.id, row.location, row.format, list(row.files or []), \
+                row.fingerprint, row.datastack, row.name
+        if fmt == "parquet" and not is_s3(loc):
+            self._check_unchanged(tname, loc, files)
+        data = _data_files(fmt, files, fp)
+        expires = int(time.time()) + expires_in
+        user = self.principal.name
+        out: dict[str, Any] = {"table": tname, "datastack": ds, "format": fmt, "fingerprint": fp,
+                               "expires": dt.datetime.fromtimestamp(expires, dt.UTC).isoformat(),
+                               "expires_in_s": expires_in, "user": user}
+        if is_s3(loc):
+            urls = presign_s3([f"{loc}/{f['path']}" if f["path"] else loc for f in data], expires_in)
+            out.update(scheme="s3-presigned-sigv4", prefix_url=None,
+                       files=[{**{k: f[k] for k in ("path", "size")}, "url": u} for f, u in zip(data, urls)],
+                       urls=urls)
+        else:
+            from urllib.parse import quote
+
+            base = (base_url or os.environ.get("NEUROLAKE_PUBLIC_URL") or "http://127.0.0.1:8000").rstrip("/")
+            prefix = base + Signer(lake_key(self.lake)).prefix(tid, loc, user, expires)
+            fl = [{"path": f["path"], "size": f["size"], "url": f"{prefix}/{quote(f['path'], safe='/=,')}"} for f in data]
+            out.update(scheme="neurolake-signed-url-v1", prefix_url=prefix, files=fl, urls=[f["url"] for f in fl])
+        self.access.audit(user, "feature.url_grant", tname, ds, id=tid, files=len(out["urls"]),
+                          expires=out["expires"], scheme=out["scheme"])
+        return out
+
+    @staticmethod
+    def _check_unchanged(name: str, loc: str, files: list[dict[str, Any]]) -> None:
+        from pathlib import Path
+
+        base = Path(loc)
+        if base.is_file():
+            base = base.parent
+        for f in files:
+            p = base / f["path"]
+            try:
+                size = p.stat().st_size
+            except OSError:
+                size = None
+            if size != f["size"]:
+                raise Conflict(f"feature table {name!r} changed since registration: {f['path']} is "
+                               f"{'missing' if size is None else f'{size} bytes'} (registered {f['size']} bytes); "
+                               "register a new version", table=name, path=f["path"])
+
+
+def _data_files(fmt: str, files: list[dict[str, Any]], fp: dict[str, Any]) -> list[dict[str, Any]]:
+    if fmt == "iceberg":
+        data = [f for f in files if f.get("data")]
+        return data or [f for f in files if f["path"].startswith("data/") and f["path"].endswith(".parquet")]
+    return files
+
+
+def registry(lake, principal: Principal | None = None) -> FeatureRegistry:
+    """``FeatureRegistry(lake, principal)``."""
+    return FeatureRegistry(lake, principal)

@@ -1,0 +1,155 @@
+"""``/data/v1/…``: the files of registered feature tables, served through signed URLs only.
+
+``GET|HEAD /data/v1/{table_id}/{expires}/{user}/{signature}/{path}`` (scheme in
+:mod:`neurolake.storage.signing`). The signature is the credential (no token needed, also under
+``--auth``): tampered or expired → 403, a path outside the table → 403, a missing file → 404.
+Files stream from disk with ``Accept-Ranges``; ``Range: bytes=a-b``, ``a-`` and suffix ``-N`` → 206
+with ``Content-Range``, unsatisfiable → 416 (Starlette ``FileResponse``, 1 MiB chunks), as DuckDB
+httpfs, Polars and pyarrow need. Each request and its body bytes count against the quota of
+``user`` (429 once used up) and are summed per (user, table) into ``data.bytes_served`` audit events,
+written at most once a second.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import anyio
+from fastapi import APIRouter, Request
+from starlette.responses import FileResponse
+
+from neurolake.access.core import access
+from neurolake.catalog.models import FeatureTable
+from neurolake.errors import NotFound, PermissionDenied
+from neurolake.storage import is_s3
+from neurolake.storage.signing import Signer, lake_key, safe_relpath
+
+router = APIRouter(prefix="/data", tags=["data"])
+CACHE_SECONDS = 2.0
+
+
+class _MeteredFile(FileResponse):
+    """FileResponse with 1 MiB chunks that reports the body bytes it sent to ``on_done(nbytes)``."""
+
+    chunk_size = 1024 * 1024
+
+    def __init__(self, path, on_done, **kw) -> None:
+        super().__init__(path, **kw)
+        self.on_done = on_done
+
+    async def __call__(self, scope, receive, send) -> None:
+        sent = 0
+
+        async def counting_send(message) -> None:
+            nonlocal sent
+            if message["type"] == "http.response.body":
+                sent += len(message.get("body", b""))
+            await send(message)
+
+        ext = scope.get("extensions") or {}
+        if "http.response.pathsend" in ext:  # count real bytes: no zero-copy path send
+            scope = {**scope, "extensions": {k: v for k, v in ext.items() if k != "http.response.pathsend"}}
+        try:
+            await super().__call__(scope, receive, counting_send)
+        finally:
+            await anyio.to_thread.run_sync(self.on_done, sent)
+
+
+class DataState:
+    """Per-app caches (table id → location, user → principal) and the served-bytes audit buffer."""
+
+    def __init__(self, lake) -> None:
+        self.lake = lake
+        self.signer = Signer(lake_key(lake))
+        self.tables: dict[int, tuple[float, tuple[str, str] | None]] = {}
+        self.principals: dict[str, tuple[float, object]] = {}
+        self.served: dict[tuple[str, int, str, str], list[int]] = {}
+        self.lock = threading.Lock()
+        self.last_audit = time.monotonic()
+
+    def table(self, tid: int) -> tuple[str, str] | None:
+        now = time.monotonic()
+        hit = self.tables.get(tid)
+        if hit and now - hit[0] < CACHE_SECONDS:
+            return hit[1]
+        with self.lake.catalog.session() as s:
+            row = s.get(FeatureTable, tid)
+            val = (row.location, row.name + "\0" + row.datastack) if row is not None else None
+        self.tables[tid] = (now, val)
+        return val
+
+    def principal(self, user: str):
+        now = time.monotonic()
+        hit = self.principals.get(user)
+        if hit and now - hit[0] < 5.0:
+            return hit[1]
+        p = access(self.lake).principal(user)
+        self.principals[user] = (now, p)
+        return p
+
+    def note(self, user: str, tid: int, table: str, ds: str, nbytes: int) -> None:
+        with self.lock:
+            c = self.served.setdefault((user, tid, table, ds), [0, 0])
+            c[0] += 1
+            c[1] += nbytes
+            due = time.monotonic() - self.last_audit >= 1.0
+        if due:
+            self.flush()
+
+    def flush(self) -> None:
+        with self.lock:
+            served, self.served = self.served, {}
+            self.last_audit = time.monotonic()
+        acc = access(self.lake)
+        for (user, tid, table, ds), (req, nb) in served.items():
+            acc.audit(user, "data.bytes_served", table, ds, id=tid, requests=req, bytes=nb)
+
+
+def data_state(request: Request) -> DataState:
+    st = getattr(request.app.state, "data_state", None)
+    if st is None:
+        st = request.app.state.data_state = DataState(request.app.state.lake)
+    return st
+
+
+def _resolve(st: DataState, table_id: int, expires: str, user: str, signature: str, path: str):
+    t = st.table(table_id)
+    if t is None:
+        raise PermissionDenied("signed URL is for a table that is no longer registered", table_id=table_id)
+    location, key = t
+    st.signer.verify(table_id, location, user, expires, signature)
+    if is_s3(location):
+        raise NotFound("this table lives in S3: use its S3 presigned URLs", table_id=table_id)
+    rel = safe_relpath(path)
+    base = Path(location)
+    if base.is_file():
+        if rel != base.name:
+            raise PermissionDenied(f"path {path!r} is outside the signed table", path=path)
+        target = base
+    else:
+        target = base / rel
+        real = os.path.realpath(target)
+        if not real.startswith(os.path.realpath(base) + os.sep):
+            raise PermissionDenied(f"path {path!r} is outside the signed table", path=path)
+    if not target.is_file():
+        raise NotFound(f"file {rel!r} does not exist in the table", path=rel)
+    return target, key, st.principal(user), None
+
+
+@router.api_route("/v1/{table_id}/{expires}/{user}/{signature}/{path:path}", methods=["GET", "HEAD"],
+                  summary="A file of a feature table, through a signed URL (Range, HEAD)")
+async def signed_file(request: Request, table_id: int, expires: str, user: str, signature: str, path: str):
+    st = data_state(request)
+    quotas = request.app.state.quotas
+    target, key, p, _ = await anyio.to_thread.run_sync(_resolve, st, table_id, expires, user, signature, path)
+    await anyio.to_thread.run_sync(quotas.check, p)
+    name, ds = key.split("\0")
+
+    def account(sent: int) -> None:
+        quotas.add(p, 1, sent)
+        st.note(p.name, table_id, name, ds, sent)
+
+    return _MeteredFile(target, account, media_type="application/octet-stream")

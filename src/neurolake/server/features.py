@@ -1,0 +1,129 @@
+"""``/api/v1/features…``, ``/api/v1/usage``, ``/api/v1/audit``: the feature registry over HTTP.
+
+Routes translate to :class:`neurolake.catalog.FeatureRegistry` calls made as the request's principal
+(the token's user under ``--auth``, otherwise the single local user).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+from fastapi import APIRouter, Body, Query, Request
+
+from neurolake.access.core import Principal, access, local_principal
+from neurolake.catalog.registry import FeatureRegistry
+from neurolake.errors import InvalidArgument
+
+router = APIRouter(prefix="/api/v1", tags=["features"])
+
+
+def principal_of(request: Request) -> Principal:
+    """The authenticated principal (set by the auth middleware) or the local user."""
+    p = getattr(request.state, "principal", None)
+    if p is None:
+        p = local_principal(request.app.state.lake.settings.user)
+    return p
+
+
+def _reg(request: Request) -> FeatureRegistry:
+    return FeatureRegistry(request.app.state.lake, principal_of(request))
+
+
+async def _run(fn, *a, **kw):
+    return await anyio.to_thread.run_sync(lambda: fn(*a, **kw))
+
+
+@router.get("/features", summary="Search feature tables")
+async def search(request: Request, name: str | None = None, tag: str | None = None, datastack: str | None = None,
+                 version: int | None = Query(None, description="materialization version"),
+                 status: str | None = None, owner: str | None = None, column: str | None = None,
+                 q: str | None = Query(None, description="words searched in names, descriptions, columns, tags"),
+                 limit: int = 100, offset: int = 0) -> dict[str, Any]:
+    items = await _run(_reg(request).search, name=name, tag=tag, datastack=datastack, version=version, status=status,
+                       owner=owner, column=column, q=q, limit=limit, offset=offset)
+    return {"count": len(items), "features": items}
+
+
+@router.post("/features", status_code=201, summary="Register (and validate) a feature table")
+async def register(request: Request, spec: dict[str, Any] = Body(...)) -> dict[str, Any]:
+    return await _run(_reg(request).register, spec)
+
+
+@router.get("/features/{name}", summary="One feature table")
+async def get(request: Request, name: str, datastack: str | None = None, files: bool = False) -> dict[str, Any]:
+    return await _run(_reg(request).get, name, datastack, with_files=files)
+
+
+@router.patch("/features/{name}", summary="Change a feature table (status, lineage, or any field of a draft)")
+async def update(request: Request, name: str, changes: dict[str, Any] = Body(...),
+                 datastack: str | None = None) -> dict[str, Any]:
+    changes = dict(changes)
+    ds = changes.pop("datastack", None) or datastack
+    return await _run(_reg(request).update, name, ds, **changes)
+
+
+@router.delete("/features/{name}", status_code=204, summary="Delete a draft feature table")
+async def delete(request: Request, name: str, datastack: str | None = None) -> None:
+    await _run(_reg(request).delete, name, datastack)
+
+
+@router.get("/features/{name}/verify", summary="Compare the data with the registered fingerprint")
+async def verify(request: Request, name: str, datastack: str | None = None) -> dict[str, Any]:
+    return await _run(_reg(request).verify, name, datastack)
+
+
+@router.post("/features/{name}/signed-urls", summary="Temporary signed URLs for the table's files")
+async def signed_urls(request: Request, name: str, body: dict[str, Any] | None = Body(None),
+                      datastack: str | None = None) -> dict[str, Any]:
+    body = dict(body or {})
+    unknown = sorted(set(body) - {"expires_in_s", "datastack"})
+    if unknown:
+        raise InvalidArgument(f"unknown field(s) {unknown}; allowed: expires_in_s, datastack", field=unknown[0],
+                              allowed=["expires_in_s", "datastack"])
+    base = str(request.base_url).rstrip("/")
+    return await _run(_reg(request).signed_urls, name, body.get("datastack") or datastack,
+                      expires_in_s=body.get("expires_in_s", 3600), base_url=base)
+
+
+@router.get("/usage", summary="Requests and bytes served in the current quota window")
+async def usage(request: Request, user: str | None = None) -> dict[str, Any]:
+    p = principal_of(request)
+    quotas = request.app.state.quotas
+    if user and user != p.name:
+        access(request.app.state.lake).require(p, None, "admin", "reading another user's usage")
+        p = await _run(access(request.app.state.lake).principal, user)
+    return await _run(quotas.usage, p)
+
+
+@router.get("/audit", summary="Audit log (lake admins; others see their own events)")
+async def audit(request: Request, action: str | None = None, datastack: str | None = None, user: str | None = None,
+                limit: int = 200) -> dict[str, Any]:
+    p = principal_of(request)
+    acc = access(request.app.state.lake)
+    if not p.is_admin:
+        user = p.name
+    await _run(getattr(request.app.state, "data_state", None).flush) if getattr(
+        request.app.state, "data_state", None) else None
+    events = await _run(acc.audit_log, user=user, action=action, datastack=datastack, limit=limit)
+    return {"count": len(events), "events": events}
+
+
+def install(app, lake, auth: bool = False) -> None:
+    """Wire the registry, ``/data`` and access control into ``app`` (called by ``create_app``).
+
+    Always: the ``/api/v1/features…``, ``/api/v1/usage``, ``/api/v1/audit`` and ``/data/…`` routes and
+    ``app.state.quotas``. With ``auth``: :class:`neurolake.access.http.AuthMiddleware` on every route.
+    Call it before the CORS middleware is added, so that CORS stays the outermost layer.
+    """
+    from neurolake.access.quotas import Quotas
+    from neurolake.server import data
+
+    app.state.quotas = Quotas(lake)
+    app.state.auth = bool(auth)
+    app.include_router(router)
+    app.include_router(data.router)
+    if auth:
+        from neurolake.access.http import AuthMiddleware
+
+        app.add_middleware(AuthMiddleware, lake=lake, quotas=app.state.quotas)
