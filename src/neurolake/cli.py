@@ -189,5 +189,9 @@ from neurolake.catalog.cli import register_commands  # noqa: E402  (features, us
 
 register_commands(app)
 
+from neurolake.annotations.cli import app as _annotations_app  # noqa: E402
+
+app.add_typer(_annotations_app, name="annotations")
+
 if __name__ == "__main__":
     main()

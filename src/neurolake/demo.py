@@ -74,9 +74,14 @@ def run_demo(lake: Lake, say: Callable[[str], None], scheduler: str | None = Non
     ingest_demo_layers(lake, say, scheduler=scheduler, progress=progress)
     for step in STEPS:
         step(lake, say)
+    from neurolake.annotations.demo import demo_synapses  # synapse table from the labels (issue 4)
+
+    demo_synapses(lake, say)
 
 
 def example_urls(base: str) -> list[tuple[str, str]]:
+    from neurolake.annotations.demo import example_urls as annotation_urls  # issue 4
+
     return [
         ("PNG of section 10", f"{base}/ocp/ca/gerhard2013/image/xy/0/0,1024/0,1024/10/"),
         ("npz cutout", f"{base}/ocp/ca/gerhard2013/image/npz/0/100,612/200,712/3,13/"),
@@ -84,4 +89,4 @@ def example_urls(base: str) -> list[tuple[str, str]]:
         ("mip 2 PNG", f"{base}/ocp/ca/gerhard2013/image/xy/2/0,256/0,256/10/"),
         ("layer metadata", f"{base}/api/v1/datastacks/gerhard2013/layers/image"),
         ("API docs", f"{base}/docs"),
-    ]
+    ] + annotation_urls(base)

@@ -314,7 +314,7 @@ class Table:
             out = out.take(pa.array(np.argsort(morton_key(pos), kind="stable")))
         return out
 
-    def _commit(self, data: pa.Table, action: str, **info: Any) -> None:
+    def _commit(self, data: Any, action: str, **info: Any) -> None:
         props = CommitProperties(custom_metadata={"neurolake_action": action,
                                                   **{f"neurolake_{k}": str(v) for k, v in info.items()}})
         write_deltalake(str(self.path), data, mode="append", commit_properties=props,
@@ -342,6 +342,54 @@ class Table:
             ids = tab.column("id").to_numpy().astype(np.uint64)
             self._commit(self._finish(tab, utcnow()), "append", rows=len(tab))
         return ids
+
+    def append_stream(self, batches: Iterable[Any], *, author: str | None = None, bind: bool = True) -> np.ndarray:
+        """Append many batches as **one** Delta commit, streaming (constant memory per batch).
+
+        Each batch is validated, bound and given ids as it is read; if any batch fails (bad rows, a
+        truncated file) nothing is committed and the error names the batch's first row in the whole
+        stream. Returns all new ids (uint64).
+        """
+        author = author or current_user()
+        failure: list[BaseException] = []
+        ids: list[np.ndarray] = []
+        schema = self.arrow_schema
+        offset = 0
+
+        def gen():
+            nonlocal offset
+            try:
+                for rows in batches:
+                    try:
+                        tab = self.prepare(rows, author=author, bind=bind)
+                    except (InvalidArgument, OutOfBounds, AlreadyExists) as exc:
+                        if offset:
+                            exc.message = f"in the batch starting at row {offset}: {exc.message}"
+                            exc.args = (exc.message,)
+                            exc.detail["row_offset"] = offset
+                        raise
+                    offset += len(tab)
+                    if not len(tab):
+                        continue
+                    tab = self._assign_ids(tab)
+                    ids.append(tab.column("id").to_numpy().astype(np.uint64))
+                    yield from self._finish(tab, now).to_batches()
+            except BaseException as exc:  # surfaced after the aborted write
+                failure.append(exc)
+                raise
+
+        now = utcnow()
+        with self._lock:
+            reader = pa.RecordBatchReader.from_batches(schema, gen())
+            try:
+                self._commit(reader, "append", author=author)
+            except Exception:
+                if failure:
+                    raise failure[0] from None
+                raise
+            if failure:
+                raise failure[0]
+        return np.concatenate(ids) if ids else np.zeros(0, dtype=np.uint64)
 
     def writer(self, flush_rows: int = 100_000, *, author: str | None = None, bind: bool = True):
         """A buffered writer (``with table.writer() as w: w.add(df)``); see :class:`BufferedWriter`."""

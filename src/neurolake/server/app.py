@@ -30,8 +30,9 @@ def create_app(lake: Lake | str | Path, max_cutout_bytes: int | None = None, aut
     app.include_router(ocp.router)
     # Serving (issue 3). Routers with fixed segments under /precomputed/{ds}/ (e.g. annotations) must be
     # included BEFORE precomputed.router, whose /precomputed/{ds}/{layer}/... would otherwise match.
-    from neurolake.server import boss, precomputed, tiles, viewer, zarr
+    from neurolake.server import annotations, boss, precomputed, tiles, viewer, zarr
 
+    app.include_router(annotations.router)  # before precomputed: /precomputed/{ds}/annotations/{table}/...
     app.include_router(boss.router)
     app.include_router(precomputed.router)
     app.include_router(zarr.router)
