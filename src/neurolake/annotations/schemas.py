@@ -174,7 +174,7 @@ def _rows(mask: np.ndarray, limit: int = 10) -> list[int]:
 
 def _fmt_rows(rows: list[int], total: int) -> str:
     more = f" and {total - len(rows)} more" if total > len(rows) else ""
-    return ", ".join(map(str, rows)) + more
+    return str(rows) + more
 
 
 def _to_number(col: str, series: pd.Series, kind: str) -> np.ndarray:
