@@ -2,7 +2,7 @@
 
 All 3-D payloads hold a C-order (z, y, x) array.
 
-- ``npz``: ``numpy.savez_compressed`` with one array named ``cutout``. Uploads may also be the
+- ``npz``: a ``.npz`` (as ``numpy.savez_compressed`` writes, deflate level 1) with one array ``cutout``. Uploads may also be the
   classic OCP body, a zlib-compressed ``.npy``.
 - ``blosc``: a classic c-blosc 1 frame of the raw C-order bytes (what BossDB and intern exchange;
   blosc2 frames are not readable by intern). Dtype and shape travel separately (HTTP headers).
@@ -32,8 +32,12 @@ def encode(arr: np.ndarray, fmt: str) -> bytes:
     """Encode a (z, y, x) array as ``fmt`` (one of :data:`CUTOUT_FORMATS`)."""
     arr = np.ascontiguousarray(arr)
     if fmt == "npz":
-        buf = io.BytesIO()
-        np.savez_compressed(buf, cutout=arr)
+        import zipfile
+
+        buf = io.BytesIO()  # what np.savez_compressed writes, with fast deflate (level 1)
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf, \
+                zf.open("cutout.npy", "w", force_zip64=True) as f:
+            np.lib.format.write_array(f, arr, allow_pickle=False)
         return buf.getvalue()
     if fmt == "blosc":
         return blosc.compress(arr.tobytes(), typesize=arr.dtype.itemsize, cname="lz4", shuffle=blosc.SHUFFLE)
