@@ -34,6 +34,7 @@ from starlette.concurrency import run_in_threadpool
 from neurolake.errors import InvalidArgument, NeurolakeError, NotFound
 from neurolake.lake import Lake
 from neurolake.server.deps import check_size, parse_int, parse_range
+from neurolake.server.http import count
 from neurolake.volumes import segments
 from neurolake.volumes.formats import decode, encode
 from neurolake.volumes.layer import Layer
@@ -203,6 +204,7 @@ def get_cutout(c: str, e: str, ch: str, res: str, ranges: str, request: Request,
         arr = np.where(np.isin(arr, keep), arr, 0).astype(arr.dtype)
     if arr.dtype == np.uint32:
         arr = arr.astype(np.uint64)
+    count(request, "boss_cutouts")
     return Response(encode(arr, "blosc"), media_type="application/blosc")
 
 

@@ -216,6 +216,14 @@ def _respond(request: Request, total: int, read, media_type: str, etag: str, com
     return Response(body, headers=base, media_type=media_type)
 
 
+def count(request: Request, what: str, n: int = 1) -> None:
+    """Add ``n`` to the served-request counter ``what`` (reported by ``GET /api/v1/stats``)."""
+    counts = getattr(request.app.state, "serving_counts", None)
+    if counts is None:
+        counts = request.app.state.serving_counts = {}
+    counts[what] = counts.get(what, 0) + n  # a lost increment under a race is acceptable for stats
+
+
 def install(app) -> None:
     """Add :class:`CORSMiddleware` to ``app`` (call after any other ``add_middleware``)."""
     app.add_middleware(CORSMiddleware)

@@ -20,7 +20,7 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from neurolake.lake import Lake
 from neurolake.server.deps import get_lake
-from neurolake.server.http import bytes_response
+from neurolake.server.http import bytes_response, count
 from neurolake.volumes import precomputed as pc
 
 router = APIRouter(prefix="/precomputed", tags=["precomputed"])
@@ -51,6 +51,7 @@ def get_provenance(datastack: str, layer: str, request: Request, lake: Lake = De
 def get_chunk_jpeg(datastack: str, layer: str, key: str, chunk: str, request: Request,
                    lake: Lake = Depends(get_lake)) -> Response:
     body = pc.read_chunk(lake.layer(datastack, layer), key, chunk, "jpeg")
+    count(request, "precomputed_chunks")
     return bytes_response(request, body, "image/jpeg")
 
 
@@ -58,4 +59,5 @@ def get_chunk_jpeg(datastack: str, layer: str, key: str, chunk: str, request: Re
 def get_chunk(datastack: str, layer: str, key: str, chunk: str, request: Request,
               lake: Lake = Depends(get_lake)) -> Response:
     body = pc.read_chunk(lake.layer(datastack, layer), key, chunk)
+    count(request, "precomputed_chunks")
     return bytes_response(request, body, "application/octet-stream")

@@ -60,6 +60,9 @@ async def get_tile(datastack: str, layer: str, plane: str, index: str, name: str
     return bytes_response(request, body, TILE_FORMATS[fmt])
 
 
-@router.get("/api/v1/stats", summary="Tile cache size and hit/miss/prefetch counters")
+@router.get("/api/v1/stats", summary="Tile cache size and hit/miss/prefetch counters; served requests")
 def stats(request: Request) -> dict:
-    return {"tiles": tile_service(request.app).stats()}
+    """``tiles``: cache entries/bytes/limit, hits, misses, prefetch counters; ``requests``: counts of
+    precomputed chunks, Zarr keys and BossDB cutouts served by this process."""
+    return {"tiles": tile_service(request.app).stats(),
+            "requests": dict(getattr(request.app.state, "serving_counts", {}) or {})}

@@ -60,8 +60,11 @@ def viewer_state(lake: Lake, datastack: str, origin: str, layout: str = "4panel"
     centre = [max(s[i] for s in sizes) / 2 for i in range(3)]
     ng_layers = []
     for la in sorted(layers, key=lambda la: la.layer_type != "image"):
-        ng_layers.append({"type": la.layer_type, "name": la.name,
-                          "source": f"precomputed://{origin.rstrip('/')}/precomputed/{datastack}/{la.name}"})
+        entry = {"type": la.layer_type, "name": la.name,
+                 "source": f"precomputed://{origin.rstrip('/')}/precomputed/{datastack}/{la.name}"}
+        if la.layer_type == "segmentation":
+            entry["selectedAlpha"] = 0.3  # keep the EM readable under the segment colours
+        ng_layers.append(entry)
     return {"dimensions": {"x": [vx * 1e-9, "m"], "y": [vy * 1e-9, "m"], "z": [vz * 1e-9, "m"]},
             "position": centre, "crossSectionScale": max(1.0, max(sizes[0][:2]) / 1024), "projectionScale": 2048,
             "layers": ng_layers, "selectedLayer": {"layer": ng_layers[0]["name"] if ng_layers else None},

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from neurolake.errors import NotFound
 from neurolake.lake import Lake
 from neurolake.server.deps import get_lake
-from neurolake.server.http import file_response
+from neurolake.server.http import count, file_response
 
 router = APIRouter(prefix="/zarr", tags=["zarr"])
 
@@ -32,6 +32,8 @@ def get_key(datastack: str, layer: str, key: str, request: Request, lake: Lake =
     path = la.root.joinpath(*parts)
     media = "application/json" if parts[-1] == "zarr.json" else "application/octet-stream"
     try:
-        return file_response(request, path, media, compress=None if media == "application/json" else False)
+        response = file_response(request, path, media, compress=None if media == "application/json" else False)
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         raise NotFound(f"no key {key!r} in zarr layer {datastack}/{layer}", key=key) from None
+    count(request, "zarr_keys")
+    return response
