@@ -17,7 +17,7 @@ from neurolake.errors import InvalidArgument, NeurolakeError, NotFound
 def _module(name: str):
     try:
         return importlib.import_module(name)
-    except ImportError:
+    except Exception:  # noqa: BLE001 - missing or broken optional package: the hook says it did not check
         return None
 
 
