@@ -193,5 +193,14 @@ from neurolake.annotations.cli import app as _annotations_app  # noqa: E402
 
 app.add_typer(_annotations_app, name="annotations")
 
+from neurolake.proofreading import cli as _pr_cli  # noqa: E402  (issue 5: proofreading, versions, connectome)
+
+app.add_typer(_pr_cli.proofread_app, name="proofread")
+app.add_typer(_pr_cli.segment_app, name="segment")
+app.add_typer(_pr_cli.versions_app, name="versions")
+app.add_typer(_pr_cli.connectome_app, name="connectome")
+app.command("materialize")(_pr_cli.materialize_cmd)
+
+
 if __name__ == "__main__":
     main()

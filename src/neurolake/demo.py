@@ -53,9 +53,22 @@ Step = Callable[[Lake, Callable[[str], None]], None]
 STEPS: list[Step] = []
 
 
+def _proofreading_step(lake: Lake, say: Callable[[str], None]) -> None:  # issue 5: supervoxels, roots, version 1
+    from neurolake.proofreading.demo import demo_step
+
+    demo_step(lake, say)
+
+
+STEPS.append(_proofreading_step)
+
+
 def ingest_demo_layers(lake: Lake, say: Callable[[str], None], scheduler: str | None = None,
                        progress=None) -> None:
+    """Ingest the demo layers that are not ready yet, sharing one Dask cluster for their pyramids."""
+    from neurolake.jobs import dask_client
+
     data = data_dir()
+    todo = []
     for ds, name, rel, kind, voxel, desc in LAYERS:
         try:
             if lake.layer(ds, name).status == "ready":
@@ -63,11 +76,16 @@ def ingest_demo_layers(lake: Lake, say: Callable[[str], None], scheduler: str | 
                 continue
         except NotFound:
             pass
-        if ds not in {d["name"] for d in lake.datastacks()}:
-            lake.create_datastack(ds, voxel, description=desc.split(";")[0])
-        lake.ingest(str(data / rel), ds, name, voxel_size=voxel, layer_type=kind, description=desc,
-                    scheduler=scheduler, progress=progress, say=say)
-        say(f"{ds}/{name}: ingested ({lake.layer(ds, name)!r})")
+        todo.append((ds, name, rel, kind, voxel, desc))
+    if not todo:
+        return
+    with dask_client(scheduler) as client:
+        for ds, name, rel, kind, voxel, desc in todo:
+            if ds not in {d["name"] for d in lake.datastacks()}:
+                lake.create_datastack(ds, voxel, description=desc.split(";")[0])
+            la = lake.ingest(str(data / rel), ds, name, voxel_size=voxel, layer_type=kind, description=desc,
+                             client=client, progress=progress, say=say)
+            say(f"{ds}/{name}: ingested ({la!r})")
 
 
 def run_demo(lake: Lake, say: Callable[[str], None], scheduler: str | None = None, progress=None) -> None:

@@ -43,6 +43,11 @@ def create_app(lake: Lake | str | Path, max_cutout_bytes: int | None = None, aut
 
     features.install(app, lake, auth=auth)
 
+    from neurolake.server import cave, proofreading as proofreading_api  # CAVE subset + edits (issue 5)
+
+    app.include_router(cave.router)
+    app.include_router(proofreading_api.router)
+
     @app.get("/", include_in_schema=False)
     def index() -> dict:
         return {"neurolake": __version__, "datastacks": [d["name"] for d in lake.datastacks()], "docs": "/docs"}

@@ -43,7 +43,7 @@ def _check_fmt(fmt: str, allowed) -> None:
 
 @router.get("/{datastack}/{layer}/{fmt}/{mip}/{a}/{b}/{c}/", summary="Cutout or plane image")
 def get_cutout(datastack: str, layer: str, fmt: str, mip: str, a: str, b: str, c: str, request: Request,
-               lake: Lake = Depends(get_lake)) -> Response:
+               roots: bool = False, timestamp: str | None = None, lake: Lake = Depends(get_lake)) -> Response:
     _check_fmt(fmt, CUTOUT_FORMATS + PLANES)
     la = lake.layer(datastack, layer)
     m = parse_int("mip", mip)
@@ -51,6 +51,10 @@ def get_cutout(datastack: str, layer: str, fmt: str, mip: str, a: str, b: str, c
     (x0, x1), (y0, y1), (z0, z1) = la.check_box(x, y, z, m)
     check_size(request, la, (z1 - z0, y1 - y0, x1 - x0))
     arr = la.cutout(x=(x0, x1), y=(y0, y1), z=(z0, z1), mip=m)
+    if roots:  # ?roots=true[&timestamp=T]: supervoxels remapped to proofread root ids (issue 5)
+        from neurolake.proofreading import remap_to_roots
+
+        arr = remap_to_roots(lake, datastack, arr, timestamp, layer=layer)
     if fmt in PLANES:
         plane = arr[0] if fmt == "xy" else (arr[:, 0, :] if fmt == "xz" else arr[:, :, 0])
         return Response(encode_plane(plane, la.layer_type, "png"), media_type="image/png")

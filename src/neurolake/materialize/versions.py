@@ -1,0 +1,441 @@
+"""Materialization versions: annotation tables bound to root ids at a timestamp, frozen as Parquet.
+
+``materialize(lake, ds, timestamp=None)`` makes version N (1, 2, …) of a datastack: for every
+annotation table, the rows valid at T (``created <= T`` and not deleted by T), with every
+``<point>_root_id`` set to the root id of ``<point>_supervoxel_id`` at T (from the proofreadable
+segmentation; without one, the supervoxel id itself). The rows are written once, as one Parquet file
+per table under ``<lake>/datastacks/<ds>/materializations/v<N>-<uid>/``, and never changed; later
+edits and annotation writes do not change a version. Version metadata follows CAVE's
+MaterializationEngine: ``version``, ``time_stamp``, ``expires_on``, ``valid``, ``status``.
+
+Positions in the stored tables are x, y, z voxels at each table's ``voxel_resolution`` (nm).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+from sqlalchemy import func, select
+
+from neurolake.db.base import as_utc, utcnow
+from neurolake.errors import InvalidArgument, NeurolakeError, NotFound
+from neurolake.materialize.models import MaterializationVersion
+from neurolake.volumes.models import Datastack
+
+
+class VersionExpired(NeurolakeError):
+    """The materialization version was expired: its data are gone (HTTP 410)."""
+
+    code = "version_expired"
+    http_status = 410
+
+
+def _ts(value: Any, field: str = "timestamp") -> dt.datetime | None:
+    from neurolake.proofreading import to_timestamp
+
+    return to_timestamp(value, field)
+
+
+def _dsid(s, datastack: str) -> int:
+    dsid = s.scalar(select(Datastack.id).where(Datastack.name == datastack))
+    if dsid is None:
+        raise NotFound(f"datastack {datastack!r} does not exist", datastack=datastack)
+    return dsid
+
+
+def _vdict(row: MaterializationVersion) -> dict[str, Any]:
+    return {"version": row.version, "time_stamp": as_utc(row.time_stamp).isoformat(),
+            "expires_on": as_utc(row.expires_on).isoformat() if row.expires_on else None,
+            "valid": row.valid, "status": row.status, "created": as_utc(row.created).isoformat(),
+            "tables": row.tables, "rows": row.rows, "path": row.path, "provenance": row.provenance}
+
+
+# -------------------------------------------------------------------------------------------------
+# binding annotations to roots
+# -------------------------------------------------------------------------------------------------
+def _segmentation(lake, datastack: str):
+    from neurolake.proofreading import has_segmentation, segmentation
+
+    return segmentation(lake, datastack) if has_segmentation(lake, datastack) else None
+
+
+def bind_roots(lake, datastack: str, table, tab: pa.Table, timestamp: dt.datetime | None, seg=None) -> pa.Table:
+    """Set every ``<point>_root_id`` column of ``tab`` (rows of annotation ``table``) to the root ids at
+    ``timestamp`` (None = now). Supervoxels come from ``<point>_supervoxel_id`` when the table is bound to
+    the proofreading layer, else they are looked up in that layer at the point positions."""
+    if seg is None:
+        seg = _segmentation(lake, datastack)
+    sv_layer = seg._row().layer if seg is not None else None
+    for p in table.schema.points:
+        rcol, scol = f"{p}_root_id", f"{p}_supervoxel_id"
+        if rcol not in tab.column_names or scol not in tab.column_names:
+            continue
+        sv_arr = tab.column(scol)
+        svs = np.asarray(pc.fill_null(sv_arr, 0).to_numpy(zero_copy_only=False)).astype(np.int64).view(np.uint64)
+        if seg is not None and sv_layer is not None and table.segmentation_layer != sv_layer and len(tab):
+            layer = lake.layer(datastack, sv_layer)
+            pos = np.stack([tab.column(f"{p}_position_{a}").to_numpy(zero_copy_only=False) for a in "xyz"], axis=1)
+            ok = ~np.isnan(pos).any(axis=1)
+            scale = np.array(table.voxel_resolution) / np.array(layer.voxel_size, dtype=np.float64)
+            vox = np.clip(np.floor(pos[ok] * scale).astype(np.int64), 0, np.array(layer.size(0)) - 1)
+            svs = np.zeros(len(tab), np.uint64)
+            svs[ok] = layer.read_points(vox[:, ::-1]).astype(np.uint64)
+            tab = tab.set_column(tab.column_names.index(scol), scol, pa.array(svs.view(np.int64), pa.int64()))
+        if seg is not None:
+            roots = seg.get_roots(svs, timestamp, unknown="zero")
+        else:
+            roots = svs
+        col = pa.array(roots.astype(np.uint64), pa.uint64())
+        tab = tab.set_column(tab.column_names.index(rcol), rcol, col)
+    return tab
+
+
+def _valid_filter(ts: dt.datetime):
+    t = pa.scalar(ts, pa.timestamp("us", tz="UTC"))
+    return (pc.field("created") <= t) & (pc.field("deleted").is_null() | (pc.field("deleted") > t))
+
+
+def _uint64_ids(table, tab: pa.Table) -> pa.Table:
+    for name in table.id_columns:
+        if name in tab.column_names and tab.schema.field(name).type != pa.uint64():
+            i = tab.column_names.index(name)
+            tab = tab.set_column(i, name, tab.column(name).cast(pa.uint64()))
+    return tab
+
+
+# -------------------------------------------------------------------------------------------------
+# versions
+# -------------------------------------------------------------------------------------------------
+def materialize(lake, datastack: str, timestamp: Any = None, tables: list[str] | None = None,
+                expires_in: dt.timedelta | float | None = None, author: str | None = None,
+                progress=None, batch_rows: int = 1_000_000) -> dict[str, Any]:
+    """Freeze version N of ``datastack`` at ``timestamp`` (default now); returns its metadata dict.
+
+    ``tables``: the annotation tables to include (default all); ``expires_in``: a timedelta or days
+    until ``expires_on`` (default none); ``progress(phase, done, total)`` is called per table.
+    Rows are streamed in batches of ``batch_rows``. Raises NotFound (datastack, table),
+    InvalidArgument (timestamp in the future).
+    """
+    from neurolake.annotations import get_table, list_tables
+    from neurolake.provenance import record
+
+    lake.datastack(datastack)
+    now = utcnow()
+    ts = _ts(timestamp) or now
+    if ts > now + dt.timedelta(seconds=1):
+        raise InvalidArgument(f"timestamp {ts.isoformat()} is in the future", field="timestamp",
+                              value=ts.isoformat())
+    names = list_tables(lake, datastack) if tables is None else list(tables)
+    tabs = [get_table(lake, datastack, n) for n in names]
+    seg = _segmentation(lake, datastack)
+    if seg is not None:
+        seg.state().seq_at(ts)  # InvalidArgument before the segmentation existed
+    base = lake.root / "datastacks" / datastack / "materializations"
+    base.mkdir(parents=True, exist_ok=True)
+    tmp = base / f"tmp-{uuid.uuid4().hex[:12]}"
+    tmp.mkdir()
+    meta: dict[str, Any] = {}
+    total = 0
+    try:
+        for i, t in enumerate(tabs):
+            ds = t.dataset()
+            writer = None
+            rows = 0
+            target_schema = None
+            for batch in ds.to_batches(filter=_valid_filter(ts), batch_size=batch_rows):
+                if batch.num_rows == 0:
+                    continue
+                tab = pa.Table.from_batches([batch])
+                tab = bind_roots(lake, datastack, t, tab, ts, seg=seg)
+                tab = _uint64_ids(t, tab)
+                if writer is None:
+                    target_schema = tab.schema
+                    writer = pq.ParquetWriter(tmp / f"{t.name}.parquet", target_schema, compression="zstd")
+                writer.write_table(tab.cast(target_schema))
+                rows += tab.num_rows
+            if writer is None:
+                empty = _uint64_ids(t, t.arrow_schema.empty_table())
+                if any(f"{p}_root_id" in empty.column_names for p in t.schema.points):
+                    for p in t.schema.points:
+                        c = f"{p}_root_id"
+                        if c in empty.column_names:
+                            empty = empty.set_column(empty.column_names.index(c), c, pa.array([], pa.uint64()))
+                pq.write_table(empty, tmp / f"{t.name}.parquet", compression="zstd")
+            else:
+                writer.close()
+            md = t.metadata()
+            meta[t.name] = {"rows": rows, "schema": t.schema.name, "delta_version": md.get("version"),
+                            "voxel_resolution_nm": list(t.voxel_resolution), "description": t.description,
+                            "segmentation_layer": t.segmentation_layer}
+            total += rows
+            if progress:
+                progress("materialize", i + 1, len(tabs))
+        seg_info = None
+        if seg is not None:
+            st = seg.state()
+            seg_info = {"layer": seg._row().layer, "operation_id": st.seq_at(ts)}
+        expires_on = None
+        if expires_in is not None:
+            delta = expires_in if isinstance(expires_in, dt.timedelta) else dt.timedelta(days=float(expires_in))
+            expires_on = now + delta
+        with lake.catalog.session() as s:
+            dsid = _dsid(s, datastack)
+            n = (s.scalar(select(func.max(MaterializationVersion.version))
+                          .where(MaterializationVersion.datastack_id == dsid)) or 0) + 1
+            final = base / f"v{n}-{uuid.uuid4().hex[:8]}"
+            os.replace(tmp, final)
+            for f in final.iterdir():
+                f.chmod(0o444)
+            prov = record("materialize", inputs={"datastack": datastack, "tables": {
+                k: {"delta_version": v["delta_version"]} for k, v in meta.items()}, "segmentation": seg_info},
+                params={"timestamp": ts.isoformat()}, user=author)
+            row = MaterializationVersion(datastack_id=dsid, version=n, time_stamp=ts, expires_on=expires_on,
+                                         valid=True, status="AVAILABLE", created=now,
+                                         path=str(final.relative_to(lake.root)), tables=meta, rows=total,
+                                         provenance=prov)
+            s.add(row)
+            s.flush()
+            return _vdict(row)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def versions(lake, datastack: str, expired: bool = False) -> list[dict[str, Any]]:
+    """Versions of ``datastack`` (oldest first); only valid ones unless ``expired``."""
+    lake.datastack(datastack)
+    _expire_due(lake, datastack)
+    with lake.catalog.session() as s:
+        q = select(MaterializationVersion).where(MaterializationVersion.datastack_id == _dsid(s, datastack))
+        if not expired:
+            q = q.where(MaterializationVersion.valid.is_(True))
+        return [_vdict(r) for r in s.scalars(q.order_by(MaterializationVersion.version))]
+
+
+def _expire_due(lake, datastack: str) -> None:
+    """Expire versions whose ``expires_on`` passed (never the newest valid one)."""
+    now = utcnow()
+    with lake.catalog.session() as s:
+        rows = s.scalars(select(MaterializationVersion).where(
+            MaterializationVersion.datastack_id == _dsid(s, datastack),
+            MaterializationVersion.valid.is_(True)).order_by(MaterializationVersion.version)).all()
+        due = [r.version for r in rows[:-1] if r.expires_on is not None and as_utc(r.expires_on) <= now]
+    for v in due:
+        expire(lake, datastack, v)
+
+
+def get_version(lake, datastack: str, version: int | None = None, allow_expired: bool = True) -> dict[str, Any]:
+    """Metadata of ``version`` (None = the newest valid one). Raises NotFound; VersionExpired when the
+    version is expired and ``allow_expired`` is false."""
+    lake.datastack(datastack)
+    with lake.catalog.session() as s:
+        dsid = _dsid(s, datastack)
+        if version is None:
+            row = s.scalar(select(MaterializationVersion).where(
+                MaterializationVersion.datastack_id == dsid, MaterializationVersion.valid.is_(True))
+                .order_by(MaterializationVersion.version.desc()).limit(1))
+            if row is None:
+                raise NotFound(f"datastack {datastack!r} has no materialization version yet; run "
+                               f"`neurolake materialize {datastack}`", datastack=datastack)
+        else:
+            try:
+                v = int(version)
+            except (TypeError, ValueError):
+                raise InvalidArgument(f"version {version!r} must be a whole number", field="version") from None
+            row = s.scalar(select(MaterializationVersion).where(MaterializationVersion.datastack_id == dsid,
+                                                                MaterializationVersion.version == v))
+            if row is None:
+                known = s.scalars(select(MaterializationVersion.version).where(
+                    MaterializationVersion.datastack_id == dsid).order_by(MaterializationVersion.version)).all()
+                raise NotFound(f"version {v} of datastack {datastack!r} does not exist (versions: {list(known)})",
+                               datastack=datastack, version=v)
+        d = _vdict(row)
+    if not allow_expired and not d["valid"]:
+        raise VersionExpired(f"version {d['version']} of datastack {datastack!r} is expired; use a valid version "
+                             f"(`neurolake versions {datastack}`)", datastack=datastack, version=d["version"])
+    return d
+
+
+def expire(lake, datastack: str, version: int) -> dict[str, Any]:
+    """Expire ``version``: mark it invalid and delete its files. The newest valid version cannot be
+    expired (InvalidArgument). Raises NotFound; VersionExpired when already expired."""
+    with lake.catalog.session() as s:
+        dsid = _dsid(s, datastack)
+        row = s.scalar(select(MaterializationVersion).where(MaterializationVersion.datastack_id == dsid,
+                                                            MaterializationVersion.version == int(version))
+                       .with_for_update())
+        if row is None:
+            raise NotFound(f"version {version} of datastack {datastack!r} does not exist", datastack=datastack,
+                           version=int(version))
+        if not row.valid:
+            raise VersionExpired(f"version {version} of datastack {datastack!r} is already expired",
+                                 datastack=datastack, version=int(version))
+        newest = s.scalar(select(func.max(MaterializationVersion.version)).where(
+            MaterializationVersion.datastack_id == dsid, MaterializationVersion.valid.is_(True)))
+        if newest == row.version:
+            raise InvalidArgument(f"version {version} is the newest valid version of {datastack!r}; it cannot be "
+                                  "expired (materialize a newer one first)", field="version", value=int(version))
+        row.valid = False
+        row.status = "EXPIRED"
+        row.expires_on = min(as_utc(row.expires_on), utcnow()) if row.expires_on else utcnow()
+        path = lake.root / row.path
+        out = _vdict(row)
+    shutil.rmtree(path, ignore_errors=True)
+    return out
+
+
+def version_tables(lake, datastack: str, version: int) -> list[str]:
+    """Names of the tables frozen in ``version``. Raises NotFound, VersionExpired."""
+    return sorted(get_version(lake, datastack, version, allow_expired=False)["tables"])
+
+
+def _table_file(lake, datastack: str, version: int, table: str) -> tuple[dict, Path]:
+    v = get_version(lake, datastack, version, allow_expired=False)
+    if table not in v["tables"]:
+        raise NotFound(f"table {table!r} is not in version {v['version']} of {datastack!r} "
+                       f"(tables: {sorted(v['tables'])})", datastack=datastack, version=v["version"], table=table)
+    return v, lake.root / v["path"] / f"{table}.parquet"
+
+
+def filter_expression(schema: pa.Schema, filter_in: dict | None = None, filter_equal: dict | None = None,
+                      filter_not_in: dict | None = None, filter_greater: dict | None = None,
+                      filter_less: dict | None = None, filter_spatial: dict | None = None, table: str = ""):
+    """A pyarrow filter from CAVE-style filter dicts ``{column: value(s)}``; ``filter_spatial`` is
+    ``{point: [[x0, y0, z0], [x1, y1, z1]]}`` in stored voxels (half-open). Raises InvalidArgument."""
+    names = schema.names
+    expr = None
+
+    def conj(e):
+        nonlocal expr
+        expr = e if expr is None else expr & e
+
+    def col(c):
+        if c not in names:
+            raise InvalidArgument(f"column {c!r} is not in table {table!r}; columns: {names}", field="filters",
+                                  value=c, allowed=names)
+        return pc.field(c), schema.field(c).type
+
+    def lit(v, typ):
+        try:
+            return pa.array(list(v) if isinstance(v, list | tuple | set | np.ndarray) else [v]).cast(typ)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+            raise InvalidArgument(f"filter value {v!r} does not fit column type {typ}", field="filters") from exc
+
+    for c, v in (filter_in or {}).items():
+        f, typ = col(c)
+        conj(f.isin(lit(v, typ)))
+    for c, v in (filter_not_in or {}).items():
+        f, typ = col(c)
+        conj(~f.isin(lit(v, typ)))
+    for c, v in (filter_equal or {}).items():
+        f, typ = col(c)
+        conj(f == lit(v, typ)[0]) if v is not None else conj(f.is_null())
+    for c, v in (filter_greater or {}).items():
+        f, typ = col(c)
+        conj(f > lit(v, typ)[0])
+    for c, v in (filter_less or {}).items():
+        f, typ = col(c)
+        conj(f < lit(v, typ)[0])
+    for point, box in (filter_spatial or {}).items():
+        try:
+            lo, hi = np.asarray(box[0], float), np.asarray(box[1], float)
+            assert lo.shape == (3,) and hi.shape == (3,)
+        except (TypeError, ValueError, IndexError, AssertionError):
+            raise InvalidArgument(f"spatial filter of {point!r} must be [[x0, y0, z0], [x1, y1, z1]], got {box!r}",
+                                  field="filter_spatial") from None
+        for i, a in enumerate("xyz"):
+            f, _ = col(f"{point}_position_{a}")
+            conj((f >= float(lo[i])) & (f < float(hi[i])))
+    return expr
+
+
+def query_version(lake, datastack: str, version: int | None, table: str, *, filter_in: dict | None = None,
+                  filter_equal: dict | None = None, filter_not_in: dict | None = None,
+                  filter_greater: dict | None = None, filter_less: dict | None = None,
+                  filter_spatial: dict | None = None, columns: list[str] | None = None, offset: int = 0,
+                  limit: int | None = None, output: str = "pandas"):
+    """Rows of ``table`` in materialization ``version`` (None = newest valid), sorted by id.
+
+    Filters as in :func:`filter_expression`; ``columns`` selects columns; ``output`` "pandas" |
+    "arrow" | "polars". Raises NotFound, VersionExpired, InvalidArgument.
+    """
+    v, path = _table_file(lake, datastack, version, table)
+    ds = pads.dataset(path, format="parquet")
+    expr = filter_expression(ds.schema, filter_in, filter_equal, filter_not_in, filter_greater, filter_less,
+                             filter_spatial, table)
+    if columns is not None:
+        bad = [c for c in columns if c not in ds.schema.names]
+        if bad:
+            raise InvalidArgument(f"columns {bad} are not in table {table!r}; columns: {ds.schema.names}",
+                                  field="select_columns", value=bad)
+    tab = ds.to_table(filter=expr, columns=list(columns) if columns else None)
+    if "id" in tab.column_names and len(tab) > 1:
+        tab = tab.take(pc.sort_indices(tab, [("id", "ascending")]))
+    if offset or limit is not None:
+        tab = tab.slice(int(offset or 0), None if limit is None else int(limit))
+    return _output(tab, output)
+
+
+def _output(tab: pa.Table, output: str):
+    if output == "arrow":
+        return tab
+    if output == "polars":
+        import polars as pl
+
+        return pl.from_arrow(tab)
+    if output == "pandas":
+        import pandas as pd
+
+        return tab.to_pandas(types_mapper={pa.uint64(): pd.UInt64Dtype()}.get)
+    raise InvalidArgument(f"output {output!r} must be 'pandas', 'arrow' or 'polars'", field="output")
+
+
+def live_query(lake, datastack: str, table: str, timestamp: Any = None, *, filter_in: dict | None = None,
+               filter_equal: dict | None = None, filter_not_in: dict | None = None,
+               filter_spatial: dict | None = None, columns: list[str] | None = None, offset: int = 0,
+               limit: int | None = None, output: str = "pandas"):
+    """Rows of annotation ``table`` valid at ``timestamp`` (None = now), bound to root ids at that time —
+    the same answer a version materialized at ``timestamp`` would give, computed on the fly."""
+    from neurolake.annotations import get_table
+
+    t = get_table(lake, datastack, table)
+    ts = _ts(timestamp) or utcnow()
+    ds = t.dataset()
+    expr = filter_expression(ds.schema, filter_in, None, filter_not_in, None, None, filter_spatial, table)
+    root_filters = {}
+    eq = dict(filter_equal or {})
+    # filters on root ids must be applied after binding
+    for k in list(filter_in or {}):
+        if k.endswith("_root_id"):
+            root_filters[k] = filter_in[k]
+    if root_filters:
+        expr = filter_expression(ds.schema, {k: v for k, v in (filter_in or {}).items() if k not in root_filters},
+                                 None, filter_not_in, None, None, filter_spatial, table)
+    root_eq = {k: v for k, v in eq.items() if k.endswith("_root_id")}
+    rest_eq = {k: v for k, v in eq.items() if k not in root_eq}
+    if rest_eq:
+        e2 = filter_expression(ds.schema, None, rest_eq, table=table)
+        expr = e2 if expr is None else expr & e2
+    full = _valid_filter(ts) if expr is None else (_valid_filter(ts) & expr)
+    tab = ds.to_table(filter=full)
+    tab = _uint64_ids(t, bind_roots(lake, datastack, t, tab, ts))
+    post = filter_expression(tab.schema, root_filters or None, root_eq or None, table=table)
+    if post is not None:
+        tab = tab.filter(post)
+    if "id" in tab.column_names and len(tab) > 1:
+        tab = tab.take(pc.sort_indices(tab, [("id", "ascending")]))
+    if columns is not None:
+        tab = tab.select(list(columns))
+    if offset or limit is not None:
+        tab = tab.slice(int(offset or 0), None if limit is None else int(limit))
+    return _output(tab, output)

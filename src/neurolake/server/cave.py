@@ -1,0 +1,416 @@
+"""The CAVE subset that unmodified ``caveclient`` (8.2.1) needs, translated to neurolake calls.
+
+``CAVEclient(datastack, server_address=<this server>)`` works for: the info service
+(``/info/api/v2/datastack/full/{ds}``), the materialization engine (versions, version metadata,
+tables, table metadata, ``query_table`` with filters — answered as an Arrow IPC stream with
+``Content-Type: data.arrow`` — and live queries at a timestamp) and the chunkedgraph
+(``/segmentation/api/v1/table/{table_id}/…``: roots_binary, node root, leaves, lineage graph,
+is_latest_roots, merge, split). The chunkedgraph table id is the datastack name.
+
+Routers only translate: storage and logic live in ``neurolake.proofreading`` and
+``neurolake.materialize``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from fastapi import APIRouter, Depends, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from neurolake import __version__
+from neurolake.errors import InvalidArgument, NotFound
+from neurolake.lake import Lake
+from neurolake.server.deps import get_lake
+
+router = APIRouter(tags=["cave"])
+
+MAT_VERSION = "5.13.0"  # caveclient refuses query_table below 5.13.0 (CLIENTS.md)
+PCG_VERSION = "2.18.0"
+
+
+def _base(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
+def _author(request: Request, given: str | None = None) -> str | None:
+    user = getattr(request.state, "user", None)
+    name = getattr(user, "name", None) or (user if isinstance(user, str) else None)
+    return given or name or request.headers.get("X-Neurolake-User")
+
+
+async def _json(request: Request) -> Any:
+    body = await request.body()
+    if not body:
+        return {}
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise InvalidArgument("the request body is not valid JSON", field="body") from None
+
+
+# -- info service ----------------------------------------------------------------------------------
+def _datastack_info(lake: Lake, ds: str, base: str) -> dict[str, Any]:
+    d = lake.datastack(ds)
+    from neurolake.proofreading import has_segmentation, segmentation
+
+    vx, vy, vz = d["voxel_size_nm"]
+    layers = {la["name"]: la for la in d["layers"]}
+    image = next((n for n, la in layers.items() if la["type"] == "image"), None)
+    seg_layer = segmentation(lake, ds)._row().layer if has_segmentation(lake, ds) else None
+    tables = []
+    try:
+        from neurolake.annotations import get_table, list_tables
+
+        tables = [(n, get_table(lake, ds, n).schema.name) for n in list_tables(lake, ds)]
+    except NotFound:
+        pass
+    synapse = next((n for n, s in tables if s == "synapse"), None)
+    soma = next((n for n, s in tables if s == "nucleus"), None)
+    return {
+        "datastack": ds, "name": ds, "description": d["description"],
+        "aligned_volume": {"name": ds, "id": abs(hash(ds)) % 100000 + 1, "description": d["description"],
+                           "image_source": f"precomputed://{base}/precomputed/{ds}/{image}" if image else None,
+                           "display_name": ds},
+        "segmentation_source": f"graphene://{base}/segmentation/table/{ds}",
+        "segmentation_layer": seg_layer,
+        "local_server": base, "analysis_database": None, "viewer_site": None, "skeleton_source": None,
+        "synapse_table": synapse, "soma_table": soma,
+        "viewer_resolution_x": vx, "viewer_resolution_y": vy, "viewer_resolution_z": vz,
+    }
+
+
+@router.get("/info/api/v2/datastack/full/{datastack}", summary="CAVE info: datastack")
+def info_datastack(datastack: str, request: Request, lake: Lake = Depends(get_lake)) -> dict:
+    return _datastack_info(lake, datastack, _base(request))
+
+
+@router.get("/info/api/v2/datastacks", summary="CAVE info: datastack names")
+def info_datastacks(lake: Lake = Depends(get_lake)) -> list:
+    return [d["name"] for d in lake.datastacks()]
+
+
+@router.get("/info/api/v2/aligned_volume/{name}", summary="CAVE info: aligned volume")
+def info_aligned_volume(name: str, request: Request, lake: Lake = Depends(get_lake)) -> dict:
+    return _datastack_info(lake, name, _base(request))["aligned_volume"]
+
+
+@router.get("/info/version", summary="CAVE info: service version")
+def info_version() -> str:
+    return __version__
+
+
+# -- materialization engine ------------------------------------------------------------------------
+@router.get("/materialize/api/versions", summary="CAVE materialize: API versions")
+def mat_api_versions() -> list:
+    return [2, 3]
+
+
+@router.get("/materialize/version", summary="CAVE materialize: service version")
+def mat_version() -> str:
+    return MAT_VERSION
+
+
+def _cave_version(v: dict, ds: str) -> dict:
+    return {"version": v["version"], "time_stamp": v["time_stamp"], "expires_on": v["expires_on"],
+            "valid": v["valid"], "status": v["status"], "datastack": ds, "id": v["version"],
+            "is_merged": True, "parent_version": None}
+
+
+for _api in ("v2", "v3"):
+    @router.get(f"/materialize/api/{_api}/datastack/{{datastack}}/versions", summary="CAVE materialize: versions")
+    def mat_versions(datastack: str, expired: bool = False, lake: Lake = Depends(get_lake)) -> list:
+        from neurolake.materialize import versions
+
+        return [v["version"] for v in versions(lake, datastack, expired=expired)]
+
+    @router.get(f"/materialize/api/{_api}/datastack/{{datastack}}/version/{{version}}",
+                summary="CAVE materialize: version metadata")
+    def mat_version_meta(datastack: str, version: int, lake: Lake = Depends(get_lake)) -> dict:
+        from neurolake.materialize import get_version
+
+        return _cave_version(get_version(lake, datastack, version), datastack)
+
+    @router.get(f"/materialize/api/{_api}/datastack/{{datastack}}/metadata",
+                summary="CAVE materialize: metadata of all versions")
+    def mat_versions_meta(datastack: str, expired: bool = False, lake: Lake = Depends(get_lake)) -> list:
+        from neurolake.materialize import versions
+
+        return [_cave_version(v, datastack) for v in versions(lake, datastack, expired=expired)]
+
+    @router.get(f"/materialize/api/{_api}/datastack/{{datastack}}/version/{{version}}/tables",
+                summary="CAVE materialize: tables of a version")
+    def mat_tables(datastack: str, version: int, lake: Lake = Depends(get_lake)) -> list:
+        from neurolake.materialize import version_tables
+
+        return version_tables(lake, datastack, version)
+
+    @router.get(f"/materialize/api/{_api}/datastack/{{datastack}}/version/{{version}}/table/{{table}}/metadata",
+                summary="CAVE materialize: table metadata")
+    def mat_table_meta(datastack: str, version: int, table: str, lake: Lake = Depends(get_lake)) -> dict:
+        return _table_meta(lake, datastack, version, table)
+
+    @router.get(f"/materialize/api/{_api}/datastack/{{datastack}}/version/{{version}}/tables/metadata",
+                summary="CAVE materialize: metadata of every table")
+    def mat_tables_meta(datastack: str, version: int, lake: Lake = Depends(get_lake)) -> list:
+        from neurolake.materialize import version_tables
+
+        return [_table_meta(lake, datastack, version, t) for t in version_tables(lake, datastack, version)]
+
+
+def _table_meta(lake: Lake, ds: str, version: int, table: str) -> dict:
+    from neurolake.materialize import get_version
+
+    v = get_version(lake, ds, version, allow_expired=False)
+    if table not in v["tables"]:
+        raise NotFound(f"table {table!r} is not in version {version} of {ds!r}", table=table, version=version)
+    t = v["tables"][table]
+    vx, vy, vz = t["voxel_resolution_nm"]
+    return {"table_name": table, "schema": t["schema"], "schema_type": t["schema"], "description": t["description"],
+            "reference_table": None, "voxel_resolution_x": vx, "voxel_resolution_y": vy, "voxel_resolution_z": vz,
+            "voxel_resolution": [vx, vy, vz], "valid": True, "aligned_volume": ds, "created": v["time_stamp"],
+            "row_count": t["rows"], "segmentation_source": None, "id": abs(hash((ds, table))) % 100000,
+            "annotation_table": table, "datastack": ds, "version": v["version"]}
+
+
+def _table_filters(body: dict, table: str) -> dict[str, Any]:
+    def pick(key):
+        d = body.get(key)
+        if d is None:
+            return None
+        if not isinstance(d, dict):
+            raise InvalidArgument(f"{key} must be an object keyed by table name", field=key)
+        return d.get(table)
+
+    spatial = pick("filter_spatial_dict")
+    if spatial:
+        spatial = {k[:-len("_position")] if k.endswith("_position") else k: v for k, v in spatial.items()}
+    greater = {**(pick("filter_greater_dict") or {}), **(pick("filter_greater_equal_dict") or {})}
+    less = {**(pick("filter_less_dict") or {}), **(pick("filter_less_equal_dict") or {})}
+    if pick("filter_greater_equal_dict") or pick("filter_less_equal_dict") or pick("filter_regex_dict"):
+        raise InvalidArgument("filter_greater_equal_dict, filter_less_equal_dict and filter_regex_dict are not "
+                              "supported by neurolake; use filter_greater_dict / filter_less_dict", field="filters")
+    cols = body.get("select_columns")
+    if isinstance(body.get("select_column_map"), dict):
+        cols = body["select_column_map"].get(table)
+    return {"filter_in": pick("filter_in_dict"), "filter_equal": pick("filter_equal_dict"),
+            "filter_not_in": pick("filter_notin_dict"), "filter_greater": greater or None,
+            "filter_less": less or None, "filter_spatial": spatial, "columns": cols,
+            "offset": int(body.get("offset") or 0), "limit": body.get("limit")}
+
+
+def _arrow_response(tab: pa.Table, body: dict, res: list[float] | None) -> Response:
+    headers = {"column_names": json.dumps(tab.column_names)}
+    desired = body.get("desired_resolution")
+    if desired is not None and res is not None:
+        try:
+            desired = [float(x) for x in desired]
+            assert len(desired) == 3
+        except (TypeError, ValueError, AssertionError):
+            raise InvalidArgument("desired_resolution must be 3 numbers (x, y, z nm)", field="desired_resolution"
+                                  ) from None
+        cols = []
+        for name in tab.column_names:
+            c = tab.column(name)
+            if "_position_" in name and name[-1] in "xyz":
+                i = "xyz".index(name[-1])
+                c = pa.compute.multiply(c.cast(pa.float64()), res[i] / desired[i])
+            cols.append(c)
+        tab = pa.table(cols, names=tab.column_names)
+        headers["dataframe_resolution"] = ", ".join(str(x) for x in desired)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, tab.schema, options=pa.ipc.IpcWriteOptions(compression="zstd")) as w:
+        w.write_table(tab)
+    return Response(sink.getvalue().to_pybytes(), media_type="data.arrow", headers=headers)
+
+
+@router.post("/materialize/api/v3/datastack/{datastack}/version/{version}/table/{table}/query",
+             summary="CAVE materialize: query a table of a version (Arrow IPC stream)")
+@router.post("/materialize/api/v2/datastack/{datastack}/version/{version}/table/{table}/query",
+             include_in_schema=False)
+async def mat_query(datastack: str, version: int, table: str, request: Request,
+                    lake: Lake = Depends(get_lake)) -> Response:
+    from neurolake.materialize import get_version, query_version
+
+    body = await _json(request)
+    f = _table_filters(body, table)
+    v = await run_in_threadpool(get_version, lake, datastack, version, False)
+    tab = await run_in_threadpool(lambda: query_version(
+        lake, datastack, version, table, filter_in=f["filter_in"], filter_equal=f["filter_equal"],
+        filter_not_in=f["filter_not_in"], filter_greater=f["filter_greater"], filter_less=f["filter_less"],
+        filter_spatial=f["filter_spatial"], columns=f["columns"], offset=f["offset"], limit=f["limit"],
+        output="arrow"))
+    meta = v["tables"].get(table, {})
+    return _arrow_response(tab, body, meta.get("voxel_resolution_nm"))
+
+
+@router.post("/materialize/api/v3/datastack/{datastack}/query", summary="CAVE materialize: live query at a timestamp")
+async def mat_live_query(datastack: str, request: Request, timestamp: str | None = None,
+                         lake: Lake = Depends(get_lake)) -> Response:
+    from neurolake.annotations import get_table
+    from neurolake.materialize import live_query
+
+    body = await _json(request)
+    table = body.get("table")
+    if not isinstance(table, str):
+        raise InvalidArgument("live query needs 'table' in the body", field="table")
+    f = _table_filters(body, table)
+    ts = body.get("timestamp") or timestamp
+    tab = await run_in_threadpool(lambda: live_query(
+        lake, datastack, table, ts, filter_in=f["filter_in"], filter_equal=f["filter_equal"],
+        filter_not_in=f["filter_not_in"], filter_spatial=f["filter_spatial"], columns=f["columns"],
+        offset=f["offset"], limit=f["limit"], output="arrow"))
+    return _arrow_response(tab, body, list(get_table(lake, datastack, table).voxel_resolution))
+
+
+# -- chunkedgraph ----------------------------------------------------------------------------------
+PCG = "/segmentation/api/v1/table/{table_id}"
+
+
+def _seg(lake: Lake, table_id: str):
+    from neurolake.proofreading import segmentation
+
+    return segmentation(lake, table_id)
+
+
+@router.get("/segmentation/api/versions", summary="CAVE chunkedgraph: API versions")
+def pcg_api_versions() -> list:
+    return [1]
+
+
+@router.get("/segmentation/api/version", summary="CAVE chunkedgraph: service version")
+def pcg_version() -> str:
+    return PCG_VERSION
+
+
+@router.get("/segmentation/table/{table_id}/info", summary="CAVE chunkedgraph: segmentation info")
+def pcg_info(table_id: str, lake: Lake = Depends(get_lake)) -> dict:
+    seg = _seg(lake, table_id)
+    info = seg.info()
+    ds = lake.datastack(table_id)
+    out = {"app": {"supported_api_versions": [0, 1]}, "chunks_start_at_voxel_offset": True,
+           "data_dir": None, "type": "segmentation", "graph": {"chunk_size": [256, 256, 512], "n_layers": 2},
+           "verify_mesh": False, "mesh": None, "num_channels": 1, "data_type": "uint64",
+           "scales": [], "voxel_size_nm": ds["voxel_size_nm"], "neurolake": info}
+    if info["layer"]:
+        la = lake.layer(table_id, info["layer"])
+        out["scales"] = [{"resolution": list(m.voxel_size_nm), "size": list(m.size_xyz), "voxel_offset": [0, 0, 0],
+                          "key": str(m.mip), "chunk_sizes": [list(m.chunk_zyx[::-1])], "encoding": "raw"}
+                         for m in la.spec.mips]
+    return out
+
+
+@router.post(PCG + "/roots_binary", summary="CAVE chunkedgraph: roots of supervoxels (raw uint64)")
+async def pcg_roots_binary(table_id: str, request: Request, timestamp: str | None = None,
+                           lake: Lake = Depends(get_lake)) -> Response:
+    body = await request.body()
+    if len(body) % 8:
+        raise InvalidArgument(f"body of {len(body)} bytes is not a whole number of uint64 ids", field="body")
+    svs = np.frombuffer(body, dtype="<u8")
+    roots = await run_in_threadpool(_seg(lake, table_id).get_roots, svs, timestamp, "zero")
+    return Response(np.ascontiguousarray(roots, dtype="<u8").tobytes(), media_type="application/octet-stream")
+
+
+@router.post(PCG + "/roots", summary="CAVE chunkedgraph: roots of supervoxels (JSON)")
+async def pcg_roots(table_id: str, request: Request, timestamp: str | None = None,
+                    lake: Lake = Depends(get_lake)) -> dict:
+    body = await _json(request)
+    svs = body.get("node_ids", body) if isinstance(body, dict) else body
+    roots = _seg(lake, table_id).get_roots(svs, timestamp, unknown="zero")
+    return {"root_ids": [int(r) for r in roots]}
+
+
+@router.get(PCG + "/node/{node_id}/root", summary="CAVE chunkedgraph: root of one supervoxel")
+def pcg_root(table_id: str, node_id: int, timestamp: str | None = None, lake: Lake = Depends(get_lake)) -> dict:
+    return {"root_id": int(_seg(lake, table_id).get_roots([node_id], timestamp)[0])}
+
+
+def _bounds(text: str | None):
+    if not text:
+        return None
+    try:
+        parts = [tuple(int(v) for v in p.split("-")) for p in text.split("_")]
+        assert len(parts) == 3 and all(len(p) == 2 for p in parts)
+        return parts
+    except (ValueError, AssertionError):
+        raise InvalidArgument(f"bounds {text!r} must be x0-x1_y0-y1_z0-z1", field="bounds", value=text) from None
+
+
+@router.get(PCG + "/node/{node_id}/leaves", summary="CAVE chunkedgraph: supervoxels of a root")
+def pcg_leaves(table_id: str, node_id: int, bounds: str | None = None, stop_layer: int | None = None,
+               lake: Lake = Depends(get_lake)) -> dict:
+    if stop_layer not in (None, 1):
+        raise InvalidArgument("neurolake has no chunk hierarchy: stop_layer must be 1 (supervoxels)",
+                              field="stop_layer", value=stop_layer)
+    leaves = _seg(lake, table_id).get_leaves(node_id, _bounds(bounds))
+    return {"leaf_ids": [int(x) for x in leaves]}
+
+
+@router.post(PCG + "/lineage_graph_multiple", summary="CAVE chunkedgraph: lineage graph (node-link JSON)")
+async def pcg_lineage(table_id: str, request: Request, timestamp_past: float | None = None,
+                      timestamp_future: float | None = None, lake: Lake = Depends(get_lake)) -> dict:
+    body = await _json(request)
+    roots = body.get("root_ids") if isinstance(body, dict) else None
+    if roots is None:
+        raise InvalidArgument("body needs root_ids", field="root_ids")
+    return _seg(lake, table_id).lineage(roots, timestamp_past, timestamp_future)
+
+
+@router.get(PCG + "/root/{root_id}/lineage_graph", summary="CAVE chunkedgraph: lineage graph of one root")
+def pcg_lineage_one(table_id: str, root_id: int, timestamp_past: float | None = None,
+                    timestamp_future: float | None = None, lake: Lake = Depends(get_lake)) -> dict:
+    return _seg(lake, table_id).lineage([root_id], timestamp_past, timestamp_future)
+
+
+@router.post(PCG + "/is_latest_roots", summary="CAVE chunkedgraph: are roots current")
+async def pcg_is_latest(table_id: str, request: Request, timestamp: str | None = None,
+                        lake: Lake = Depends(get_lake)) -> dict:
+    body = await _json(request)
+    ids = body.get("node_ids") if isinstance(body, dict) else body
+    return {"is_latest": [bool(x) for x in _seg(lake, table_id).is_latest(ids or [], timestamp)]}
+
+
+@router.post(PCG + "/root_timestamps", summary="CAVE chunkedgraph: creation times of roots")
+async def pcg_root_timestamps(table_id: str, request: Request, lake: Lake = Depends(get_lake)) -> dict:
+    import datetime as dt
+
+    body = await _json(request)
+    seg = _seg(lake, table_id)
+    ids = body.get("node_ids") if isinstance(body, dict) else body
+    ts = [dt.datetime.fromisoformat(seg.root_info(int(r))["created"]).timestamp() for r in ids or []]
+    return {"timestamp": ts}
+
+
+def _sv_points(data: Any, what: str) -> tuple[list[int], list]:
+    try:
+        svs = [int(row[0]) for row in data]
+        pos = [[float(v) for v in row[1:4]] for row in data]
+        return svs, pos
+    except (TypeError, ValueError, IndexError):
+        raise InvalidArgument(f"{what} must be a list of [supervoxel_id, x, y, z]", field=what) from None
+
+
+@router.post(PCG + "/merge", summary="CAVE chunkedgraph: merge two supervoxels' roots")
+async def pcg_merge(table_id: str, request: Request, lake: Lake = Depends(get_lake)) -> dict:
+    body = await _json(request)
+    svs, pos = _sv_points(body, "body")
+    if len(svs) != 2:
+        raise InvalidArgument(f"a merge needs exactly 2 [supervoxel_id, x, y, z] rows, got {len(svs)}", field="body")
+    op = await run_in_threadpool(lambda: _seg(lake, table_id).merge(svs[0], svs[1], author=_author(request),
+                                                                   positions=pos))
+    return {"operation_id": op["operation_id"], "new_root_ids": op["new_roots"], "new_lvl2_ids": []}
+
+
+@router.post(PCG + "/split", summary="CAVE chunkedgraph: split by a minimum cut")
+async def pcg_split(table_id: str, request: Request, lake: Lake = Depends(get_lake)) -> dict:
+    body = await _json(request)
+    if not isinstance(body, dict):
+        raise InvalidArgument("body must be {sources: [[sv, x, y, z]...], sinks: [...]}", field="body")
+    src, spos = _sv_points(body.get("sources", []), "sources")
+    snk, tpos = _sv_points(body.get("sinks", []), "sinks")
+    op = await run_in_threadpool(lambda: _seg(lake, table_id).split(src, snk, author=_author(request),
+                                                                   source_positions=spos, sink_positions=tpos))
+    return {"operation_id": op["operation_id"], "new_root_ids": op["new_roots"], "new_lvl2_ids": []}

@@ -1,0 +1,368 @@
+"""neurolake's own HTTP API for proofreading, materialization versions and the connectome.
+
+Under ``/api/v1/datastacks/{ds}/``:
+
+- ``segmentation`` (GET info, POST create), ``segmentation/merge``, ``segmentation/split``,
+  ``segmentation/operations`` (log), ``segmentation/operations/{op}`` (+ ``/undo``, ``/redo``),
+  ``segmentation/rollback``; lookups ``segmentation/roots`` (``?supervoxels=1,2&timestamp=``),
+  ``segmentation/roots/{root}`` (info), ``…/leaves``, ``…/latest``, ``…/lineage``;
+  ``segmentation/cutout/{x0}:{x1}/{y0}:{y1}/{z0}:{z1}`` (npz of root ids, axes z, y, x);
+- ``versions`` (GET list, POST materialize), ``versions/{v}`` (GET, DELETE = expire),
+  ``versions/{v}/tables/{table}`` (rows as JSON or Parquet), ``live/{table}`` (rows at a timestamp);
+- ``connectome`` (summary), ``connectome/partners/{root}``, ``connectome/matrix``,
+  ``connectome/motifs``, ``connectome/reciprocal``, ``connectome/degrees``, ``connectome/path``,
+  ``connectome/edges.parquet``, ``connectome/graph.graphml``.
+
+Edits name their author in the body (or the authenticated user / ``X-Neurolake-User``) and may give
+the root ids they were based on (``roots``): stale roots are refused with 409 and the current roots.
+Timestamps: ISO-8601 or unix seconds (UTC). Ids are JSON integers (uint64).
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from fastapi import APIRouter, Depends, Request, Response
+from pydantic import BaseModel, Field
+
+from neurolake.errors import InvalidArgument
+from neurolake.lake import Lake
+from neurolake.server.cave import _author
+from neurolake.server.deps import check_size, get_lake, parse_range
+
+router = APIRouter(prefix="/api/v1/datastacks/{datastack}", tags=["proofreading"])
+
+
+def _seg(lake: Lake, ds: str):
+    from neurolake.proofreading import segmentation
+
+    return segmentation(lake, ds)
+
+
+class CreateBody(BaseModel):
+    layer: str | None = Field(None, description="supervoxel layer (segmentation) of the datastack")
+    boundary_layer: str | None = Field(None, description="boundary map layer for edge affinities")
+    agglomeration: str | None = Field(None, description="each | threshold | edges | mapping")
+    threshold: float = 0.5
+    mapping: dict[str, int] | None = Field(None, description="supervoxel id -> object id")
+    overwrite: bool = False
+
+
+class MergeBody(BaseModel):
+    supervoxels: list[int] = Field(..., description="two supervoxel ids")
+    roots: list[int] | None = Field(None, description="root ids the edit is based on (optimistic concurrency)")
+    positions: list[list[float]] | None = Field(None, description="[[x, y, z], [x, y, z]] nm, recorded only")
+    author: str | None = None
+
+
+class SplitBody(BaseModel):
+    sources: list[int]
+    sinks: list[int]
+    roots: list[int] | None = None
+    author: str | None = None
+
+
+class UndoBody(BaseModel):
+    author: str | None = None
+
+
+class RollbackBody(BaseModel):
+    user: str = Field(..., description="whose edits to revert")
+    since: str = Field(..., description="ISO-8601 time or unix seconds")
+    author: str | None = None
+
+
+class MaterializeBody(BaseModel):
+    timestamp: str | None = None
+    tables: list[str] | None = None
+    expires_in_days: float | None = None
+
+
+def _int_list(text: str | None, field: str) -> list[int]:
+    if not text:
+        raise InvalidArgument(f"{field} is required (comma-separated ids)", field=field)
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise InvalidArgument(f"{field} {text!r} must be comma-separated integer ids", field=field) from None
+
+
+# -- segmentation ----------------------------------------------------------------------------------
+@router.get("/segmentation", summary="Proofreadable segmentation: info")
+def seg_info(datastack: str, lake: Lake = Depends(get_lake)) -> dict:
+    return _seg(lake, datastack).info()
+
+
+@router.post("/segmentation", status_code=201, summary="Make the datastack proofreadable")
+def seg_create(datastack: str, body: CreateBody, request: Request, lake: Lake = Depends(get_lake)) -> dict:
+    from neurolake.proofreading import create_segmentation
+
+    mapping = {int(k): v for k, v in body.mapping.items()} if body.mapping else None
+    seg = create_segmentation(lake, datastack, layer=body.layer, boundary_layer=body.boundary_layer,
+                              agglomeration=body.agglomeration, threshold=body.threshold, mapping=mapping,
+                              overwrite=body.overwrite, author=_author(request))
+    return seg.info()
+
+
+@router.post("/segmentation/merge", summary="Merge the roots of two supervoxels")
+def seg_merge(datastack: str, body: MergeBody, request: Request, lake: Lake = Depends(get_lake)) -> dict:
+    if len(body.supervoxels) != 2:
+        raise InvalidArgument(f"a merge needs exactly 2 supervoxels, got {len(body.supervoxels)}",
+                              field="supervoxels", value=body.supervoxels)
+    a, b = body.supervoxels
+    return _seg(lake, datastack).merge(a, b, author=_author(request, body.author), roots=body.roots,
+                                       positions=body.positions)
+
+
+@router.post("/segmentation/split", summary="Split a root by a minimum cut between sources and sinks")
+def seg_split(datastack: str, body: SplitBody, request: Request, lake: Lake = Depends(get_lake)) -> dict:
+    return _seg(lake, datastack).split(body.sources, body.sinks, author=_author(request, body.author),
+                                       roots=body.roots)
+
+
+@router.get("/segmentation/operations", summary="The edit log")
+def seg_operations(datastack: str, author: str | None = None, since: str | None = None, until: str | None = None,
+                   root_id: int | None = None, lake: Lake = Depends(get_lake)) -> list:
+    return _seg(lake, datastack).operations(author=author, since=since, until=until, root_id=root_id)
+
+
+@router.get("/segmentation/operations/{operation_id}", summary="One operation")
+def seg_operation(datastack: str, operation_id: int, lake: Lake = Depends(get_lake)) -> dict:
+    return _seg(lake, datastack).operation(operation_id)
+
+
+@router.post("/segmentation/operations/{operation_id}/undo", summary="Undo an operation")
+def seg_undo(datastack: str, operation_id: int, request: Request, body: UndoBody | None = None,
+             lake: Lake = Depends(get_lake)) -> dict:
+    return _seg(lake, datastack).undo(operation_id, author=_author(request, body.author if body else None))
+
+
+@router.post("/segmentation/operations/{operation_id}/redo", summary="Redo an undone operation")
+def seg_redo(datastack: str, operation_id: int, request: Request, body: UndoBody | None = None,
+             lake: Lake = Depends(get_lake)) -> dict:
+    return _seg(lake, datastack).redo(operation_id, author=_author(request, body.author if body else None))
+
+
+@router.post("/segmentation/rollback", summary="Revert all edits of one user since a time")
+def seg_rollback(datastack: str, body: RollbackBody, request: Request, lake: Lake = Depends(get_lake)) -> dict:
+    return _seg(lake, datastack).rollback(body.user, body.since, author=_author(request, body.author))
+
+
+@router.get("/segmentation/roots", summary="Root ids of supervoxels at a timestamp")
+def seg_roots(datastack: str, supervoxels: str, timestamp: str | None = None, lake: Lake = Depends(get_lake)) -> dict:
+    svs = _int_list(supervoxels, "supervoxels")
+    roots = _seg(lake, datastack).get_roots(svs, timestamp)
+    return {"supervoxels": svs, "root_ids": [int(r) for r in roots], "timestamp": timestamp}
+
+
+@router.get("/segmentation/roots/{root_id}", summary="Creation, expiry and lineage links of a root")
+def seg_root(datastack: str, root_id: int, lake: Lake = Depends(get_lake)) -> dict:
+    return _seg(lake, datastack).root_info(root_id)
+
+
+@router.get("/segmentation/roots/{root_id}/leaves", summary="Supervoxels of a root")
+def seg_leaves(datastack: str, root_id: int, bounds: str | None = None, lake: Lake = Depends(get_lake)) -> dict:
+    from neurolake.server.cave import _bounds
+
+    return {"root_id": root_id, "leaf_ids": [int(x) for x in _seg(lake, datastack).get_leaves(root_id, _bounds(bounds))]}
+
+
+@router.get("/segmentation/roots/{root_id}/latest", summary="Current roots descending from a root")
+def seg_latest(datastack: str, root_id: int, timestamp: str | None = None, lake: Lake = Depends(get_lake)) -> dict:
+    seg = _seg(lake, datastack)
+    return {"root_id": root_id, "is_latest": bool(seg.is_latest([root_id])[0]),
+            "latest_roots": [int(r) for r in seg.latest_roots(root_id, timestamp)]}
+
+
+@router.get("/segmentation/roots/{root_id}/lineage", summary="Lineage graph (networkx node-link JSON)")
+def seg_lineage(datastack: str, root_id: int, timestamp_past: str | None = None, timestamp_future: str | None = None,
+                lake: Lake = Depends(get_lake)) -> dict:
+    return _seg(lake, datastack).lineage([root_id], timestamp_past, timestamp_future)
+
+
+@router.get("/segmentation/cutout/{x}/{y}/{z}", summary="Cutout of root ids at a timestamp (npz, axes z, y, x)")
+def seg_cutout(datastack: str, x: str, y: str, z: str, request: Request, mip: int = 0, timestamp: str | None = None,
+               lake: Lake = Depends(get_lake)) -> Response:
+    seg = _seg(lake, datastack)
+    la = lake.layer(datastack, seg.info()["layer"] or "")
+    (x0, x1), (y0, y1), (z0, z1) = la.check_box(parse_range("x", x), parse_range("y", y), parse_range("z", z), mip)
+    check_size(request, la, (z1 - z0, y1 - y0, x1 - x0))
+    arr = seg.cutout(x=(x0, x1), y=(y0, y1), z=(z0, z1), mip=mip, timestamp=timestamp)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, arr)
+    return Response(buf.getvalue(), media_type="application/npz",
+                    headers={"X-Neurolake-Dtype": "uint64", "X-Neurolake-Shape": ",".join(map(str, arr.shape)),
+                             "X-Neurolake-Axes": "z,y,x"})
+
+
+# -- materialization -------------------------------------------------------------------------------
+@router.get("/versions", summary="Materialization versions")
+def mat_versions(datastack: str, expired: bool = False, lake: Lake = Depends(get_lake)) -> list:
+    from neurolake.materialize import versions
+
+    return versions(lake, datastack, expired=expired)
+
+
+@router.post("/versions", status_code=201, summary="Materialize a new version")
+def mat_create(datastack: str, request: Request, body: MaterializeBody | None = None,
+               lake: Lake = Depends(get_lake)) -> dict:
+    from neurolake.materialize import materialize
+
+    b = body or MaterializeBody()
+    return materialize(lake, datastack, timestamp=b.timestamp, tables=b.tables, expires_in=b.expires_in_days,
+                       author=_author(request))
+
+
+@router.get("/versions/{version}", summary="One materialization version")
+def mat_get(datastack: str, version: int, lake: Lake = Depends(get_lake)) -> dict:
+    from neurolake.materialize import get_version
+
+    return get_version(lake, datastack, version)
+
+
+@router.delete("/versions/{version}", summary="Expire a version (never the newest valid one)")
+def mat_expire(datastack: str, version: int, lake: Lake = Depends(get_lake)) -> dict:
+    from neurolake.materialize import expire
+
+    return expire(lake, datastack, version)
+
+
+def _rows(tab, fmt: str) -> Response:
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        buf = io.BytesIO()
+        pq.write_table(tab, buf)
+        return Response(buf.getvalue(), media_type="application/vnd.apache.parquet")
+    if fmt != "json":
+        raise InvalidArgument(f"format {fmt!r} must be json or parquet", field="format", allowed=["json", "parquet"])
+    import json
+
+    rows = tab.to_pylist()
+    return Response(json.dumps(rows, default=str), media_type="application/json")
+
+
+@router.get("/versions/{version}/tables/{table}", summary="Rows of a table in a version (json or parquet)")
+def mat_query(datastack: str, version: int, table: str, format: str = "json", root_id: int | None = None,
+              limit: int | None = None, offset: int = 0, lake: Lake = Depends(get_lake)) -> Response:
+    from neurolake.materialize import query_version
+
+    filt = None
+    if root_id is not None:
+        import pyarrow.parquet  # noqa: F401
+
+        from neurolake.materialize import get_version
+
+        v = get_version(lake, datastack, version, allow_expired=False)
+        cols = _root_columns(lake, datastack, v, table)
+        tabs = [query_version(lake, datastack, version, table, filter_in={c: [root_id]}, output="arrow") for c in cols]
+        import pyarrow as pa
+
+        tab = pa.concat_tables(tabs) if tabs else query_version(lake, datastack, version, table, limit=0,
+                                                                 output="arrow")
+        return _rows(tab.slice(offset, limit), format)
+    tab = query_version(lake, datastack, version, table, filter_in=filt, offset=offset, limit=limit, output="arrow")
+    return _rows(tab, format)
+
+
+def _root_columns(lake, ds, v, table) -> list[str]:
+    import pyarrow.parquet as pq
+
+    names = pq.read_schema(Path(lake.root) / v["path"] / f"{table}.parquet").names
+    return [c for c in names if c.endswith("_root_id")]
+
+
+@router.get("/live/{table}", summary="Rows of an annotation table at a timestamp, bound to roots")
+def mat_live(datastack: str, table: str, timestamp: str | None = None, format: str = "json", limit: int | None = None,
+             offset: int = 0, lake: Lake = Depends(get_lake)) -> Response:
+    from neurolake.materialize import live_query
+
+    return _rows(live_query(lake, datastack, table, timestamp, offset=offset, limit=limit, output="arrow"), format)
+
+
+# -- connectome ------------------------------------------------------------------------------------
+def _connectome(lake, ds, version, synapse_table, cell_type_table):
+    from neurolake.connectome import Connectome
+
+    return Connectome.from_version(lake, ds, version, synapse_table, cell_type_table=cell_type_table)
+
+
+def _c(datastack: str, lake: Lake, version: int | None, synapse_table: str, cell_type_table: str | None):
+    return _connectome(lake, datastack, version, synapse_table, cell_type_table)
+
+
+@router.get("/connectome", summary="Connectome summary at a version")
+def con_summary(datastack: str, synapse_table: str = "synapses", version: int | None = None,
+                cell_type_table: str | None = None, lake: Lake = Depends(get_lake)) -> dict:
+    return _c(datastack, lake, version, synapse_table, cell_type_table).summary()
+
+
+@router.get("/connectome/partners/{root_id}", summary="Upstream and downstream partners of a root")
+def con_partners(datastack: str, root_id: int, synapse_table: str = "synapses", version: int | None = None,
+                 cell_type_table: str | None = None, min_synapses: int = 1, lake: Lake = Depends(get_lake)) -> dict:
+    c = _c(datastack, lake, version, synapse_table, cell_type_table)
+    up = c.upstream(root_id, min_synapses=min_synapses)
+    down = c.downstream(root_id, min_synapses=min_synapses)
+    return {"root_id": root_id, "upstream": _records(up), "downstream": _records(down), **c.meta}
+
+
+def _records(df) -> list[dict]:
+    import json
+
+    return json.loads(df.to_json(orient="records"))
+
+
+@router.get("/connectome/matrix", summary="Connectivity matrix grouped by a node attribute")
+def con_matrix(datastack: str, synapse_table: str = "synapses", version: int | None = None,
+               cell_type_table: str | None = None, group_by: str = "cell_type", weight: str = "n_synapses",
+               lake: Lake = Depends(get_lake)) -> dict:
+    m = _c(datastack, lake, version, synapse_table, cell_type_table).connectivity_matrix(group_by, weight)
+    return {"rows": [str(i) for i in m.index], "columns": [str(c) for c in m.columns],
+            "values": m.to_numpy().tolist(), "weight": weight}
+
+
+@router.get("/connectome/motifs", summary="Triad census (3-node motif counts)")
+def con_motifs(datastack: str, synapse_table: str = "synapses", version: int | None = None,
+               min_synapses: int = 1, lake: Lake = Depends(get_lake)) -> dict:
+    return _c(datastack, lake, version, synapse_table, None).motifs(min_synapses)
+
+
+@router.get("/connectome/reciprocal", summary="Reciprocally connected pairs")
+def con_reciprocal(datastack: str, synapse_table: str = "synapses", version: int | None = None,
+                   min_synapses: int = 1, lake: Lake = Depends(get_lake)) -> list:
+    return _records(_c(datastack, lake, version, synapse_table, None).reciprocal_pairs(min_synapses))
+
+
+@router.get("/connectome/degrees", summary="Degree distribution")
+def con_degrees(datastack: str, synapse_table: str = "synapses", version: int | None = None, direction: str = "out",
+                lake: Lake = Depends(get_lake)) -> list:
+    return _records(_c(datastack, lake, version, synapse_table, None).degree_distribution(direction))
+
+
+@router.get("/connectome/path", summary="Shortest directed path between two roots")
+def con_path(datastack: str, source: int, target: int, synapse_table: str = "synapses", version: int | None = None,
+             weighted: bool = False, lake: Lake = Depends(get_lake)) -> dict:
+    p = _c(datastack, lake, version, synapse_table, None).shortest_path(source, target, weighted=weighted)
+    return {"source": source, "target": target, "path": [int(x) for x in p]}
+
+
+@router.get("/connectome/edges.parquet", summary="Edge list as Parquet")
+def con_parquet(datastack: str, synapse_table: str = "synapses", version: int | None = None,
+                lake: Lake = Depends(get_lake)) -> Response:
+    c = _c(datastack, lake, version, synapse_table, None)
+    with tempfile.TemporaryDirectory() as d:
+        p = c.to_parquet(Path(d) / "edges.parquet")
+        return Response(p.read_bytes(), media_type="application/vnd.apache.parquet")
+
+
+@router.get("/connectome/graph.graphml", summary="Graph as GraphML")
+def con_graphml(datastack: str, synapse_table: str = "synapses", version: int | None = None,
+                cell_type_table: str | None = None, lake: Lake = Depends(get_lake)) -> Response:
+    c = _c(datastack, lake, version, synapse_table, cell_type_table)
+    with tempfile.TemporaryDirectory() as d:
+        p = c.to_graphml(Path(d) / "graph.graphml")
+        return Response(p.read_bytes(), media_type="application/graphml+xml")
+
