@@ -73,11 +73,13 @@ def ingest(lake, source: str | Source, datastack: str, layer: str, *, voxel_size
            layer_type: str = "image", dtype: str | None = None, chunk: Any = None, shard: Any = None,
            compression: str = "zstd", compression_level: int = 3, num_mips: int | None = None,
            description: str = "", overwrite: bool = False, scheduler: str | None = None,
-           progress: Progress | None = None, say: Callable[[str], None] | None = None) -> Layer:
+           client: Any = None, progress: Progress | None = None, say: Callable[[str], None] | None = None) -> Layer:
     """Ingest ``source`` (see :mod:`neurolake.volumes.sources`) as layer ``datastack/layer``.
 
     ``voxel_size`` is (x, y, z) nm at mip 0 (needed when the datastack does not exist yet; it is
-    created). ``chunk``/``shard`` are (z, y, x) voxel shapes. Returns the ready :class:`Layer`.
+    created). ``chunk``/``shard`` are (z, y, x) voxel shapes. The pyramid runs on ``client`` (an open
+    ``distributed.Client``) if given, else on a cluster made from ``scheduler`` (see
+    :mod:`neurolake.jobs`). Returns the ready :class:`Layer`.
 
     Raises NotFound/InvalidArgument/CorruptData for a bad source (nothing is kept), AlreadyExists
     when a ready layer of that name exists (unless ``overwrite``), NotReady when an interrupted ingest
@@ -89,13 +91,14 @@ def ingest(lake, source: str | Source, datastack: str, layer: str, *, voxel_size
         return _ingest(lake, src, datastack, layer, voxel_size=voxel_size, layer_type=layer_type, dtype=dtype,
                        chunk=chunk, shard=shard, compression=compression, compression_level=compression_level,
                        num_mips=num_mips, description=description, overwrite=overwrite, scheduler=scheduler,
-                       progress=progress, say=say)
+                       client=client, progress=progress, say=say)
     finally:
         src.close()
 
 
 def _ingest(lake, src: Source, datastack: str, layer: str, *, voxel_size, layer_type, dtype, chunk, shard,
-            compression, compression_level, num_mips, description, overwrite, scheduler, progress, say) -> Layer:
+            compression, compression_level, num_mips, description, overwrite, scheduler, client, progress,
+            say) -> Layer:
     try:
         ds = lake.datastack(datastack)
     except NotFound:
@@ -170,7 +173,7 @@ def _ingest(lake, src: Source, datastack: str, layer: str, *, voxel_size, layer_
         if progress:
             progress(f"mips 1-{len(spec.mips) - 1}", done["n"], max(done["total"], done["n"]))
 
-    build_pyramid(root, spec, scheduler=scheduler, on_level=on_level, on_task=on_task)
+    build_pyramid(root, spec, scheduler=scheduler, client=client, on_level=on_level, on_task=on_task)
     prov = record("ingest", inputs={"source": src.description, "fingerprint": src.fingerprint}, params=params,
                   scheduler=scheduler or "local")
     return lake.update_layer(datastack, layer, status="ready", progress={}, provenance=prov)
