@@ -21,7 +21,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -110,13 +109,13 @@ def bench_cutouts(lake_path: Path, repeat: int) -> dict:
         boxes = boxes_for(shape, box, repeat, rng)
         mb = np.prod(box) / 1e6
 
-        def nl_read(b):
+        def nl_read(b, la=la):
             return la.cutout(x=b[0], y=b[1], z=b[2])
 
         ctx = make_context(lake.settings.cache_bytes)
         arr = ts.open(array_spec(la.root, 0), context=ctx, open=True).result()
 
-        def ts_read(b):
+        def ts_read(b, arr=arr):
             (x0, x1), (y0, y1), (z0, z1) = b
             return arr[z0:z1, y0:y1, x0:x1].read().result()
 
@@ -132,12 +131,12 @@ def bench_cutouts(lake_path: Path, repeat: int) -> dict:
         for i, b in enumerate(cold_boxes):
             (x0, x1), (y0, y1), (z0, z1) = b
 
-            def one_nl(b=b):
+            def one_nl(b=b, la2=la2, t_nl=t_nl):
                 t = time.perf_counter()
                 la2.cutout(x=b[0], y=b[1], z=b[2])
                 t_nl.append(time.perf_counter() - t)
 
-            def one_ts(z0=z0, z1=z1, y0=y0, y1=y1, x0=x0, x1=x1):
+            def one_ts(z0=z0, z1=z1, y0=y0, y1=y1, x0=x0, x1=x1, arr2=arr2, t_ts=t_ts):
                 t = time.perf_counter()
                 arr2[z0:z1, y0:y1, x0:x1].read().result()
                 t_ts.append(time.perf_counter() - t)

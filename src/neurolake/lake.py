@@ -22,7 +22,8 @@ from neurolake.db import Catalog
 from neurolake.db.base import as_utc
 from neurolake.errors import AlreadyExists, InvalidArgument, NotFound
 from neurolake.volumes.layer import Layer
-from neurolake.volumes.models import Datastack, Layer as LayerRow
+from neurolake.volumes.models import Datastack
+from neurolake.volumes.models import Layer as LayerRow
 from neurolake.volumes.spec import LayerSpec, check_name
 from neurolake.volumes.store import create_arrays, make_context
 

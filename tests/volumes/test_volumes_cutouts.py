@@ -9,7 +9,7 @@ from neurolake.errors import InvalidArgument, NotFound, OutOfBounds
 def area_mean_reference(src: np.ndarray, factor_zyx) -> np.ndarray:
     """Independent reference: reshape-mean over full windows, rint (edges trimmed)."""
     fz, fy, fx = factor_zyx
-    z, y, x = (s // f * f for s, f in zip(src.shape, factor_zyx))
+    z, y, x = (s // f * f for s, f in zip(src.shape, factor_zyx, strict=True))
     v = src[:z, :y, :x].astype(np.float64).reshape(z // fz, fz, y // fy, fy, x // fx, fx)
     return np.rint(v.mean(axis=(1, 3, 5)))
 
@@ -30,7 +30,7 @@ def test_random_boxes_every_mip_cross_chunk_and_shard_borders(demo_lake, gerhard
         step = (m.step_xyz[2], m.step_xyz[1], m.step_xyz[0])
         prev = refs[m.mip - 1]
         refs[m.mip] = area_mean_reference(prev, step) if all(
-            s % f == 0 for s, f in zip(prev.shape, step)) else None
+            s % f == 0 for s, f in zip(prev.shape, step, strict=True)) else None
     checked = 0
     for mip in range(la.num_mips):
         ref = refs.get(mip)
@@ -66,7 +66,7 @@ def test_pyramid_is_anisotropy_aware_and_stops_at_one_chunk(demo_lake):
     # 4.6 nm in-plane vs 50 nm sections: xy halves until near isotropic (36.8 nm), then z too
     assert steps[:3] == [(2, 2, 1)] * 3 and steps[3] == (2, 2, 2)
     last = la.spec.mips[-1]
-    assert all(s <= c for s, c in zip(last.shape_zyx, (16, 128, 128)))
+    assert all(s <= c for s, c in zip(last.shape_zyx, (16, 128, 128), strict=True))
     assert last.voxel_size_nm == pytest.approx((73.6, 73.6, 100.0))
 
 

@@ -1,6 +1,5 @@
 """Ingest from every source kind, resume after a killed ingest, roll back on bad data."""
 
-import os
 import signal
 import subprocess
 import sys
