@@ -14,9 +14,9 @@ Pixels come from ``Layer.cutout`` and are encoded by :func:`neurolake.volumes.fo
 (grayscale for images, a colour per id for segmentations).
 
 :class:`TileCache` holds encoded tiles in memory, least recently used first out, bounded in bytes;
-:class:`TileService` adds a background prefetcher: after serving a tile it renders the 4 neighbouring
-tiles of the same plane and the next sections in the direction the client scrolls (both directions
-until a direction is seen), several sections per ``Layer.cutout``, on a small thread pool.
+:class:`TileService` adds a background prefetcher (on a small thread pool): the next sections in the
+direction the client scrolls, several sections per ``Layer.cutout``; the 4 neighbouring tiles and
+both directions while it is not scrolling.
 """
 
 from __future__ import annotations
@@ -211,23 +211,29 @@ class TileService:
     """Tiles of any layer with a shared :class:`TileCache` and a background prefetcher.
 
     ``get(layer, plane, index, row, col, mip, fmt, client=...)`` returns encoded bytes and schedules
-    prefetch of the neighbours (row ± 1, col ± 1) and of the next ``depth`` sections in the scroll
-    direction of ``client`` (the last index it asked for at the same layer/plane/mip), and one
-    section behind. Prefetch work is dropped, not queued, beyond ``max_pending`` tasks.
+    prefetch: while ``client`` scrolls (its last two distinct indices at the same layer/plane/mip
+    give the direction), the next ``depth`` sections ahead and one behind of the same (row, col),
+    rendered by one ``Layer.cutout`` per task; when it is not scrolling (first request, or panning
+    within a section), the 4 neighbouring tiles and ``depth // 2`` sections on both sides. A demand
+    request for a tile that a prefetch task is rendering waits for it (up to ``wait_s``) instead of
+    rendering it twice. Prefetch tasks beyond ``max_pending`` are dropped, not queued.
     """
 
-    def __init__(self, cache: TileCache, *, depth: int = 8, workers: int = 2, max_pending: int = 64,
-                 prefetch: bool = True) -> None:
+    def __init__(self, cache: TileCache, *, depth: int = 8, workers: int = 2, max_pending: int = 16,
+                 prefetch: bool = True, wait_s: float = 5.0) -> None:
         self.cache = cache
         self.depth = depth
         self.prefetch_enabled = prefetch and depth > 0
         self.max_pending = max_pending
+        self.wait_s = wait_s
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tile-prefetch")
-        self._pending: set[tuple] = set()
+        self._pending = 0
+        self._inflight: dict[TileKey, threading.Event] = {}
         self._lock = threading.Lock()
-        self._last: OrderedDict[tuple, int] = OrderedDict()
+        self._last: OrderedDict[tuple, tuple[int, int]] = OrderedDict()
         self.dropped = 0
         self.prefetch_errors = 0
+        self.waited = 0
 
     @staticmethod
     def key(layer: Layer, plane: str, index: int, row: int, col: int, mip: int, fmt: str) -> TileKey:
@@ -239,9 +245,18 @@ class TileService:
         return self.cache.get(self.key(layer, plane, index, row, col, mip, fmt))
 
     def render(self, layer: Layer, plane: str, index: int, row: int, col: int, mip: int, fmt: str) -> bytes:
-        """Render one tile (cache miss path) and cache it."""
+        """Cache-miss path: wait for an in-flight prefetch of this tile, else render and cache it."""
+        k = self.key(layer, plane, index, row, col, mip, fmt)
+        with self._lock:
+            ev = self._inflight.get(k)
+        if ev is not None:
+            ev.wait(self.wait_s)
+            body = self.cache.get(k)
+            if body is not None:
+                self.waited += 1
+                return body
         body = render_tiles(layer, plane, [index], row, col, mip, fmt)[index]
-        self.cache.put(self.key(layer, plane, index, row, col, mip, fmt), body)
+        self.cache.put(k, body)
         return body
 
     def get(self, layer: Layer, plane: str, index: int, row: int, col: int, mip: int, fmt: str,
@@ -257,16 +272,19 @@ class TileService:
 
     # -- prefetch ---------------------------------------------------------------------------------
     def _direction(self, client: str, layer: Layer, plane: str, mip: int, index: int) -> int:
+        """+1 / -1 while the client scrolls up / down through sections, 0 when it does not."""
         k = (client, layer.datastack, layer.name, plane, mip)
         with self._lock:
-            last = self._last.get(k)
-            self._last[k] = index
+            current, d = self._last.get(k, (None, 0))
+            if current is not None and index != current:
+                d = 1 if index > current else -1
+            elif current is None:
+                d = 0
+            self._last[k] = (index, d)
             self._last.move_to_end(k)
             while len(self._last) > 1024:
                 self._last.popitem(last=False)
-        if last is None or last == index:
-            return 0
-        return 1 if index > last else -1
+        return d
 
     def schedule(self, layer: Layer, plane: str, index: int, row: int, col: int, mip: int, fmt: str,
                  client: str = "") -> None:
@@ -276,61 +294,64 @@ class TileService:
         d = self._direction(client, layer, plane, mip, index)
         m = layer.spec.mips[mip]
         step = {"xy": m.factor_xyz[2], "xz": m.factor_xyz[1], "yz": m.factor_xyz[0]}[plane]
-        ahead = [index + d * step * k for k in range(1, self.depth + 1)] if d else \
-            [index + step * k for k in range(1, self.depth // 2 + 1)] + [index - step * k for k in
-                                                                           range(1, self.depth // 2 + 1)]
-        behind = [index - d * step] if d else []
-        self._submit(layer, plane, ahead + behind, row, col, mip, fmt)
+        if d:
+            self._submit(layer, plane, [index + d * step * k for k in range(1, self.depth + 1)], row, col, mip, fmt)
+            self._submit(layer, plane, [index - d * step], row, col, mip, fmt)
+            return
+        half = max(1, self.depth // 2)
+        self._submit(layer, plane, [index + step * k for k in range(1, half + 1)], row, col, mip, fmt)
+        self._submit(layer, plane, [index - step * k for k in range(1, half + 1)], row, col, mip, fmt)
         for dr, dc in ((0, 1), (1, 0), (0, -1), (-1, 0)):
             self._submit(layer, plane, [index], row + dr, col + dc, mip, fmt)
 
     def _submit(self, layer: Layer, plane: str, indices: list[int], row: int, col: int, mip: int,
                 fmt: str) -> None:
-        todo = []
+        candidates = []
         for i in indices:
             if i < 0 or row < 0 or col < 0:
-                continue
-            k = self.key(layer, plane, i, row, col, mip, fmt)
-            if k in self.cache:
                 continue
             try:
                 tile_box(layer, plane, i, row, col, mip)
             except (NotFound, InvalidArgument):
                 continue
-            todo.append(i)
-        if not todo:
+            k = self.key(layer, plane, i, row, col, mip, fmt)
+            if k not in self.cache:
+                candidates.append((i, k))
+        if not candidates:
             return
-        task = (layer.datastack, layer.name, plane, tuple(todo), row, col, mip, fmt)
         with self._lock:
-            if task in self._pending:
+            todo = [(i, k) for i, k in candidates if k not in self._inflight]
+            if not todo:
                 return
-            if len(self._pending) >= self.max_pending:
+            if self._pending >= self.max_pending:
                 self.dropped += 1
                 return
-            self._pending.add(task)
-        self._pool.submit(self._run, task, layer)
+            self._pending += 1
+            for _, k in todo:
+                self._inflight[k] = threading.Event()
+        self._pool.submit(self._run, layer, plane, todo, row, col, mip, fmt)
 
-    def _run(self, task: tuple, layer: Layer) -> None:
-        _, _, plane, indices, row, col, mip, fmt = task
+    def _run(self, layer: Layer, plane: str, todo: list[tuple[int, TileKey]], row: int, col: int, mip: int,
+             fmt: str) -> None:
         try:
-            todo = [i for i in indices if self.key(layer, plane, i, row, col, mip, fmt) not in self.cache]
-            if todo:
-                for i, body in render_tiles(layer, plane, todo, row, col, mip, fmt).items():
-                    self.cache.put(self.key(layer, plane, i, row, col, mip, fmt), body, prefetched=True)
+            for i, body in render_tiles(layer, plane, [i for i, _ in todo], row, col, mip, fmt).items():
+                self.cache.put(self.key(layer, plane, i, row, col, mip, fmt), body, prefetched=True)
         except Exception:  # prefetch is best effort; the demand path reports errors
             self.prefetch_errors += 1
         finally:
             with self._lock:
-                self._pending.discard(task)
+                self._pending -= 1
+                for _, k in todo:
+                    ev = self._inflight.pop(k, None)
+                    if ev is not None:
+                        ev.set()
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
-            pending = len(self._pending)
+            pending = self._pending
         return {**self.cache.stats(), "prefetch_pending": pending, "prefetch_dropped": self.dropped,
                 "prefetch_errors": self.prefetch_errors, "prefetch_depth": self.depth,
-                "prefetch_enabled": self.prefetch_enabled}
+                "prefetch_enabled": self.prefetch_enabled, "waited_for_prefetch": self.waited}
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
-
-
