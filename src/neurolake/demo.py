@@ -107,4 +107,15 @@ def example_urls(base: str) -> list[tuple[str, str]]:
         ("mip 2 PNG", f"{base}/ocp/ca/gerhard2013/image/xy/2/0,256/0,256/10/"),
         ("layer metadata", f"{base}/api/v1/datastacks/gerhard2013/layers/image"),
         ("API docs", f"{base}/docs"),
+        # serving (issue 3)
+        ("Neuroglancer viewer", f"{base}/viewer/gerhard2013"),
+        ("Neuroglancer viewer (FIB-SEM)", f"{base}/viewer/gala_fibsem"),
+        ("precomputed info (cloud-volume: precomputed://" + base + "/precomputed/gerhard2013/image)",
+         f"{base}/precomputed/gerhard2013/image/info"),
+        ("Zarr v3 / OME-Zarr group (zarr3://" + base + "/zarr/gerhard2013/image)",
+         f"{base}/zarr/gerhard2013/image/zarr.json"),
+        ("CATMAID tile", f"{base}/catmaid/gerhard2013/image/xy/10/0_0_0.jpg"),
+        ("BossDB channel (intern host " + base.removeprefix("http://") + ")",
+         f"{base}/v1/collection/gerhard2013/experiment/gerhard2013/channel/image"),
+        ("tile cache stats", f"{base}/api/v1/stats"),
     ] + annotation_urls(base)
