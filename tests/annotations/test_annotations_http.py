@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-from conftest import navis_sites, pinky_somas
+from annotations_data import navis_sites, pinky_somas
 from neuroglancer.read_precomputed_annotations import AnnotationReader
 
 from neurolake.annotations import get_table

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-from conftest import SITE_PROPS, navis_sites, pinky_somas, schlegel_cell_types
+from annotations_data import PINKY, SITE_PROPS, navis_sites, pinky_somas, schlegel_cell_types
 
 from neurolake.annotations import create_table, get_table, list_tables
 from neurolake.errors import AlreadyExists, InvalidArgument, NotFound, OutOfBounds
@@ -46,7 +46,7 @@ def test_real_tables_round_trip(ann_lake):
 
     syn = get_table(ann_lake, "pinky100", "synapses").query(output="polars")
     assert syn.height == 1981
-    src = pd.read_csv(__import__("conftest").PINKY / "synapses.csv")
+    src = pd.read_csv(PINKY / "synapses.csv")
     assert syn["pre_pt_root_id"].to_list() == src["pre"].tolist()
     assert syn["post_pt_root_id"].to_list() == src["post"].tolist()
     assert list_tables(ann_lake, "pinky100") == ["somas", "synapses"]

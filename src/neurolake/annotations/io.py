@@ -61,10 +61,12 @@ def read_batches(path: str | Path, batch_rows: int = 1_000_000,
             for b in reader:
                 buf.append(b)
                 n += b.num_rows
-                if n >= batch_rows:
-                    yield out(pa.Table.from_batches(buf))
-                    buf, n = [], 0
-            if buf:
+                while n >= batch_rows:
+                    whole = pa.Table.from_batches(buf)
+                    yield out(whole.slice(0, batch_rows))
+                    rest = whole.slice(batch_rows)
+                    buf, n = rest.to_batches(), rest.num_rows
+            if n:
                 yield out(pa.Table.from_batches(buf))
         else:
             with pa.memory_map(str(p)) as src:

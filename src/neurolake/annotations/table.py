@@ -15,6 +15,7 @@ small Parquet row groups, so bounding-box queries skip most of the table using P
 from __future__ import annotations
 
 import datetime as dt
+import re
 import shutil
 import threading
 from collections.abc import Iterable, Sequence
@@ -363,9 +364,16 @@ class Table:
                     try:
                         tab = self.prepare(rows, author=author, bind=bind)
                     except (InvalidArgument, OutOfBounds, AlreadyExists) as exc:
-                        if offset:
-                            exc.message = f"in the batch starting at row {offset}: {exc.message}"
+                        if offset:  # report row numbers of the whole stream, not of the batch
+                            shift = offset
+
+                            def fix(m, shift=shift):
+                                return "rows [" + ", ".join(str(int(v) + shift) for v in m.group(1).split(",")) + "]"
+
+                            exc.message = re.sub(r"rows \[([\d, ]+)\]", fix, exc.message)
                             exc.args = (exc.message,)
+                            if isinstance(exc.detail.get("rows"), list):
+                                exc.detail["rows"] = [int(r) + shift for r in exc.detail["rows"]]
                             exc.detail["row_offset"] = offset
                         raise
                     offset += len(tab)
