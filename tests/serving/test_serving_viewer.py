@@ -19,8 +19,8 @@ CHROME_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev
                "--no-first-run", "--window-size=1000,800"]
 
 
-def chunks_served(base: str) -> int:
-    return httpx.get(f"{base}/api/v1/stats").json()["requests"].get("precomputed_chunks", 0)
+def served(base: str, what: str) -> int:
+    return httpx.get(f"{base}/api/v1/stats").json()["requests"].get(what, 0)
 
 
 def test_viewer_state_points_at_our_precomputed(demo_server):
@@ -33,11 +33,17 @@ def test_viewer_state_points_at_our_precomputed(demo_server):
     assert state["layers"][0]["source"] == f"precomputed://{demo_server}/precomputed/gerhard2013/image"
     assert state["dimensions"]["z"] == [pytest.approx(50e-9), "m"]
     assert httpx.get(f"{demo_server}/viewer/nope").status_code == 404
+    r = httpx.get(f"{demo_server}/viewer/gerhard2013?source=zarr3", follow_redirects=False)
+    assert r.headers["location"] == "/viewer/v/gerhard2013@zarr3/"
+    z = httpx.get(f"{demo_server}/viewer/state/gerhard2013@zarr3").json()
+    assert z["layers"][1]["source"] == f"zarr3://{demo_server}/zarr/gerhard2013/labels/"
+    assert httpx.get(f"{demo_server}/viewer/gerhard2013?source=n5").status_code == 404
     assert httpx.get(f"{demo_server}/viewer/v/gerhard2013/../../etc/passwd").status_code == 404
 
 
 @pytest.mark.timeout(180)
-def test_headless_chromium_shows_em(demo_server, tmp_path):
+@pytest.mark.parametrize("source,counter", [("precomputed", "precomputed_chunks"), ("zarr3", "zarr_keys")])
+def test_headless_chromium_shows_em(demo_server, tmp_path, source, counter):
     if not shutil.which("chromium") or not shutil.which("chromedriver"):
         pytest.fail("chromium / chromium-driver are missing: run scripts/setup.sh")
     from selenium import webdriver
@@ -51,23 +57,25 @@ def test_headless_chromium_shows_em(demo_server, tmp_path):
     try:
         driver.set_page_load_timeout(60)
         driver.set_script_timeout(30)
-        chunks_before = chunks_served(demo_server)
-        driver.get(f"{demo_server}/viewer/gerhard2013")
+        before = served(demo_server, counter)
+        driver.get(f"{demo_server}/viewer/gerhard2013?source={source}")
         deadline = time.time() + 90
         fetched, levels, shot = [], 0, None
         while time.time() < deadline:
             time.sleep(1)
             fetched = driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
-            served = chunks_served(demo_server) - chunks_before
+            n_served = served(demo_server, counter) - before
             shot = np.asarray(Image.open(io.BytesIO(driver.get_screenshot_as_png())).convert("RGB"))
             h, w, _ = shot.shape
             panel = shot[int(h * 0.15):int(h * 0.5), int(w * 0.05):int(w * 0.45)]  # inside the xy panel
             levels = len(np.unique(panel.mean(axis=2).astype(int)))
-            if levels > 100 and served > 0:
+            if levels > 100 and n_served > 0:
                 break
         Image.fromarray(shot).save(tmp_path / "viewer.png")
-        assert f"{demo_server}/precomputed/gerhard2013/image/info" in fetched
-        assert served > 0, "the viewer fetched no precomputed chunk from our server"
+        meta = (f"{demo_server}/precomputed/gerhard2013/image/info" if source == "precomputed"
+                else f"{demo_server}/zarr/gerhard2013/image/zarr.json")
+        assert meta in fetched
+        assert n_served > 0, f"the viewer fetched no {source} chunk from our server"
         assert levels > 100, f"the xy panel looks blank ({levels} grey levels); screenshot in {tmp_path}"
         assert panel.std() > 15
     finally:

@@ -8,6 +8,8 @@ This module answers that small protocol itself, with the datastack name as token
 viewer process is needed:
 
 - ``GET /viewer/{ds}`` → redirect to ``/viewer/v/{ds}/`` (the bundled ``index.html`` and assets);
+  ``GET /viewer/{ds}?source=zarr3`` → ``/viewer/v/{ds}@zarr3/``, the same view read from the stored
+  OME-Zarr (``zarr3://{origin}/zarr/{ds}/{layer}/``);
 - ``GET /viewer/events/{ds}`` → the initial state: one layer per volume layer of the datastack,
   sources ``precomputed://{origin}/precomputed/{ds}/{layer}`` on this server's origin, the position
   at the volume centre; the stream is then kept open with keep-alive comments;
@@ -47,11 +49,25 @@ def client_dir() -> Path:
     return Path(neuroglancer.__file__).parent / "static" / "client"
 
 
-def viewer_state(lake: Lake, datastack: str, origin: str, layout: str = "4panel") -> dict:
+SOURCES = ("precomputed", "zarr3")
+
+
+def _token(token: str) -> tuple[str, str]:
+    """``{ds}`` or ``{ds}@zarr3`` → (datastack, source format)."""
+    ds, _, fmt = token.partition("@")
+    fmt = fmt or "precomputed"
+    if fmt not in SOURCES:
+        raise NotFound(f"viewer source format {fmt!r} is unknown; use one of {', '.join(SOURCES)}", value=fmt)
+    return ds, fmt
+
+
+def viewer_state(lake: Lake, datastack: str, origin: str, layout: str = "4panel", source: str = "precomputed") -> dict:
     """Neuroglancer state (JSON) showing every ready layer of ``datastack`` from ``origin``.
 
-    ``dimensions`` are the mip-0 voxel size in metres (x, y, z); ``position`` is the volume centre
-    in voxels. Images come first so segmentations draw on top.
+    ``source`` ``precomputed`` reads ``precomputed://{origin}/precomputed/{ds}/{layer}``; ``zarr3``
+    reads the stored OME-Zarr itself, ``zarr3://{origin}/zarr/{ds}/{layer}/``. ``dimensions`` are the
+    mip-0 voxel size in metres (x, y, z); ``position`` is the volume centre in voxels. Images come
+    first so segmentations draw on top.
     """
     ds = lake.datastack(datastack)
     layers = [la for la in lake.layers(datastack) if la.status == "ready"]
@@ -60,8 +76,9 @@ def viewer_state(lake: Lake, datastack: str, origin: str, layout: str = "4panel"
     centre = [max(s[i] for s in sizes) / 2 for i in range(3)]
     ng_layers = []
     for la in sorted(layers, key=lambda la: la.layer_type != "image"):
-        entry = {"type": la.layer_type, "name": la.name,
-                 "source": f"precomputed://{origin.rstrip('/')}/precomputed/{datastack}/{la.name}"}
+        url = (f"precomputed://{origin.rstrip('/')}/precomputed/{datastack}/{la.name}" if source == "precomputed"
+               else f"zarr3://{origin.rstrip('/')}/zarr/{datastack}/{la.name}/")
+        entry = {"type": la.layer_type, "name": la.name, "source": url}
         if la.layer_type == "segmentation":
             entry["selectedAlpha"] = 0.3  # keep the EM readable under the segment colours
         ng_layers.append(entry)
@@ -76,9 +93,12 @@ def _origin(request: Request) -> str:
 
 
 @router.get("/{datastack}", summary="Open Neuroglancer on a datastack")
-def open_viewer(datastack: str, request: Request) -> Response:
+def open_viewer(datastack: str, request: Request, source: str = "precomputed") -> Response:
+    """Redirect to the bundled viewer; ``source=zarr3`` reads the OME-Zarr layers instead of precomputed."""
     request.app.state.lake.datastack(datastack)  # 404 for an unknown datastack
-    return RedirectResponse(f"/viewer/v/{datastack}/", status_code=307)
+    _token(f"{datastack}@{source}")
+    token = datastack if source == "precomputed" else f"{datastack}@{source}"
+    return RedirectResponse(f"/viewer/v/{token}/", status_code=307)
 
 
 @router.api_route("/v/{datastack}/{path:path}", methods=["GET", "HEAD"], include_in_schema=False)
@@ -94,14 +114,17 @@ def static(datastack: str, path: str, request: Request) -> Response:
     return file_response(request, target, media)
 
 
-@router.get("/state/{datastack}", summary="The viewer's initial Neuroglancer state")
-def get_state(datastack: str, request: Request, layout: str = "4panel") -> dict:
-    return viewer_state(request.app.state.lake, datastack, _origin(request), layout)
+@router.get("/state/{token}", summary="The viewer's initial Neuroglancer state")
+def get_state(token: str, request: Request, layout: str = "4panel") -> dict:
+    """``token`` is the datastack, or ``{ds}@zarr3`` for zarr3 sources."""
+    ds, fmt = _token(token)
+    return viewer_state(request.app.state.lake, ds, _origin(request), layout, fmt)
 
 
-@router.get("/events/{datastack}", include_in_schema=False)
-async def events(datastack: str, request: Request, layout: str = "4panel") -> Response:
-    state = viewer_state(request.app.state.lake, datastack, _origin(request), layout)
+@router.get("/events/{token}", include_in_schema=False)
+async def events(token: str, request: Request, layout: str = "4panel") -> Response:
+    ds, fmt = _token(token)
+    state = viewer_state(request.app.state.lake, ds, _origin(request), layout, fmt)
     sent_before = request.query_params.get("gs") not in (None, "", "undefined")
 
     async def stream():
