@@ -838,6 +838,20 @@ class Segmentation:
         table = {int(k): int(v) for k, v in zip(uniq, roots, strict=True)}
         return fastremap.remap(arr.astype(np.uint64), table, preserve_missing_labels=True, in_place=False)
 
+    def supervoxels_at(self, points_nm: Any) -> np.ndarray:
+        """Supervoxel ids of the supervoxel layer at (N, 3) positions **x, y, z in nm** (uint64).
+
+        Raises InvalidArgument (no layer, bad shape), OutOfBounds."""
+        name = self._row().layer
+        if name is None:
+            raise InvalidArgument("this segmentation has no supervoxel layer to look points up in", field="points")
+        pts = np.asarray(points_nm, dtype=np.float64)
+        if pts.ndim != 2 or pts.shape[1] != 3:
+            raise InvalidArgument(f"points must be (N, 3) x, y, z nm, got shape {list(pts.shape)}", field="points")
+        la = self.lake.layer(self.datastack, name)
+        vox = np.floor(pts / np.array(la.voxel_size, dtype=np.float64)).astype(np.int64)
+        return la.read_points(vox[:, ::-1]).astype(np.uint64)
+
     def cutout(self, x, y, z, mip: int = 0, timestamp: Any = None, layer: str | None = None) -> np.ndarray:
         """A (z, y, x) uint64 cutout of the supervoxel layer with root ids at ``timestamp``."""
         name = layer or self._row().layer

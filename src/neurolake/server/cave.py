@@ -114,8 +114,17 @@ def mat_version() -> str:
     return MAT_VERSION
 
 
+def _cave_ts(iso: str | None) -> str | None:
+    """CAVE's timestamp text: naive UTC ``%Y-%m-%dT%H:%M:%S.%f`` (caveclient parses exactly that)."""
+    import datetime as dt
+
+    if iso is None:
+        return None
+    return dt.datetime.fromisoformat(iso).astimezone(dt.UTC).replace(tzinfo=None).strftime("%Y-%m-%dT%H:%M:%S.%f")
+
+
 def _cave_version(v: dict, ds: str) -> dict:
-    return {"version": v["version"], "time_stamp": v["time_stamp"], "expires_on": v["expires_on"],
+    return {"version": v["version"], "time_stamp": _cave_ts(v["time_stamp"]), "expires_on": _cave_ts(v["expires_on"]),
             "valid": v["valid"], "status": v["status"], "datastack": ds, "id": v["version"],
             "is_merged": True, "parent_version": None}
 
@@ -171,7 +180,7 @@ def _table_meta(lake: Lake, ds: str, version: int, table: str) -> dict:
     vx, vy, vz = t["voxel_resolution_nm"]
     return {"table_name": table, "schema": t["schema"], "schema_type": t["schema"], "description": t["description"],
             "reference_table": None, "voxel_resolution_x": vx, "voxel_resolution_y": vy, "voxel_resolution_z": vz,
-            "voxel_resolution": [vx, vy, vz], "valid": True, "aligned_volume": ds, "created": v["time_stamp"],
+            "voxel_resolution": [vx, vy, vz], "valid": True, "aligned_volume": ds, "created": _cave_ts(v["time_stamp"]),
             "row_count": t["rows"], "segmentation_source": None, "id": abs(hash((ds, table))) % 100000,
             "annotation_table": table, "datastack": ds, "version": v["version"]}
 
@@ -393,14 +402,29 @@ def _sv_points(data: Any, what: str) -> tuple[list[int], list]:
         raise InvalidArgument(f"{what} must be a list of [supervoxel_id, x, y, z]", field=what) from None
 
 
+def _resolve(seg, svs: list[int], pos: list) -> list[int]:
+    """Supervoxels given as 0 or as a root id (caveclient sends the root when it has no supervoxel) are
+    looked up in the supervoxel layer at their position (nm)."""
+    from neurolake.proofreading.service import ROOT_BASE
+
+    need = [i for i, s in enumerate(svs) if s == 0 or s >= ROOT_BASE]
+    if need:
+        found = seg.supervoxels_at([pos[i] for i in need])
+        svs = list(svs)
+        for i, s in zip(need, found, strict=True):
+            svs[i] = int(s)
+    return svs
+
+
 @router.post(PCG + "/merge", summary="CAVE chunkedgraph: merge two supervoxels' roots")
 async def pcg_merge(table_id: str, request: Request, lake: Lake = Depends(get_lake)) -> dict:
     body = await _json(request)
     svs, pos = _sv_points(body, "body")
     if len(svs) != 2:
         raise InvalidArgument(f"a merge needs exactly 2 [supervoxel_id, x, y, z] rows, got {len(svs)}", field="body")
-    op = await run_in_threadpool(lambda: _seg(lake, table_id).merge(svs[0], svs[1], author=_author(request),
-                                                                   positions=pos))
+    seg = _seg(lake, table_id)
+    svs = await run_in_threadpool(_resolve, seg, svs, pos)
+    op = await run_in_threadpool(lambda: seg.merge(svs[0], svs[1], author=_author(request), positions=pos))
     return {"operation_id": op["operation_id"], "new_root_ids": op["new_roots"], "new_lvl2_ids": []}
 
 
@@ -411,6 +435,9 @@ async def pcg_split(table_id: str, request: Request, lake: Lake = Depends(get_la
         raise InvalidArgument("body must be {sources: [[sv, x, y, z]...], sinks: [...]}", field="body")
     src, spos = _sv_points(body.get("sources", []), "sources")
     snk, tpos = _sv_points(body.get("sinks", []), "sinks")
-    op = await run_in_threadpool(lambda: _seg(lake, table_id).split(src, snk, author=_author(request),
-                                                                   source_positions=spos, sink_positions=tpos))
+    seg = _seg(lake, table_id)
+    src = await run_in_threadpool(_resolve, seg, src, spos)
+    snk = await run_in_threadpool(_resolve, seg, snk, tpos)
+    op = await run_in_threadpool(lambda: seg.split(src, snk, author=_author(request), source_positions=spos,
+                                                   sink_positions=tpos))
     return {"operation_id": op["operation_id"], "new_root_ids": op["new_roots"], "new_lvl2_ids": []}

@@ -1,0 +1,126 @@
+"""Unmodified caveclient 8.2.1 against a real ``neurolake serve`` process (throw-away HOME, loopback)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+from neurolake import open_lake
+from neurolake.materialize import query_version
+from neurolake.proofreading import segmentation
+
+
+@pytest.fixture(scope="module")
+def served(gala_annotated, serve_lake, tmp_path_factory):
+    dst = tmp_path_factory.mktemp("cave") / "lake"
+    shutil.copytree(gala_annotated["path"], dst)
+    base = serve_lake(dst)
+    return base, dst
+
+
+@pytest.fixture(scope="module")
+def client(served):
+    from caveclient import CAVEclient
+
+    base, _ = served
+    return CAVEclient("gala", server_address=base)
+
+
+def test_info_and_materialization_through_caveclient(client, served):
+    base, path = served
+    assert client.info.segmentation_source().endswith("/segmentation/table/gala")
+    assert client.chunkedgraph.table_name == "gala"
+    assert client.materialize.get_versions() == [1]
+    assert sorted(client.materialize.get_tables()) == ["cell_types", "synapses"]
+    meta = client.materialize.get_version_metadata(1)
+    assert meta["version"] == 1 and meta["valid"]
+    tmeta = client.materialize.get_table_metadata("synapses")
+    assert tmeta["voxel_resolution"] == [8.0, 8.0, 8.0] and tmeta["reference_table"] is None
+    lake = open_lake(path)
+    ours = query_version(lake, "gala", 1, "synapses")
+    df = client.materialize.query_table("synapses")
+    assert len(df) == len(ours)
+    assert df["pre_pt_root_id"].astype("uint64").tolist() == ours["pre_pt_root_id"].astype("uint64").tolist()
+    assert "pre_pt_position" in df.columns  # caveclient joined our _x/_y/_z columns
+    assert list(df["pre_pt_position"].iloc[0]) == [ours["pre_pt_position_x"].iloc[0], ours["pre_pt_position_y"].iloc[0],
+                                                   ours["pre_pt_position_z"].iloc[0]]
+    r = int(ours["pre_pt_root_id"].iloc[0])
+    sub = client.materialize.query_table("synapses", filter_in_dict={"pre_pt_root_id": [r]})
+    assert len(sub) == int((ours["pre_pt_root_id"] == r).sum()) > 0
+    sub = client.materialize.query_table("synapses", filter_equal_dict={"pre_pt_root_id": r},
+                                         select_columns=["id", "pre_pt_root_id", "size"], limit=3)
+    assert len(sub) <= 3 and set(sub["pre_pt_root_id"].astype("uint64")) == {r}
+    ct = client.materialize.query_table("cell_types", filter_in_dict={"cell_type": ["large"]})
+    assert len(ct) and set(ct["cell_type"]) == {"large"}
+    lake.close()
+
+
+def test_chunkedgraph_through_caveclient(client, served):
+    base, path = served
+    lake = open_lake(path)
+    syn = query_version(lake, "gala", 1, "synapses")
+    a, b = int(syn["pre_pt_supervoxel_id"].iloc[0]), int(syn["post_pt_supervoxel_id"].iloc[0])
+    seg = segmentation(lake, "gala")
+    ra, rb = seg.get_roots([a, b])
+    roots = client.chunkedgraph.get_roots([a, b, 0, 987654321])
+    assert roots.tolist() == [ra, rb, 0, 0]
+    assert client.chunkedgraph.get_root_id(a) == ra
+    assert client.chunkedgraph.get_leaves(ra).tolist() == [a]
+    t_before = dt.datetime.now(dt.UTC)
+    time.sleep(0.05)
+    # an edit through neurolake's own HTTP API, based on the roots seen: then a stale edit gets 409
+    r = httpx.post(f"{base}/api/v1/datastacks/gala/segmentation/merge",
+                   json={"supervoxels": [a, b], "roots": [int(ra), int(rb)], "author": "ann"}, timeout=30)
+    assert r.status_code == 200, r.text
+    merged = r.json()["new_roots"][0]
+    stale = httpx.post(f"{base}/api/v1/datastacks/gala/segmentation/merge",
+                       json={"supervoxels": [a, b], "roots": [int(ra), int(rb)], "author": "bob"}, timeout=30)
+    assert stale.status_code == 409
+    body = stale.json()
+    assert body["error"] == "conflict" and body["detail"]["current_roots"] == {str(a): merged, str(b): merged}
+    assert client.chunkedgraph.get_roots([a, b]).tolist() == [merged, merged]
+    assert client.chunkedgraph.get_roots([a, b], timestamp=t_before).tolist() == [ra, rb]
+    assert sorted(client.chunkedgraph.get_leaves(merged).tolist()) == sorted([a, b])
+    g = client.chunkedgraph.get_lineage_graph(merged, as_nx_graph=True)
+    assert set(g.predecessors(merged)) == {int(ra), int(rb)}
+    assert client.chunkedgraph.is_latest_roots([ra, merged]).tolist() == [False, True]
+    assert client.chunkedgraph.get_latest_roots(ra).tolist() == [merged]
+    # a split through caveclient's own execute_split: sources/sinks as points in nm (supervoxels looked up)
+    nm = np.array([8.0, 8.0, 8.0])
+    pa = (np.array([syn[f"pre_pt_position_{c}"].iloc[0] for c in "xyz"]) * nm).tolist()
+    pb = (np.array([syn[f"post_pt_position_{c}"].iloc[0] for c in "xyz"]) * nm).tolist()
+    op_id, new_roots = client.chunkedgraph.execute_split([pa], [pb], merged)
+    assert len(new_roots) == 2 and op_id == 2
+    assert len(set(client.chunkedgraph.get_roots([a, b]).tolist())) == 2
+    ops = httpx.get(f"{base}/api/v1/datastacks/gala/segmentation/operations", timeout=30).json()
+    assert [o["kind"] for o in ops] == ["merge", "split"] and ops[0]["author"] == "ann"
+    # bad input over HTTP: clear 4xx, never 500
+    r = httpx.post(f"{base}/api/v1/datastacks/gala/segmentation/merge", json={"supervoxels": [a, a]}, timeout=30)
+    assert r.status_code == 400 and "itself" in r.json()["message"]
+    r = httpx.get(f"{base}/segmentation/api/v1/table/gala/node/12345/leaves", timeout=30)
+    assert r.status_code == 404
+    r = httpx.get(f"{base}/segmentation/api/v1/table/nope/node/1/root", timeout=30)
+    assert r.status_code == 404
+    lake.close()
+
+
+def test_ocp_cutout_as_root_ids(served):
+    base, path = served
+    lake = open_lake(path)
+    seg = segmentation(lake, "gala")
+    svs = lake.layer("gala", "segmentation").cutout(x=(0, 64), y=(0, 32), z=(0, 4))
+    r = httpx.get(f"{base}/ocp/ca/gala/segmentation/npz/0/0,64/0,32/0,4/?roots=true", timeout=30)
+    assert r.status_code == 200, r.text
+    import io
+
+    arr = np.load(io.BytesIO(r.content))
+    arr = arr[arr.files[0]] if hasattr(arr, "files") else arr
+    assert arr.dtype == np.uint64 and arr.shape == svs.shape
+    expect = seg.remap_to_roots(svs)
+    assert (arr == expect).all() and ((arr == 0) == (svs == 0)).all()
+    lake.close()
