@@ -58,6 +58,9 @@ def get_chunk_jpeg(datastack: str, layer: str, key: str, chunk: str, request: Re
 @router.api_route("/{datastack}/{layer}/{key}/{chunk}", methods=GET, summary="precomputed chunk")
 def get_chunk(datastack: str, layer: str, key: str, chunk: str, request: Request,
               lake: Lake = Depends(get_lake)) -> Response:
-    body = pc.read_chunk(lake.layer(datastack, layer), key, chunk)
+    la = lake.layer(datastack, layer)
+    body = pc.read_chunk(la, key, chunk)
     count(request, "precomputed_chunks")
-    return bytes_response(request, body, "application/octet-stream")
+    # raw EM gains ~4 % from gzip at ~5 ms per 256 KiB chunk: not worth it; segmentations gain ~80 %
+    return bytes_response(request, body, "application/octet-stream",
+                          compress=False if la.layer_type == "image" else None)
