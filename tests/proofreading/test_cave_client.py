@@ -124,3 +124,38 @@ def test_ocp_cutout_as_root_ids(served):
     expect = seg.remap_to_roots(svs)
     assert (arr == expect).all() and ((arr == 0) == (svs == 0)).all()
     lake.close()
+
+
+def test_neurolake_http_versions_and_connectome(served):
+    base, path = served
+    api = f"{base}/api/v1/datastacks/gala"
+    vs = httpx.get(f"{api}/versions", timeout=30).json()
+    assert [v["version"] for v in vs] == [1]
+    r = httpx.get(f"{api}/connectome", params={"version": 1, "synapse_table": "synapses"}, timeout=60)
+    assert r.status_code == 200, r.text
+    summ = r.json()
+    lake = open_lake(path)
+    syn = query_version(lake, "gala", 1, "synapses")
+    assert summ["synapses"] == len(syn) and summ["version"] == 1
+    root = int(syn["pre_pt_root_id"].value_counts().index[0])
+    p = httpx.get(f"{api}/connectome/partners/{root}", params={"version": 1}, timeout=60).json()
+    assert sum(x["n_synapses"] for x in p["downstream"]) == int((syn["pre_pt_root_id"] == root).sum())
+    m = httpx.get(f"{api}/connectome/matrix", params={"version": 1, "cell_type_table": "cell_types"},
+                  timeout=60).json()
+    assert int(np.sum(m["values"])) == len(syn) and set(m["rows"]) <= {"large", "small"}
+    mot = httpx.get(f"{api}/connectome/motifs", params={"version": 1}, timeout=60).json()
+    assert len(mot) == 16
+    pq = httpx.get(f"{api}/connectome/edges.parquet", params={"version": 1}, timeout=60)
+    import io
+
+    import pandas as pd
+
+    edges = pd.read_parquet(io.BytesIO(pq.content))
+    assert edges["n_synapses"].sum() == len(syn)
+    rows = httpx.get(f"{api}/versions/1/tables/synapses", params={"root_id": root}, timeout=60).json()
+    assert len(rows) == int(((syn["pre_pt_root_id"] == root) | (syn["post_pt_root_id"] == root)).sum())
+    r = httpx.get(f"{api}/versions/9/tables/synapses", timeout=30)
+    assert r.status_code == 404 and r.json()["error"] == "not_found"
+    r = httpx.delete(f"{api}/versions/1", timeout=30)
+    assert r.status_code == 400 and "newest valid" in r.json()["message"]
+    lake.close()

@@ -76,6 +76,7 @@ def bind_roots(lake, datastack: str, table, tab: pa.Table, timestamp: dt.datetim
     if seg is None:
         seg = _segmentation(lake, datastack)
     sv_layer = seg._row().layer if seg is not None else None
+    pending: list[tuple[str, np.ndarray]] = []
     for p in table.schema.points:
         rcol, scol = f"{p}_root_id", f"{p}_supervoxel_id"
         if rcol not in tab.column_names or scol not in tab.column_names:
@@ -91,11 +92,15 @@ def bind_roots(lake, datastack: str, table, tab: pa.Table, timestamp: dt.datetim
             svs = np.zeros(len(tab), np.uint64)
             svs[ok] = layer.read_points(vox[:, ::-1]).astype(np.uint64)
             tab = tab.set_column(tab.column_names.index(scol), scol, pa.array(svs.view(np.int64), pa.int64()))
-        if seg is not None:
-            roots = seg.get_roots(svs, timestamp, unknown="zero")
-        else:
-            roots = svs
-        col = pa.array(roots.astype(np.uint64), pa.uint64())
+        pending.append((rcol, svs))
+    if not pending:
+        return tab
+    allsv = np.concatenate([x for _, x in pending])
+    roots = seg.get_roots(allsv, timestamp, unknown="zero") if seg is not None else allsv  # one lookup
+    k = 0
+    for rcol, svs in pending:
+        col = pa.array(roots[k:k + len(svs)].astype(np.uint64), pa.uint64())
+        k += len(svs)
         tab = tab.set_column(tab.column_names.index(rcol), rcol, col)
     return tab
 

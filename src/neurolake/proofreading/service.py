@@ -60,6 +60,8 @@ def to_timestamp(value: Any, field: str = "timestamp") -> dt.datetime | None:
 
 
 def _ids(values: Any, field: str) -> np.ndarray:
+    if isinstance(values, np.ndarray) and values.dtype.kind == "u":
+        return values.astype(np.uint64, copy=False).ravel()
     try:
         arr = np.asarray(values)
         if arr.ndim == 0:

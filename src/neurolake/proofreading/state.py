@@ -61,6 +61,8 @@ class GraphState:
                  bbox: np.ndarray | None = None) -> None:
         self.sv_ids = np.ascontiguousarray(sv_ids, dtype=np.uint64)
         n = self.n = len(self.sv_ids)
+        self.first = int(self.sv_ids[0]) if n else 0
+        self.dense = bool(n) and int(self.sv_ids[-1]) - self.first + 1 == n
         self.base_root = np.ascontiguousarray(base_root, dtype=np.uint64)
         self.cur_root = self.base_root.copy()
         self.bbox = bbox  # (N, 6) x0, x1, y0, y1, z0, z1 voxels at mip 0 (half-open) or None
@@ -97,6 +99,17 @@ class GraphState:
     def index(self, sv_ids, field_name: str = "supervoxel_ids", missing: str = "error") -> np.ndarray:
         """Indices of supervoxel ids; ``missing="error"`` raises NotFound, ``"mask"`` returns -1 for unknown."""
         ids = np.asarray(sv_ids, dtype=np.uint64).ravel()
+        if self.dense and self.n:
+            # ids are one contiguous range (e.g. watershed labels 1..N): the index is an offset
+            pos = ids.astype(np.int64) - self.first
+            ok = (pos >= 0) & (pos < self.n)
+            if not ok.all():
+                if missing == "error":
+                    bad = ids[~ok]
+                    raise NotFound(f"supervoxel id(s) {bad[:10].tolist()} do not exist in this segmentation",
+                                   field=field_name, unknown=[int(b) for b in bad[:100]])
+                pos = np.where(ok, pos, -1)
+            return pos
         if self.n == 0:
             pos = np.zeros(len(ids), dtype=np.int64)
             ok = np.zeros(len(ids), dtype=bool)
