@@ -235,7 +235,8 @@ def main() -> None:
     lake_path = build_lake(workdir, args.sections, args.size)
     print(f"volume ({args.sections}, {args.size}, {args.size}) z, y, x uint8 ready in {time.perf_counter() - t:.1f} s")
     env = {"NEUROLAKE_TILE_CACHE_BYTES": str(1 << 30)}
-    results: dict = {"volume_zyx": [args.sections, args.size, args.size], "format": args.format, "tiles": {}}
+    results: dict = {"volume_zyx": [args.sections, args.size, args.size], "format": args.format, "tiles": {},
+                     "load_average_1min_start": os.getloadavg()[0]}
 
     for depth in ("0", "8"):  # paced scrolls at the target frame rate, fresh server each
         srv = Server(lake_path, {**env, "NEUROLAKE_TILE_PREFETCH_DEPTH": depth})
@@ -262,11 +263,14 @@ def main() -> None:
     finally:
         srv.stop()
 
+    results["load_average_1min_end"] = os.getloadavg()[0]
     tl = results["tiles"]
     lines = [f"Volume: {results['volume_zyx']} (z, y, x) uint8 tiled from real ssTEM sections (Gerhard et al. 2013); "
              f"{os.cpu_count()} cores shared with other work; one uvicorn server process on loopback; "
              f"tiles {args.format}, 512x512; a frame = 2x2 tiles (1024x1024) fetched on 4 connections; "
-             "the client scrolls one section per frame as fast as the server answers.", "",
+             "the client scrolls one section per frame as fast as the server answers. "
+             f"Load average (1 min) {results['load_average_1min_start']:.1f} at start, "
+             f"{results['load_average_1min_end']:.1f} at end: figures vary ~2x between runs on this machine.", "",
              "| scroll | first frame ms | frames/s after first (target) | tiles/s | median / p90 / max frame ms |",
              "|---|---|---|---|---|"]
     for name, target in (("cold_no_prefetch", "-"), ("cold_prefetch", ">= 30"), ("warm", ">= 60")):
