@@ -179,15 +179,18 @@ def inspect_delta(location: str, version: int | None = None) -> Inspection:
                               value="delta", location=location) from exc
     except (DeltaError, OSError, ValueError) as exc:
         raise CorruptData(f"cannot read Delta table {location!r}: {exc}", location=location, format="delta") from exc
-    schema = pa.schema(t.schema().to_arrow())
-    adds = pa.table(t.get_add_actions(flatten=True)).to_pylist()
+    try:
+        schema = pa.schema(t.schema().to_arrow())
+        adds = pa.table(t.get_add_actions(flatten=True)).to_pylist()
+        hist = t.history(1)
+    except (DeltaError, OSError, ValueError) as exc:
+        raise CorruptData(f"cannot read Delta table {location!r}: {exc}", location=location, format="delta") from exc
     files = sorted(({"path": a["path"], "size": int(a["size_bytes"])} for a in adds), key=lambda f: f["path"])
     rows = None
     if adds and all(a.get("num_records") is not None for a in adds):
         rows = int(sum(a["num_records"] for a in adds))
     elif not adds:
         rows = 0
-    hist = t.history(1)
     ts = None
     if hist and hist[0].get("timestamp"):
         ts = dt.datetime.fromtimestamp(hist[0]["timestamp"] / 1000, dt.UTC)

@@ -550,16 +550,18 @@ class FeatureRegistry:
                                "expires": dt.datetime.fromtimestamp(expires, dt.UTC).isoformat(),
                                "expires_in_s": expires_in, "user": user}
         if is_s3(loc):
-            urls = presign_s3([f"{loc}/{f['path']}" if f["path"] else loc for f in data], expires_in)
+            single = len(files) == 1 and loc.rsplit("/", 1)[-1] == files[0]["path"]  # a one-file table
+            base = loc.rsplit("/", 1)[0] if single else loc
+            urls = presign_s3([f"{base}/{f['path']}" for f in data], expires_in)
             out.update(scheme="s3-presigned-sigv4", prefix_url=None,
-                       files=[{**{k: f[k] for k in ("path", "size")}, "url": u} for f, u in zip(data, urls)],
-                       urls=urls)
+                       files=[{"path": f["path"], "size": f["size"], "partition": _hive_values(f["path"]), "url": u}
+                              for f, u in zip(data, urls)], urls=urls)
         else:
             from urllib.parse import quote
 
             base = (base_url or os.environ.get("NEUROLAKE_PUBLIC_URL") or "http://127.0.0.1:8000").rstrip("/")
             prefix = base + Signer(lake_key(self.lake)).prefix(tid, loc, user, expires)
-            fl = [{"path": f["path"], "size": f["size"], "url": f"{prefix}/{quote(f['path'], safe='/=,')}"} for f in data]
+            fl = [{"path": f["path"], "size": f["size"], "partition": _hive_values(f["path"]), "url": f"{prefix}/{quote(f['path'], safe='/=,')}"} for f in data]
             out.update(scheme="neurolake-signed-url-v1", prefix_url=prefix, files=fl, urls=[f["url"] for f in fl])
         self.access.audit(user, "feature.url_grant", tname, ds, id=tid, files=len(out["urls"]),
                           expires=out["expires"], scheme=out["scheme"])
@@ -582,6 +584,18 @@ class FeatureRegistry:
                 raise Conflict(f"feature table {name!r} changed since registration: {f['path']} is "
                                f"{'missing' if size is None else f'{size} bytes'} (registered {f['size']} bytes); "
                                "register a new version", table=name, path=f["path"])
+
+
+def _hive_values(path: str) -> dict[str, str]:
+    """Hive partition values ``{column: value}`` from the ``key=value`` folders of a file path."""
+    from urllib.parse import unquote
+
+    out = {}
+    for part in path.split("/")[:-1]:
+        k, sep, v = part.partition("=")
+        if sep and k:
+            out[unquote(k)] = unquote(v)
+    return out
 
 
 def _data_files(fmt: str, files: list[dict[str, Any]], fp: dict[str, Any]) -> list[dict[str, Any]]:

@@ -79,14 +79,16 @@ def storage_options(location: str) -> dict[str, str]:
     ep = endpoint_url()
     if ep:
         opts["AWS_ENDPOINT_URL"] = ep
-        if ep.startswith("http://"):
+        if ep.startswith("http://"):  # a local S3-compatible endpoint (MinIO, moto): plain HTTP/1.1
             opts["AWS_ALLOW_HTTP"] = "true"
+            opts["http1_only"] = "true"
         opts["AWS_S3_ALLOW_UNSAFE_RENAME"] = "true"
     return opts
 
 
 def lance_storage_options(location: str) -> dict[str, str]:
     o = storage_options(location)
+    o.pop("AWS_S3_ALLOW_UNSAFE_RENAME", None)
     return {k.lower(): v for k, v in o.items()}
 
 
