@@ -1,5 +1,6 @@
 """Ingest from every source kind, resume after a killed ingest, roll back on bad data."""
 
+import os
 import signal
 import subprocess
 import sys
@@ -208,3 +209,50 @@ def test_ingest_with_local_dask_cluster_processes(fresh_lake, tmp_path, gala_ima
     assert la.provenance["scheduler"] == "local"
     ref = np.rint(gala_image.astype(float).reshape(25, 2, 50, 2, 100, 2).mean(axis=(1, 3, 5)))
     np.testing.assert_array_equal(la.cutout(x=(0, 100), y=(0, 50), z=(0, 25), mip=1), ref)
+
+
+def test_pyramid_on_an_existing_dask_cluster(fresh_lake, tmp_path, gala_image):
+    """--scheduler ADDRESS: a separately started `dask scheduler` + `dask worker` build the pyramid."""
+    import time
+
+    from tests.conftest import free_port
+
+    port = free_port()
+    bin_dir = os.path.dirname(sys.executable)
+    sched = subprocess.Popen([os.path.join(bin_dir, "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                              "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = subprocess.Popen([os.path.join(bin_dir, "dask"), "worker", f"tcp://127.0.0.1:{port}", "--nthreads", "1",
+                               "--no-dashboard", "--name", "nl-test-worker"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        from distributed import Client
+
+        deadline = time.time() + 60
+        while True:
+            try:
+                with Client(f"tcp://127.0.0.1:{port}", timeout="2s") as c:
+                    if c.scheduler_info()["workers"]:
+                        break
+            except OSError:
+                pass
+            assert time.time() < deadline, "dask cluster did not start"
+            time.sleep(0.5)
+        np.save(tmp_path / "v.npy", gala_image)
+        la = fresh_lake.ingest(str(tmp_path / "v.npy"), "ds", "v", voxel_size=(8, 8, 8),
+                               scheduler=f"tcp://127.0.0.1:{port}")
+        assert la.provenance["scheduler"] == f"tcp://127.0.0.1:{port}"
+        ref = np.rint(gala_image.astype(float).reshape(25, 2, 50, 2, 100, 2).mean(axis=(1, 3, 5)))
+        np.testing.assert_array_equal(la.cutout(x=(0, 100), y=(0, 50), z=(0, 25), mip=1), ref)
+    finally:
+        for p in (worker, sched):
+            p.terminate()
+            p.wait(20)
+
+
+def test_unreachable_scheduler_is_a_clear_error(fresh_lake, tmp_path, gala_image):
+    from tests.conftest import free_port
+
+    np.save(tmp_path / "v.npy", gala_image[:8])
+    with pytest.raises(InvalidArgument, match="cannot reach the Dask scheduler"):
+        fresh_lake.ingest(str(tmp_path / "v.npy"), "ds", "v", voxel_size=(8, 8, 8),
+                          scheduler=f"tcp://127.0.0.1:{free_port()}")
