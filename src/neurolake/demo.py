@@ -95,6 +95,9 @@ def run_demo(lake: Lake, say: Callable[[str], None], scheduler: str | None = Non
     from neurolake.annotations.demo import demo_synapses  # synapse table from the labels (issue 4)
 
     demo_synapses(lake, say)
+    from neurolake.proofreading.demo import demo_materialize  # last: binds every table of the steps above
+
+    demo_materialize(lake, say)
 
 
 def example_urls(base: str) -> list[tuple[str, str]]:
