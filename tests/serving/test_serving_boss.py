@@ -35,6 +35,20 @@ def test_metadata(rmt, demo_lake):
     lab = rmt.get_channel("labels", "gerhard2013", "gerhard2013")
     assert (img.datatype, img.type) == ("uint8", "image")
     assert (lab.datatype, lab.type) == ("uint64", "annotation")  # stored as uint32
+    assert lab.raw["storage_type"] == "spdb" and lab.raw["downsample_status"] == "DOWNSAMPLED"
+
+
+def test_metadata_lists_and_downsample(demo_server, demo_lake):
+    c = httpx.Client(base_url=demo_server)
+    assert set(c.get("/v1/coord/").json()["coords"]) == {"gerhard2013", "gala_fibsem"}
+    assert c.get("/v1/collection/gerhard2013/experiment/").json() == {"experiments": ["gerhard2013"]}
+    r = c.get("/v1/collection/gerhard2013/experiment/other")
+    assert r.status_code == 404 and r.json()["code"] == 4000
+    ds = c.get("/v1/downsample/gerhard2013/gerhard2013/image").json()
+    layer = demo_lake.layer("gerhard2013", "image")
+    assert ds["status"] == "DOWNSAMPLED" and ds["num_hierarchy_levels"] == layer.num_mips
+    assert ds["extent"]["1"] == list(layer.size(1))
+    assert c.post("/v1/downsample/gerhard2013/gerhard2013/image").status_code == 201
 
 
 @pytest.mark.parametrize("mip", [0, 1])
@@ -100,6 +114,17 @@ def test_write_read_reserve_and_limits(gala_server, gala_lake):
     r.create_cutout(img, 0, [100, 164], [40, 72], [20, 28], block)
     np.testing.assert_array_equal(r.get_cutout(img, 0, [100, 164], [40, 72], [20, 28]), block)
     np.testing.assert_array_equal(layer_img.cutout(x=(100, 164), y=(40, 72), z=(20, 28)), block)
+    # a tile served before the write is not served stale after it
+    tile_url = f"{gala_server}/catmaid/gala/image/xy/22/0_0_0.png"
+    before = httpx.get(tile_url).content
+    r.create_cutout(img, 0, [100, 164], [40, 72], [22, 23], np.full((1, 32, 64), 7, np.uint8))  # intern skips all-0
+    after = httpx.get(tile_url).content
+    assert before != after
+    import io
+
+    from PIL import Image
+
+    assert (np.asarray(Image.open(io.BytesIO(after)))[40:72, 100:164] == 7).all()
     # segmentation: reserve new ids above every stored id, paint them, read back as uint64
     max_stored = int(layer_seg.cutout(x=(0, 200), y=(0, 100), z=(0, 50)).max())
     start = r.reserve_ids(seg, 5)
