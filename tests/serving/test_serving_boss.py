@@ -125,6 +125,10 @@ def test_write_read_reserve_and_limits(gala_server, gala_lake):
     from PIL import Image
 
     assert (np.asarray(Image.open(io.BytesIO(after)))[40:72, 100:164] == 7).all()
+    # the same through the OCP service
+    ocp = f"{gala_server}/ocp/ca/gala/image/blosc/0/100,164/40,72/22,23/"
+    assert httpx.post(ocp, content=blosc.compress(bytes([9]) * 64 * 32, typesize=1)).status_code == 201
+    assert (np.asarray(Image.open(io.BytesIO(httpx.get(tile_url).content)))[40:72, 100:164] == 9).all()
     # segmentation: reserve new ids above every stored id, paint them, read back as uint64
     max_stored = int(layer_seg.cutout(x=(0, 200), y=(0, 100), z=(0, 50)).max())
     start = r.reserve_ids(seg, 5)

@@ -77,4 +77,7 @@ async def post_cutout(datastack: str, layer: str, fmt: str, mip: str, a: str, b:
     from starlette.concurrency import run_in_threadpool
 
     await run_in_threadpool(la.write, arr, x0, y0, z0, m)
+    from neurolake.server.tiles import invalidate  # cached tiles of this layer are stale now
+
+    invalidate(request.app, datastack, layer)
     return Response(status_code=201)
