@@ -90,6 +90,14 @@ def test_chunkedgraph_through_caveclient(client, served):
     assert set(g.predecessors(merged)) == {int(ra), int(rb)}
     assert client.chunkedgraph.is_latest_roots([ra, merged]).tolist() == [False, True]
     assert client.chunkedgraph.get_latest_roots(ra).tolist() == [merged]
+    # caveclient's live query: version 1 re-bound to the roots at a later time, filtered on the new root
+    now = dt.datetime.now(dt.UTC)
+    live = client.materialize.live_query("synapses", now, filter_in_dict={"pre_pt_root_id": [merged]})
+    expect = syn[syn["pre_pt_supervoxel_id"].isin([a, b])]
+    assert len(live) == len(expect) > 0 and set(live["pre_pt_root_id"].astype("uint64")) == {merged}
+    ids = client.chunkedgraph.get_past_ids([merged], timestamp_past=t_before)
+    assert sorted(ids["past_id_map"][merged]) == sorted([int(ra), int(rb)])
+    assert ids["future_id_map"][int(ra)] == [merged]
     # a split through caveclient's own execute_split: sources/sinks as points in nm (supervoxels looked up)
     nm = np.array([8.0, 8.0, 8.0])
     pa = (np.array([syn[f"pre_pt_position_{c}"].iloc[0] for c in "xyz"]) * nm).tolist()

@@ -91,7 +91,8 @@ def bind_roots(lake, datastack: str, table, tab: pa.Table, timestamp: dt.datetim
             vox = np.clip(np.floor(pos[ok] * scale).astype(np.int64), 0, np.array(layer.size(0)) - 1)
             svs = np.zeros(len(tab), np.uint64)
             svs[ok] = layer.read_points(vox[:, ::-1]).astype(np.uint64)
-            tab = tab.set_column(tab.column_names.index(scol), scol, pa.array(svs.view(np.int64), pa.int64()))
+            tab = tab.set_column(tab.column_names.index(scol), scol,
+                                 pa.array(svs.view(np.int64), pa.int64(), mask=~ok))
         pending.append((rcol, svs))
     if not pending:
         return tab

@@ -543,6 +543,25 @@ class Segmentation:
                 "nodes": [nodes[k] for k in sorted(nodes)],
                 "links": [{"source": a, "target": b} for a, b in sorted(links)]}
 
+    def past_ids(self, root_ids: Any, timestamp_past: Any = None, timestamp_future: Any = None) -> dict[str, dict]:
+        """CAVE's past/future id mapping: for each root (at ``timestamp_future``, default now) the roots
+        at ``timestamp_past`` (default the creation) that share supervoxels with it, and for each of those
+        the roots at ``timestamp_future`` that share supervoxels with them. Keys and values are ints."""
+        st = self.state()
+        past = to_timestamp(timestamp_past, "timestamp_past") or st.created
+        future = to_timestamp(timestamp_future, "timestamp_future")
+        past_map: dict[int, list[int]] = {}
+        future_map: dict[int, list[int]] = {}
+        for r in _ids(root_ids, "root_ids"):
+            leaves = st.sv_ids[st.members(int(r))]
+            prev = np.unique(self.get_roots(leaves, past))
+            past_map[int(r)] = [int(x) for x in prev]
+            for p in prev:
+                if int(p) not in future_map:
+                    fut = np.unique(self.get_roots(st.sv_ids[st.members(int(p))], future))
+                    future_map[int(p)] = [int(x) for x in fut]
+        return {"past_id_map": past_map, "future_id_map": future_map}
+
     def root_info(self, root_id: int) -> dict[str, Any]:
         """Creation and expiry of a root: ``{"root_id", "created", "created_by", "expired", "expired_by",
         "is_latest", "supervoxels", "parents", "children"}``. Raises NotFound."""

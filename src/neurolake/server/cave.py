@@ -374,6 +374,18 @@ def pcg_lineage_one(table_id: str, root_id: int, timestamp_past: float | None = 
     return _seg(lake, table_id).lineage([root_id], timestamp_past, timestamp_future)
 
 
+@router.get(PCG + "/past_id_mapping", summary="CAVE chunkedgraph: past and future ids of roots")
+@router.post(PCG + "/past_id_mapping", include_in_schema=False)
+async def pcg_past_ids(table_id: str, request: Request, timestamp_past: float | None = None,
+                       timestamp_future: float | None = None, lake: Lake = Depends(get_lake)) -> dict:
+    body = await _json(request)
+    roots = body.get("root_ids") if isinstance(body, dict) else None
+    if roots is None:
+        raise InvalidArgument("body needs root_ids", field="root_ids")
+    out = await run_in_threadpool(_seg(lake, table_id).past_ids, roots, timestamp_past, timestamp_future)
+    return {k: {str(r): v for r, v in m.items()} for k, m in out.items()}
+
+
 @router.post(PCG + "/is_latest_roots", summary="CAVE chunkedgraph: are roots current")
 async def pcg_is_latest(table_id: str, request: Request, timestamp: str | None = None,
                         lake: Lake = Depends(get_lake)) -> dict:
