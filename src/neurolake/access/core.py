@@ -19,6 +19,7 @@ readable by every authenticated user without a role. Errors: :class:`~neurolake.
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
 import hashlib
 import hmac
@@ -39,6 +40,7 @@ ROLES = ("viewer", "editor", "admin")
 RANK = {r: i for i, r in enumerate(ROLES)}
 TOKEN_PREFIX = "nl_"
 CACHE_SECONDS = 5.0
+AUDIT_FLUSH_SECONDS = 1.0
 
 
 @dataclass
@@ -110,6 +112,15 @@ class Access:
         self._cache: dict[str, tuple[float, Principal]] = {}
         self._ds_cache: tuple[float, dict[str, bool]] = (0.0, {})
         self._lock = threading.Lock()
+        self._pending_audit: list[tuple] = []
+        self._last_audit_flush = time.monotonic()
+        atexit.register(self._flush_at_exit)
+
+    def _flush_at_exit(self) -> None:
+        try:
+            self.flush_audit()
+        except Exception:  # noqa: BLE001 - the catalog may already be closed
+            pass
 
     # -- users ------------------------------------------------------------------------------------
     def add_user(self, name: str, *, admin: bool = False, quota_bytes: int | None = None,
@@ -313,14 +324,39 @@ class Access:
                          datastack=datastack, detail=detail))
 
     def audit(self, user: str | None, action: str, target: str = "", datastack: str | None = None,
-              **detail: Any) -> None:
-        """Append one audit event (own transaction)."""
+              buffered: bool = False, **detail: Any) -> None:
+        """Append one audit event (own transaction).
+
+        ``buffered=True`` (used for high-rate events: URL grants) queues the event and writes the queue in
+        one transaction at most every :data:`AUDIT_FLUSH_SECONDS` (and when the log is read, and at
+        process exit), so a grant costs no commit; a crash can lose the last second of such events.
+        """
+        if buffered:
+            with self._lock:
+                self._pending_audit.append((user, action, target, datastack, detail, utcnow()))
+                due = time.monotonic() - self._last_audit_flush >= AUDIT_FLUSH_SECONDS
+            if due:
+                self.flush_audit()
+            return
         with self.lake.catalog.session() as s:
             self._audit(s, user, action, target, datastack, **detail)
+
+    def flush_audit(self) -> None:
+        """Write queued (buffered) audit events."""
+        with self._lock:
+            pending, self._pending_audit = self._pending_audit, []
+            self._last_audit_flush = time.monotonic()
+        if not pending:
+            return
+        with self.lake.catalog.session() as s:
+            for user, action, target, datastack, detail, when in pending:
+                s.add(AuditEvent(user_name=user or self.lake.settings.user, action=action, target=target,
+                                 datastack=datastack, detail=detail, time=when))
 
     def audit_log(self, *, user: str | None = None, action: str | None = None, datastack: str | None = None,
                   limit: int = 1000) -> list[dict[str, Any]]:
         """Audit events, newest first; ``action`` matches a prefix (e.g. ``"feature."``)."""
+        self.flush_audit()
         with self.lake.catalog.session() as s:
             q = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
             if user:

@@ -151,7 +151,9 @@ def url(lake: LakeOpt, name: str, datastack: DsOpt = None,
     """Temporary signed URLs of NAME's files (one per line)."""
     from neurolake.catalog import FeatureRegistry
 
-    g = FeatureRegistry(_open(lake)).signed_urls(name, datastack, expires_in_s=expires, base_url=base_url)
+    reg = FeatureRegistry(_open(lake))
+    g = reg.signed_urls(name, datastack, expires_in_s=expires, base_url=base_url)
+    reg.access.flush_audit()
     if as_json:
         _print(g)
         return

@@ -563,7 +563,7 @@ class FeatureRegistry:
             prefix = base + Signer(lake_key(self.lake)).prefix(tid, loc, user, expires)
             fl = [{"path": f["path"], "size": f["size"], "partition": _hive_values(f["path"]), "url": f"{prefix}/{quote(f['path'], safe='/=,')}"} for f in data]
             out.update(scheme="neurolake-signed-url-v1", prefix_url=prefix, files=fl, urls=[f["url"] for f in fl])
-        self.access.audit(user, "feature.url_grant", tname, ds, id=tid, files=len(out["urls"]),
+        self.access.audit(user, "feature.url_grant", tname, ds, buffered=True, id=tid, files=len(out["urls"]),
                           expires=out["expires"], scheme=out["scheme"])
         return out
 
