@@ -131,6 +131,15 @@ def test_ocp_cutout_as_root_ids(served):
     assert arr.dtype == np.uint64 and arr.shape == svs.shape
     expect = seg.remap_to_roots(svs)
     assert (arr == expect).all() and ((arr == 0) == (svs == 0)).all()
+    # BossDB cutouts too (blosc, C-order z, y, x), and only on the supervoxel layer
+    from neurolake.volumes.formats import decode
+
+    r = httpx.get(f"{base}/v1/cutout/gala/gala/segmentation/0/0:64/0:32/0:4/", params={"roots": "true"}, timeout=30)
+    assert r.status_code == 200, r.text
+    assert (decode(r.content, "blosc", np.uint64, svs.shape) == expect).all()
+    past = httpx.get(f"{base}/ocp/ca/gala/segmentation/npz/0/0,64/0,32/0,4/",
+                     params={"roots": "true", "timestamp": "2000-01-01T00:00:00Z"}, timeout=30)
+    assert past.status_code == 400 and "before this segmentation" in past.json()["message"]
     lake.close()
 
 

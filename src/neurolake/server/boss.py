@@ -188,11 +188,15 @@ def _box(la: Layer, res: str, parts: list[str]):
 
 @router.get("/cutout/{c}/{e}/{ch}/{res}/{ranges:path}", summary="Cutout (blosc, C-order z, y, x)")
 def get_cutout(c: str, e: str, ch: str, res: str, ranges: str, request: Request,
-               filter: str | None = None) -> Response:
+               filter: str | None = None, roots: bool = False, timestamp: str | None = None) -> Response:
     la = _layer(_lake(request), c, e, ch)
     mip, ((x0, x1), (y0, y1), (z0, z1)) = _box(la, res, ranges.split("/"))
     check_size(request, la, (z1 - z0, y1 - y0, x1 - x0))
     arr = la.cutout(x=(x0, x1), y=(y0, y1), z=(z0, z1), mip=mip)
+    if roots:  # ?roots=true[&timestamp=T]: supervoxels remapped to proofread root ids (issue 5)
+        from neurolake.proofreading import remap_to_roots
+
+        arr = remap_to_roots(_lake(request), c, arr, timestamp, layer=ch)
     if filter:
         if la.layer_type != "segmentation":
             raise InvalidArgument("filter= applies to annotation (segmentation) channels only", field="filter")
