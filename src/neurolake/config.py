@@ -25,11 +25,14 @@ class Settings:
     - ``max_cutout_bytes``: largest uncompressed cutout served or accepted over HTTP
       (``NEUROLAKE_MAX_CUTOUT_BYTES``, default 512 MiB, close to BossDB's 500 MB limit).
     - ``cache_bytes``: tensorstore chunk cache shared by the open layers (``NEUROLAKE_CACHE_BYTES``).
+    - ``ingest_buffer_bytes``: how much source data ingest holds at once (``NEUROLAKE_INGEST_BUFFER_BYTES``,
+      default 256 MiB; one shard row band is the floor).
     """
 
     database_url: str | None = field(default_factory=lambda: os.environ.get("NEUROLAKE_DATABASE_URL") or None)
     max_cutout_bytes: int = field(default_factory=lambda: _int_env("NEUROLAKE_MAX_CUTOUT_BYTES", 512 * 2**20))
     cache_bytes: int = field(default_factory=lambda: _int_env("NEUROLAKE_CACHE_BYTES", 1 * 2**30))
+    ingest_buffer_bytes: int = field(default_factory=lambda: _int_env("NEUROLAKE_INGEST_BUFFER_BYTES", 256 * 2**20))
     user: str = field(default_factory=lambda: os.environ.get("NEUROLAKE_USER") or os.environ.get("USER") or "local")
 
 

@@ -1,7 +1,9 @@
 """Ingest: stream a source into a new layer by z-slabs, then build its pyramid.
 
-Memory is bounded by one slab (shard depth x section size) whatever the volume size. Each slab is
-written whole shards at a time, and the catalog records how many slabs are durable, so:
+Memory is bounded whatever the volume size: the source is read in units of one shard depth of
+sections; when such a slab would exceed the buffer budget (``NEUROLAKE_INGEST_BUFFER_BYTES``, default
+256 MiB) it is split into y-bands of whole shard rows, so huge sections stream too. Every unit covers
+whole shards (no read-modify-write), and the catalog records how many units are durable, so:
 
 - a process killed or interrupted part-way leaves the layer in status ``ingesting`` (never readable
   as complete); running the same ingest again **resumes** after the last durable slab;
@@ -73,7 +75,7 @@ def ingest(lake, source: str | Source, datastack: str, layer: str, *, voxel_size
            layer_type: str = "image", dtype: str | None = None, chunk: Any = None, shard: Any = None,
            compression: str = "zstd", compression_level: int = 3, num_mips: int | None = None,
            description: str = "", overwrite: bool = False, scheduler: str | None = None,
-           client: Any = None, progress: Progress | None = None, say: Callable[[str], None] | None = None) -> Layer:
+           client: Any = None, buffer_bytes: int | None = None, progress: Progress | None = None, say: Callable[[str], None] | None = None) -> Layer:
     """Ingest ``source`` (see :mod:`neurolake.volumes.sources`) as layer ``datastack/layer``.
 
     ``voxel_size`` is (x, y, z) nm at mip 0 (needed when the datastack does not exist yet; it is
@@ -91,14 +93,14 @@ def ingest(lake, source: str | Source, datastack: str, layer: str, *, voxel_size
         return _ingest(lake, src, datastack, layer, voxel_size=voxel_size, layer_type=layer_type, dtype=dtype,
                        chunk=chunk, shard=shard, compression=compression, compression_level=compression_level,
                        num_mips=num_mips, description=description, overwrite=overwrite, scheduler=scheduler,
-                       client=client, progress=progress, say=say)
+                       client=client, buffer_bytes=buffer_bytes, progress=progress, say=say)
     finally:
         src.close()
 
 
 def _ingest(lake, src: Source, datastack: str, layer: str, *, voxel_size, layer_type, dtype, chunk, shard,
-            compression, compression_level, num_mips, description, overwrite, scheduler, client, progress,
-            say) -> Layer:
+            compression, compression_level, num_mips, description, overwrite, scheduler, client, buffer_bytes,
+            progress, say) -> Layer:
     try:
         ds = lake.datastack(datastack)
     except NotFound:
@@ -112,13 +114,15 @@ def _ingest(lake, src: Source, datastack: str, layer: str, *, voxel_size, layer_
                      voxel_size_nm=tuple(vs), chunk_zyx=tuple(chunk or DEFAULT_CHUNK_ZYX),
                      shard_zyx=tuple(shard or DEFAULT_SHARD_ZYX), compression=compression,
                      compression_level=compression_level, num_mips=num_mips)
-    slab = spec.mips[0].shard_zyx[0]
-    total = -(-z // slab)
+    slab, shard_y = spec.mips[0].shard_zyx[0], spec.mips[0].shard_zyx[1]
+    budget = buffer_bytes or lake.settings.ingest_buffer_bytes
+    row_bytes = slab * x * max(np.dtype(src.dtype).itemsize, np.dtype(spec.dtype).itemsize)
+    band_rows = min(y, shard_y * max(1, budget // max(1, row_bytes * shard_y)))
     params = {"layer_type": layer_type, "dtype": spec.dtype, "voxel_size_nm": list(spec.voxel_size_nm),
               "chunk_zyx": list(spec.chunk_zyx), "shard_zyx": list(spec.shard_zyx), "compression": compression,
               "compression_level": compression_level, "num_mips": len(spec.mips)}
     fresh_progress = {"source": src.description, "fingerprint": src.fingerprint, "params": params,
-                      "phase": "mip0", "slabs_done": 0, "slabs_total": total}
+                      "phase": "mip0", "band_rows": band_rows, "slabs_done": 0}
 
     start = 0
     try:
@@ -135,8 +139,14 @@ def _ingest(lake, src: Source, datastack: str, layer: str, *, voxel_size, layer_
                            f"parameters ({prog.get('source')}); use --overwrite to replace it",
                            datastack=datastack, layer=layer)
         start = int(prog.get("slabs_done", 0))
-        say(f"resuming the interrupted ingest of {datastack}/{layer} after slab {start}/{total}")
+        band_rows = int(prog.get("band_rows", band_rows))
+        fresh_progress["band_rows"] = band_rows
         spec = existing.spec
+    n_bands = -(-y // band_rows)
+    total = -(-z // slab) * n_bands
+    fresh_progress["slabs_total"] = total
+    if start or (existing is not None and not overwrite):
+        say(f"resuming the interrupted ingest of {datastack}/{layer} after slab {start}/{total}")
     else:
         lake.create_layer(datastack, layer, spec, description=description, progress=fresh_progress,
                           overwrite=overwrite)
@@ -145,9 +155,11 @@ def _ingest(lake, src: Source, datastack: str, layer: str, *, voxel_size, layer_
     mip0 = open_array(root, 0, make_context(0))  # no chunk cache: written data is not kept in memory
     try:
         for i in range(start, total):
-            z0, z1 = i * slab, min(z, (i + 1) * slab)
-            block = convert(src.read(z0, z1), spec.dtype, layer_type, z0)
-            mip0[z0:z1].write(block).result()
+            zi, yi = divmod(i, n_bands)
+            z0, z1 = zi * slab, min(z, (zi + 1) * slab)
+            y0, y1 = yi * band_rows, min(y, (yi + 1) * band_rows)
+            block = convert(src.read(z0, z1, y0, y1), spec.dtype, layer_type, z0)
+            mip0[z0:z1, y0:y1].write(block).result()
             del block
             lake.update_layer(datastack, layer, progress=fresh_progress | {"slabs_done": i + 1})
             if progress:

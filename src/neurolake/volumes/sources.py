@@ -8,7 +8,9 @@ Accepted ``SOURCE`` strings:
 - a Zarr array folder (v2 or v3; an OME-Zarr group reads its full-resolution array ``0``);
 - a ``.npy`` file (memory-mapped).
 
-Every source is 3-D (z, y, x); a single 2-D image is one section.
+Every source is 3-D (z, y, x); a single 2-D image is one section. ``read(z0, z1, y0, y1)`` returns
+sections z0..z1-1, rows y0..y1-1, all columns. TIFF (strips or tiles, through tifffile's zarr view),
+HDF5, Zarr and .npy read only the requested rows; PNG slices are decoded whole, one at a time.
 """
 
 from __future__ import annotations
@@ -39,14 +41,14 @@ def _fingerprint(paths: list[Path], extra: str = "") -> str:
 
 
 class Source:
-    """A 3-D (z, y, x) source. ``read(z0, z1)`` returns sections z0..z1-1 as a C-order array."""
+    """A 3-D (z, y, x) source. ``read(z0, z1, y0, y1)`` returns a C-order (z, y, x) block."""
 
     shape: tuple[int, int, int]
     dtype: np.dtype
     fingerprint: str
     description: str
 
-    def read(self, z0: int, z1: int) -> np.ndarray:
+    def read(self, z0: int, z1: int, y0: int = 0, y1: int | None = None) -> np.ndarray:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -112,28 +114,39 @@ class SliceFolder(Source):
                                   field="source", file=str(p))
         return shape, np.dtype(dtype)
 
-    def _read_one(self, p: Path) -> np.ndarray:
+    def _read_one(self, p: Path, y0: int, y1: int) -> np.ndarray:
+        whole = (y0, y1) == (0, self.shape[1])
         try:
             if p.suffix.lower() in (".tif", ".tiff"):
                 import tifffile
 
-                arr = tifffile.imread(p)
+                if whole:
+                    arr = tifffile.imread(p)
+                else:  # only the strips/tiles holding rows y0..y1
+                    import zarr
+
+                    with tifffile.imread(p, aszarr=True) as store:
+                        arr = zarr.open_array(store, mode="r")[y0:y1]
             else:
                 from PIL import Image
 
                 with Image.open(p) as im:
                     arr = np.asarray(im)
+                if arr.shape == self.shape[1:]:
+                    arr = arr[y0:y1]
         except Exception as exc:
             raise CorruptData(f"cannot read slice {p.name}: {exc}", file=str(p)) from exc
-        if arr.shape != self.shape[1:]:
-            raise CorruptData(f"slice {p.name} decoded to shape {list(arr.shape)}, expected {list(self.shape[1:])}",
-                              file=str(p))
+        want = (y1 - y0, self.shape[2])
+        if arr.shape != want:
+            raise CorruptData(f"slice {p.name} rows {y0}:{y1} decoded to shape {list(arr.shape)}, expected "
+                              f"{list(want)}", file=str(p))
         return arr.astype(self.dtype, copy=False)
 
-    def read(self, z0: int, z1: int) -> np.ndarray:
-        out = np.empty((z1 - z0, *self.shape[1:]), dtype=self.dtype)
+    def read(self, z0: int, z1: int, y0: int = 0, y1: int | None = None) -> np.ndarray:
+        y1 = self.shape[1] if y1 is None else y1
+        out = np.empty((z1 - z0, y1 - y0, self.shape[2]), dtype=self.dtype)
         for i, p in enumerate(self.files[z0:z1]):
-            out[i] = self._read_one(p)
+            out[i] = self._read_one(p, y0, y1)
         return out
 
 
@@ -160,12 +173,20 @@ class TiffStack(Source):
         self.description = f"multi-page TIFF {path}"
         self._path = path
 
-    def read(self, z0: int, z1: int) -> np.ndarray:
+    def read(self, z0: int, z1: int, y0: int = 0, y1: int | None = None) -> np.ndarray:
+        y1 = self.shape[1] if y1 is None else y1
         try:
-            arr = self._tf.asarray(key=range(z0, z1)) if self.shape[0] > 1 else self._tf.asarray()
+            if (y0, y1) == (0, self.shape[1]):
+                arr = self._tf.asarray(key=range(z0, z1)) if self.shape[0] > 1 else self._tf.asarray()
+                return self._as3d(np.asarray(arr), self._path.name)
+            import zarr
+
+            with self._tf.aszarr() as store:
+                za = zarr.open_array(store, mode="r")
+                arr = za[z0:z1, y0:y1] if za.ndim == 3 else za[y0:y1][None]
         except Exception as exc:
             raise CorruptData(f"cannot read pages {z0}:{z1} of {self._path.name}: {exc}", file=str(self._path)) from exc
-        return self._as3d(np.asarray(arr), self._path.name)
+        return np.ascontiguousarray(arr)
 
     def close(self) -> None:
         self._tf.close()
@@ -202,9 +223,10 @@ class HDF5Dataset(Source):
         self.fingerprint = _fingerprint([path], dataset)
         self.description = f"HDF5 {path}:{dataset}"
 
-    def read(self, z0: int, z1: int) -> np.ndarray:
+    def read(self, z0: int, z1: int, y0: int = 0, y1: int | None = None) -> np.ndarray:
+        y1 = self.shape[1] if y1 is None else y1
         try:
-            arr = self._d[z0:z1] if self._d.ndim == 3 else self._d[()][None]
+            arr = self._d[z0:z1, y0:y1] if self._d.ndim == 3 else self._d[y0:y1][None]
         except Exception as exc:
             raise CorruptData(f"cannot read {self.description} z={z0}:{z1}: {exc}") from exc
         return np.ascontiguousarray(arr)
@@ -237,8 +259,9 @@ class ZarrArray(Source):
         self.fingerprint = _fingerprint(meta, str(shape))
         self.description = f"Zarr {path}"
 
-    def read(self, z0: int, z1: int) -> np.ndarray:
-        arr = self._a[z0:z1] if self._a.ndim == 3 else self._a[:][None]
+    def read(self, z0: int, z1: int, y0: int = 0, y1: int | None = None) -> np.ndarray:
+        y1 = self.shape[1] if y1 is None else y1
+        arr = self._a[z0:z1, y0:y1] if self._a.ndim == 3 else self._a[y0:y1][None]
         return np.ascontiguousarray(arr)
 
 
@@ -272,14 +295,18 @@ class NpyFile(Source):
         self.fingerprint = _fingerprint([path])
         self.description = f"npy {path}"
 
-    def read(self, z0: int, z1: int) -> np.ndarray:
+    def read(self, z0: int, z1: int, y0: int = 0, y1: int | None = None) -> np.ndarray:
+        y1 = self.shape[1] if y1 is None else y1
         if self._fortran:  # rare: sections are not contiguous, fall back to a memory map
-            return np.ascontiguousarray(np.load(self._path, mmap_mode="r").reshape(self.shape)[z0:z1])
+            return np.ascontiguousarray(np.load(self._path, mmap_mode="r").reshape(self.shape)[z0:z1, y0:y1])
         plane = self.shape[1] * self.shape[2]
-        with open(self._path, "rb") as f:
-            f.seek(self._offset + z0 * plane * self.dtype.itemsize)
-            arr = np.fromfile(f, dtype=self.dtype, count=(z1 - z0) * plane)
-        return arr.reshape((z1 - z0, *self.shape[1:]))
+        rows = (y1 - y0) * self.shape[2]
+        out = np.empty((z1 - z0, y1 - y0, self.shape[2]), dtype=self.dtype)
+        with open(self._path, "rb") as f:  # the rows of each section are contiguous in a C-order .npy
+            for i, z in enumerate(range(z0, z1)):
+                f.seek(self._offset + (z * plane + y0 * self.shape[2]) * self.dtype.itemsize)
+                out[i] = np.fromfile(f, dtype=self.dtype, count=rows).reshape(y1 - y0, self.shape[2])
+        return out
 
 
 def open_source(source: str | os.PathLike) -> Source:
