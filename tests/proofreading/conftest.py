@@ -89,3 +89,9 @@ def gala_copy(gala_annotated, tmp_path):
     lake = open_lake(dst)
     yield lake
     lake.close()
+
+
+@pytest.fixture
+def gala_builder():
+    """The builder itself, for tests that need their own catalog (e.g. PostgreSQL)."""
+    return build_gala_lake

@@ -176,3 +176,18 @@ def test_neurolake_http_versions_and_connectome(served):
     r = httpx.delete(f"{api}/versions/1", timeout=30)
     assert r.status_code == 400 and "newest valid" in r.json()["message"]
     lake.close()
+
+
+def test_http_watershed_and_create(served):
+    base, path = served
+    api = f"{base}/api/v1/datastacks/gala"
+    # the gala ground truth's background lines as the boundary map: fragments of the real neurons
+    r = httpx.post(f"{api}/segment/watershed", json={"boundary_layer": "segmentation", "output": "fragments",
+                                                     "boundary_values": [0], "min_distance": 4}, timeout=300)
+    assert r.status_code == 201, r.text
+    assert r.json()["type"] == "segmentation" and r.json()["name"] == "fragments"
+    r = httpx.post(f"{api}/segment/watershed", json={"boundary_layer": "nope"}, timeout=60)
+    assert r.status_code == 404
+    # the datastack already has a proofreadable segmentation: 409 unless overwrite
+    r = httpx.post(f"{api}/segmentation", json={"layer": "fragments"}, timeout=60)
+    assert r.status_code == 409 and r.json()["error"] == "already_exists"

@@ -152,3 +152,27 @@ def test_expires_on_and_cli(gala_copy):
     import pandas as pd
 
     assert len(pd.read_parquet(out)) == get_table(lake, "gala", "synapses").count()
+
+
+def test_versions_on_postgres(gala_builder, tmp_path, new_pg_database):
+    from neurolake import open_lake
+
+    built = gala_builder(tmp_path / "pg", database_url=new_pg_database())
+    lake = open_lake(built["path"])
+    try:
+        assert lake.catalog.url.startswith("postgresql")
+        seg = segmentation(lake, "gala")
+        v1 = query_version(lake, "gala", 1, "synapses")
+        a, b = int(v1["pre_pt_supervoxel_id"].iloc[0]), int(v1["post_pt_supervoxel_id"].iloc[0])
+        (merged,) = seg.merge(a, b, author="pg")["new_roots"]
+        time.sleep(0.01)
+        assert materialize(lake, "gala")["version"] == 2
+        assert query_version(lake, "gala", 1, "synapses").equals(v1)
+        d2 = query_version(lake, "gala", 2, "synapses", filter_in={"pre_pt_root_id": [merged]})
+        assert len(d2) >= 1
+        expire(lake, "gala", 1)
+        with pytest.raises(VersionExpired):
+            query_version(lake, "gala", 1, "synapses")
+        assert [v["version"] for v in versions(lake, "gala")] == [2]
+    finally:
+        lake.close()

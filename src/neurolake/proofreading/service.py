@@ -186,6 +186,7 @@ def create_segmentation(lake, datastack: str, *, layer: str | None = None, super
                                                 "boundary_layer": boundary_layer},
                   params={"agglomeration": agglomeration, "threshold": threshold}, user=author,
                   supervoxels=int(len(sv_ids)), edges=int(len(ea)), roots=n_roots)
+    old_base = None
     with lake.catalog.session() as s:
         dsid = _ds_id(s, datastack)
         old = s.scalar(select(SegmentationGraph).where(SegmentationGraph.datastack_id == dsid))
@@ -193,11 +194,16 @@ def create_segmentation(lake, datastack: str, *, layer: str | None = None, super
             if not overwrite:
                 raise AlreadyExists(f"datastack {datastack!r} already has a proofreadable segmentation",
                                     datastack=datastack)
+            old_base = old.base_path
             s.delete(old)
             s.flush()
         s.add(SegmentationGraph(datastack_id=dsid, layer=layer, base_path=str(rel), agglomeration=agglomeration,
                                 n_supervoxels=len(sv_ids), n_edges=len(ea), root_base=ROOT_BASE,
                                 next_root=ROOT_BASE + n_roots, last_seq=0, created=utcnow(), provenance=prov))
+    if old_base and old_base != str(rel):
+        import shutil
+
+        shutil.rmtree(lake.root / old_base, ignore_errors=True)  # the replaced graph's base files
     return Segmentation(lake, datastack)
 
 
@@ -422,12 +428,13 @@ class Segmentation:
         ids = _ids(supervoxel_ids, "supervoxel_ids")
         ts = to_timestamp(timestamp)
         st = self.state()
-        seq = st.seq_at(ts)
-        bg = ids == 0
-        idx = st.index(ids, missing="mask" if (unknown == "zero" or bg.any()) else "error")
-        if unknown != "zero" and ((idx < 0) & ~bg).any():
-            st.index(ids[~bg])  # raises NotFound naming the unknown ids
-        return st.roots_of_indices(idx, None if seq >= st.seq else seq)
+        with st.lock:
+            seq = st.seq_at(ts)
+            bg = ids == 0
+            idx = st.index(ids, missing="mask" if (unknown == "zero" or bg.any()) else "error")
+            if unknown != "zero" and ((idx < 0) & ~bg).any():
+                st.index(ids[~bg])  # raises NotFound naming the unknown ids
+            return st.roots_of_indices(idx, None if seq >= st.seq else seq)
 
     def get_root(self, supervoxel_id: int, timestamp: Any = None) -> int:
         return int(self.get_roots([supervoxel_id], timestamp)[0])
@@ -439,7 +446,8 @@ class Segmentation:
         box intersects it (needs a graph built from a layer). Raises NotFound, InvalidArgument.
         """
         st = self.state()
-        members = st.members(int(root_id))
+        with st.lock:
+            members = st.members(int(root_id))
         if bounds is not None:
             if st.bbox is None:
                 raise InvalidArgument("bounds need supervoxel bounding boxes; this segmentation was not built "

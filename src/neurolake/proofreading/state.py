@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -94,6 +95,7 @@ class GraphState:
         self.op_ts: list[dt.datetime] = [created]  # op_ts[s] = time of operation s (0 = creation)
         self._hist: list[tuple[int, np.ndarray, int]] = []  # (seq, sv indices, new root)
         self._hist_index: tuple | None = None
+        self.lock = threading.RLock()  # readers hold it so they never see an operation half applied
 
     # -- ids ----------------------------------------------------------------------------------------
     def index(self, sv_ids, field_name: str = "supervoxel_ids", missing: str = "error") -> np.ndarray:
@@ -311,6 +313,10 @@ class GraphState:
 
     def apply(self, plan: Plan, seq: int, ts: dt.datetime, new_roots: list[int]) -> None:
         """Make ``plan`` the current state as operation ``seq`` at ``ts`` with the given new root ids."""
+        with self.lock:
+            self._apply(plan, seq, ts, new_roots)
+
+    def _apply(self, plan: Plan, seq: int, ts: dt.datetime, new_roots: list[int]) -> None:
         if seq != self.seq + 1:
             raise CorruptData(f"operation {seq} applied after {self.seq}", seq=seq)
         if len(new_roots) != len(plan.components):

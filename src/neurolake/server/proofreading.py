@@ -2,7 +2,8 @@
 
 Under ``/api/v1/datastacks/{ds}/``:
 
-- ``segmentation`` (GET info, POST create), ``segmentation/merge``, ``segmentation/split``,
+- ``segment/watershed`` (POST: a supervoxel layer from a boundary map), ``segmentation`` (GET info,
+  POST create), ``segmentation/merge``, ``segmentation/split``,
   ``segmentation/operations`` (log), ``segmentation/operations/{op}`` (+ ``/undo``, ``/redo``),
   ``segmentation/rollback``; lookups ``segmentation/roots`` (``?supervoxels=1,2&timestamp=``),
   ``segmentation/roots/{root}`` (info), ``…/leaves``, ``…/latest``, ``…/lineage``;
@@ -73,6 +74,15 @@ class RollbackBody(BaseModel):
     user: str = Field(..., description="whose edits to revert")
     since: str = Field(..., description="ISO-8601 time or unix seconds")
     author: str | None = None
+
+
+class WatershedBody(BaseModel):
+    boundary_layer: str = Field(..., description="boundary map (image) or label layer")
+    output: str = Field("supervoxels", description="name of the new supervoxel layer")
+    boundary_values: list[int] | None = Field(None, description="label values meaning boundary")
+    threshold: float = 0.5
+    min_distance: int = 8
+    overwrite: bool = False
 
 
 class MaterializeBody(BaseModel):
@@ -196,6 +206,16 @@ def seg_cutout(datastack: str, x: str, y: str, z: str, request: Request, mip: in
     return Response(buf.getvalue(), media_type="application/npz",
                     headers={"X-Neurolake-Dtype": "uint64", "X-Neurolake-Shape": ",".join(map(str, arr.shape)),
                              "X-Neurolake-Axes": "z,y,x"})
+
+
+@router.post("/segment/watershed", status_code=201,
+             summary="Supervoxels by per-section seeded watershed of a boundary map (runs to completion)")
+def seg_watershed(datastack: str, body: WatershedBody, lake: Lake = Depends(get_lake)) -> dict:
+    from neurolake.segment import watershed_layer
+
+    la = watershed_layer(lake, datastack, body.boundary_layer, body.output, boundary_values=body.boundary_values,
+                         threshold=body.threshold, min_distance=body.min_distance, overwrite=body.overwrite)
+    return la.info()
 
 
 # -- materialization -------------------------------------------------------------------------------
