@@ -282,7 +282,7 @@ def viewer_layers(lake: Any, datastack: str, origin: str) -> list[dict[str, Any]
         entry: dict[str, Any] = {
             "type": "annotation", "name": name,
             "source": f"precomputed://{origin.rstrip('/')}/precomputed/{datastack}/annotations/{name}",
-            "annotationColor": "#ffff00" if t.schema.name == "synapse" else "#00ffff",
+            "annotationColor": "#ff00ff" if t.schema.name == "synapse" else "#00ffff",
         }
         if t.segmentation_layer:
             rels = ["pre_segment", "post_segment"] if t.schema.name == "synapse" else (

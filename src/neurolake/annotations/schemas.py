@@ -259,11 +259,13 @@ def validate(df: pd.DataFrame, schema: Schema, properties: dict[str, str] | None
     raises.
     """
     if isinstance(df, pa.Table):
-        df = df.to_pandas()
+        df = df.to_pandas(split_blocks=True)  # no block consolidation copy
     if not isinstance(df, pd.DataFrame):
         raise InvalidArgument(f"rows must be a pandas DataFrame or Arrow table, got {type(df).__name__}",
                               field="rows")
-    df = _split_point_lists(df.reset_index(drop=True), schema)
+    if not (isinstance(df.index, pd.RangeIndex) and df.index.start == 0 and df.index.step == 1):
+        df = df.reset_index(drop=True)
+    df = _split_point_lists(df, schema)
     props = properties or {}
     target = arrow_schema(schema, props)
     allowed = user_columns(schema, props)

@@ -85,20 +85,43 @@ def _as_utc_ts(value: Any, what: str = "timestamp") -> dt.datetime:
     return ts if ts.tzinfo else ts.replace(tzinfo=dt.UTC)
 
 
+def _spread3(v: np.ndarray) -> np.ndarray:
+    """Spread the low 10 bits of ``v`` so that bit i moves to bit 3i (uint64)."""
+    v = v & np.uint64(0x3FF)
+    v = (v | (v << np.uint64(16))) & np.uint64(0x030000FF)
+    v = (v | (v << np.uint64(8))) & np.uint64(0x0300F00F)
+    v = (v | (v << np.uint64(4))) & np.uint64(0x030C30C3)
+    v = (v | (v << np.uint64(2))) & np.uint64(0x09249249)
+    return v
+
+
 def morton_key(points: np.ndarray, bits: int = 10) -> np.ndarray:
-    """Z-order key of (N, 3) x, y, z positions normalised to their own bounding box (``bits`` per axis)."""
+    """Z-order (Morton) key of (N, 3) x, y, z positions normalised to their own bounding box, 10 bits
+    per axis (a 1024³ grid); NaN positions sort as 0."""
     n = len(points)
     if n == 0:
         return np.zeros(0, dtype=np.uint64)
-    pts = np.nan_to_num(points.astype(np.float64), nan=0.0)
+    pts = np.nan_to_num(np.asarray(points, dtype=np.float64), nan=0.0)
     lo, hi = pts.min(axis=0), pts.max(axis=0)
     span = np.where(hi > lo, hi - lo, 1.0)
-    q = ((pts - lo) / span * ((1 << bits) - 1)).astype(np.uint64)
-    key = np.zeros(n, dtype=np.uint64)
-    for b in range(bits):
-        for a in range(3):
-            key |= ((q[:, a] >> np.uint64(b)) & np.uint64(1)) << np.uint64(3 * b + a)
-    return key
+    q = ((pts - lo) * (1023.0 / span)).astype(np.uint64)
+    return _spread3(q[:, 0]) | (_spread3(q[:, 1]) << np.uint64(1)) | (_spread3(q[:, 2]) << np.uint64(2))
+
+
+def _take(tab: pa.Table, order: np.ndarray) -> pa.Table:
+    """``tab.take(order)``, fast for the common columns: all-null ones are kept, numeric ones without
+    nulls are gathered with numpy."""
+    cols = []
+    for f in tab.schema:
+        c = tab.column(f.name)
+        if c.null_count == len(c) or (pa.types.is_timestamp(f.type) and c.null_count == 0 and len(c) and
+                                      f.name == "created"):
+            cols.append(c)  # all-null, or the constant commit time
+        elif c.null_count == 0 and (pa.types.is_floating(f.type) or pa.types.is_integer(f.type)):
+            cols.append(pa.array(c.to_numpy()[order], f.type))
+        else:
+            cols.append(pc.take(c, pa.array(order)))
+    return pa.Table.from_arrays(cols, schema=tab.schema)
 
 
 class Table:
@@ -312,14 +335,14 @@ class Table:
         primary = self.schema.primary
         pos = self._positions(out, primary)
         if len(out) > 1 and not np.isnan(pos).all():
-            out = out.take(pa.array(np.argsort(morton_key(pos), kind="stable")))
+            out = _take(out, np.argsort(morton_key(pos), kind="stable"))
         return out
 
     def _commit(self, data: Any, action: str, **info: Any) -> None:
         props = CommitProperties(custom_metadata={"neurolake_action": action,
                                                   **{f"neurolake_{k}": str(v) for k, v in info.items()}})
         write_deltalake(str(self.path), data, mode="append", commit_properties=props,
-                        writer_properties=WriterProperties(max_row_group_size=ROW_GROUP_ROWS, compression="ZSTD"))
+                        writer_properties=WriterProperties(max_row_group_size=ROW_GROUP_ROWS, compression="LZ4_RAW"))
 
     def append(self, rows: Any, *, author: str | None = None, bind: bool = True) -> np.ndarray:
         """Insert a batch of new annotations as one Delta commit; returns their ids (uint64 array).
@@ -484,7 +507,7 @@ class Table:
                                                   **{f"neurolake_{k}": str(v) for k, v in info.items()}})
         d = self.delta()
         m = d.merge(source, predicate="t.id = s.id", source_alias="s", target_alias="t", commit_properties=props,
-                    writer_properties=WriterProperties(max_row_group_size=ROW_GROUP_ROWS, compression="ZSTD"))
+                    writer_properties=WriterProperties(max_row_group_size=ROW_GROUP_ROWS, compression="LZ4_RAW"))
         upd = {"deleted": "s.deleted"}
         if "superceded_id" in source.column_names:
             upd["superceded_id"] = "s.superceded_id"

@@ -82,6 +82,9 @@ def viewer_state(lake: Lake, datastack: str, origin: str, layout: str = "4panel"
         if la.layer_type == "segmentation":
             entry["selectedAlpha"] = 0.3  # keep the EM readable under the segment colours
         ng_layers.append(entry)
+    from neurolake.annotations.precomputed import viewer_layers  # annotation tables, e.g. synapses (issue 4)
+
+    ng_layers += viewer_layers(lake, datastack, origin)
     return {"dimensions": {"x": [vx * 1e-9, "m"], "y": [vy * 1e-9, "m"], "z": [vz * 1e-9, "m"]},
             "position": centre, "crossSectionScale": max(1.0, max(sizes[0][:2]) / 1024), "projectionScale": 2048,
             "layers": ng_layers, "selectedLayer": {"layer": ng_layers[0]["name"] if ng_layers else None},
