@@ -341,3 +341,29 @@ def test_postgres_catalog_edits_and_conflicts(gala_template, tmp_path, new_pg_da
     finally:
         lake.close()
     shutil.rmtree(tmp_path / "pglake", ignore_errors=True)
+
+
+def test_mapping_agglomeration_joins_objects_the_rag_does_not_connect(gala):
+    lake, _ = gala
+    a, b, rag = _adjacent_pair(lake)
+    ids = np.unique(np.concatenate([rag.sv_a, rag.sv_b]))
+    # a neuron not adjacent to a: same object as a in the mapping
+    neigh = {int(y) for x, y in zip(rag.sv_a, rag.sv_b, strict=True) if int(x) == a}
+    neigh |= {int(x) for x, y in zip(rag.sv_a, rag.sv_b, strict=True) if int(y) == a}
+    far = int(next(i for i in ids if int(i) != a and int(i) not in neigh))
+    mapping = {int(i): int(i) for i in ids}
+    mapping[far] = a  # object "a" = {a, far}
+    mapping[b] = a  # and b, adjacent to a
+    seg = create_segmentation(lake, "gala", layer="segmentation", mapping=mapping, overwrite=True)
+    assert seg.info()["agglomeration"] == "mapping"
+    r = seg.get_roots([a, b, far])
+    assert len(set(r.tolist())) == 1
+    assert sorted(seg.get_leaves(r[0]).tolist()) == sorted([a, b, far])
+    # the joining edge has affinity 0: a split between far and a cuts it, not the real contact a-b
+    op = seg.split([far], [a], author="t")
+    ra, rb, rf = seg.get_roots([a, b, far])
+    assert ra == rb != rf
+    cut = seg.operation(op["operation_id"])["edges"]
+    assert [e["affinity"] for e in cut] == [0.0]
+    # overwrite replaced the old graph (its base files are gone)
+    assert len(list((lake.root / "datastacks" / "gala" / "proofreading").glob("base-*"))) == 1

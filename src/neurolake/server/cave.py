@@ -14,6 +14,7 @@ Routers only translate: storage and logic live in ``neurolake.proofreading`` and
 from __future__ import annotations
 
 import json
+import zlib
 from typing import Any
 
 import numpy as np
@@ -72,7 +73,7 @@ def _datastack_info(lake: Lake, ds: str, base: str) -> dict[str, Any]:
     soma = next((n for n, s in tables if s == "nucleus"), None)
     return {
         "datastack": ds, "name": ds, "description": d["description"],
-        "aligned_volume": {"name": ds, "id": abs(hash(ds)) % 100000 + 1, "description": d["description"],
+        "aligned_volume": {"name": ds, "id": zlib.crc32(ds.encode()) % 100000 + 1, "description": d["description"],
                            "image_source": f"precomputed://{base}/precomputed/{ds}/{image}" if image else None,
                            "display_name": ds},
         "segmentation_source": f"graphene://{base}/segmentation/table/{ds}",
@@ -181,7 +182,7 @@ def _table_meta(lake: Lake, ds: str, version: int, table: str) -> dict:
     return {"table_name": table, "schema": t["schema"], "schema_type": t["schema"], "description": t["description"],
             "reference_table": None, "voxel_resolution_x": vx, "voxel_resolution_y": vy, "voxel_resolution_z": vz,
             "voxel_resolution": [vx, vy, vz], "valid": True, "aligned_volume": ds, "created": _cave_ts(v["time_stamp"]),
-            "row_count": t["rows"], "segmentation_source": None, "id": abs(hash((ds, table))) % 100000,
+            "row_count": t["rows"], "segmentation_source": None, "id": zlib.crc32(f"{ds}/{table}".encode()) % 100000,
             "annotation_table": table, "datastack": ds, "version": v["version"]}
 
 
