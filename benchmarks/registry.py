@@ -100,7 +100,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=10_000_000)
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--grants", type=int, default=300)
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
 
     import duckdb
@@ -207,14 +207,14 @@ def main() -> None:
             pass
         a = con.execute(q, [local]).fetchall()
         b = con.execute(q, [url]).fetchall()
-        assert a == b, (a, b)
+        assert _same(a[0], b[0]), (a, b)
 
         def pl_query(src):
             return pl.scan_parquet(src).select(pl.len(), pl.col("size_nm3").sum(), pl.col("distance_to_soma_nm").sum(),
                                                pl.col("root_id").sum(), pl.col("bouton_id").sum(),
                                                pl.col("cell_type").n_unique()).collect()
 
-        assert pl_query(local).equals(pl_query(url))
+        assert _same(pl_query(local).row(0), pl_query(url).row(0))
         size = res["parquet_bytes"]
         for engine, fn in (("duckdb", lambda s: con.execute(q, [s]).fetchall()), ("polars", pl_query)):
             tl = median([_t(fn, local) for _ in range(args.repeat)])
@@ -234,6 +234,14 @@ def main() -> None:
         server.stop()
     lines += ["", f"Machine: {os.cpu_count()} CPUs shared with other work; server and client on the same host."]
     write_results("registry", res, lines)
+
+
+def _same(a, b) -> bool:
+    """Equal rows; float sums may differ in the last digits (summation order of parallel scans)."""
+    import math
+
+    return len(a) == len(b) and all(math.isclose(x, y, rel_tol=1e-9) if isinstance(x, float) else x == y
+                                    for x, y in zip(a, b))
 
 
 def _t(fn, arg) -> float:

@@ -102,8 +102,9 @@ class Quotas:
                     user=p.name, quota=what, limit=limit, usage=u[what], period_s=lim["period_s"],
                     reset=u["reset"], retry_after_s=max(1, int(u["reset_in_s"] + 0.999)))
 
-    def add(self, p: Principal, requests: int = 0, nbytes: int = 0) -> None:
-        """Count ``requests`` and ``nbytes`` served to ``p`` in the current window."""
+    def add(self, p: Principal, requests: int = 0, nbytes: int = 0, flush: bool = True) -> bool:
+        """Count ``requests`` and ``nbytes`` served to ``p`` in the current window. Returns whether a
+        flush is due; with ``flush=False`` the caller runs :meth:`flush` (e.g. off the event loop)."""
         period = self.limits(p)["period_s"]
         key = (p.name, self._window(period), period)
         with self._lock:
@@ -111,8 +112,16 @@ class Quotas:
             c[0] += requests
             c[1] += nbytes
             due = time.monotonic() - self._last_flush >= self.flush_interval
-        if due:
+        if due and flush:
             self.flush()
+        return due
+
+    def needs_io(self, p: Principal) -> bool:
+        """Whether :meth:`check` may touch the catalog (limits set and the window's base not loaded)."""
+        lim = self.limits(p)
+        if not lim["bytes"] and not lim["requests"]:
+            return False
+        return (p.name, self._window(lim["period_s"])) not in self._base
 
     def flush(self) -> None:
         """Write pending counters to the catalog and refresh the cached totals."""
