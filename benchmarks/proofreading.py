@@ -139,7 +139,7 @@ def main() -> None:
         t = time.perf_counter()
         seg.get_roots(q, timestamp=past)
         dt_past = time.perf_counter() - t
-        # the same lookups through the general path (binary search), as for non-contiguous supervoxel ids
+        # the same lookups through the general path (hash index), as for non-contiguous supervoxel ids
         st.dense = False
         t = time.perf_counter()
         assert (seg.get_roots(q) == roots_now).all()
@@ -148,7 +148,7 @@ def main() -> None:
         res["get_roots_per_s"] = {"latest": args.lookups / dt_now, "latest_sparse_ids": args.lookups / dt_sparse,
                                   "past": args.lookups / dt_past, "target": 1e6}
         print(f"get_roots: {args.lookups / dt_now:,.0f} /s at the latest time (contiguous ids; "
-              f"{args.lookups / dt_sparse:,.0f} /s through the binary-search path for arbitrary ids), "
+              f"{args.lookups / dt_sparse:,.0f} /s through the general path for arbitrary ids), "
               f"{args.lookups / dt_past:,.0f} /s at a past time (target >= 1,000,000/s)")
 
         # -- baselines ------------------------------------------------------------------------------
@@ -257,7 +257,7 @@ def main() -> None:
           f"{res.get('baseline_split_ms', {}).get('p99', float('nan')):.1f} (networkx minimum_cut) | p99 < 500 |",
           f"| get_roots /s (latest) | {res['get_roots_per_s']['latest']:,.0f} | "
           f"{res.get('baseline_get_roots_per_s', float('nan')):,.0f} (dict) | >= 1,000,000 |",
-          f"| get_roots /s (latest, binary-search path for arbitrary ids) | "
+          f"| get_roots /s (latest, general path for arbitrary ids) | "
           f"{res['get_roots_per_s']['latest_sparse_ids']:,.0f} | | >= 1,000,000 |",
           f"| get_roots /s (past timestamp) | {res['get_roots_per_s']['past']:,.0f} | | |"]
     if "materialize" in res:

@@ -64,6 +64,7 @@ class GraphState:
         n = self.n = len(self.sv_ids)
         self.first = int(self.sv_ids[0]) if n else 0
         self.dense = bool(n) and int(self.sv_ids[-1]) - self.first + 1 == n
+        self._hash_index = None
         self.base_root = np.ascontiguousarray(base_root, dtype=np.uint64)
         self.cur_root = self.base_root.copy()
         self.bbox = bbox  # (N, 6) x0, x1, y0, y1, z0, z1 voxels at mip 0 (half-open) or None
@@ -115,6 +116,16 @@ class GraphState:
         if self.n == 0:
             pos = np.zeros(len(ids), dtype=np.int64)
             ok = np.zeros(len(ids), dtype=bool)
+        elif len(ids) >= 4096:
+            # many ids: a hash table over the sorted ids (pandas' khash index, built once), several
+            # times faster than a binary search per id on large graphs
+            if self._hash_index is None:
+                import pandas as pd
+
+                self._hash_index = pd.Index(self.sv_ids)
+            pos = self._hash_index.get_indexer(ids).astype(np.int64)
+            ok = pos >= 0
+            pos = np.where(ok, pos, 0)
         else:
             pos = np.searchsorted(self.sv_ids, ids)
             np.minimum(pos, self.n - 1, out=pos)
