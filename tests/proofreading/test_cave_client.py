@@ -55,6 +55,12 @@ def test_info_and_materialization_through_caveclient(client, served):
     sub = client.materialize.query_table("synapses", filter_equal_dict={"pre_pt_root_id": r},
                                          select_columns=["id", "pre_pt_root_id", "size"], limit=3)
     assert len(sub) <= 3 and set(sub["pre_pt_root_id"].astype("uint64")) == {r}
+    big = client.materialize.query_table("synapses", filter_greater_equal_dict={"size": 100.0},
+                                         filter_less_dict={"size": 150.0}, filter_out_dict={"pre_pt_root_id": [r]})
+    sel = ours[(ours["size"] >= 100) & (ours["size"] < 150) & (ours["pre_pt_root_id"] != r)]
+    assert len(big) == len(sel) > 0
+    sp = client.materialize.query_table("synapses", filter_spatial_dict={"ctr_pt_position": [[0, 0, 0], [100, 100, 25]]})
+    assert len(sp) == int(((ours["ctr_pt_position_x"] < 100) & (ours["ctr_pt_position_z"] < 25)).sum())
     ct = client.materialize.query_table("cell_types", filter_in_dict={"cell_type": ["large"]})
     assert len(ct) and set(ct["cell_type"]) == {"large"}
     lake.close()

@@ -315,7 +315,8 @@ def _table_file(lake, datastack: str, version: int, table: str) -> tuple[dict, P
 
 def filter_expression(schema: pa.Schema, filter_in: dict | None = None, filter_equal: dict | None = None,
                       filter_not_in: dict | None = None, filter_greater: dict | None = None,
-                      filter_less: dict | None = None, filter_spatial: dict | None = None, table: str = ""):
+                      filter_less: dict | None = None, filter_spatial: dict | None = None, table: str = "",
+                      filter_greater_equal: dict | None = None, filter_less_equal: dict | None = None):
     """A pyarrow filter from CAVE-style filter dicts ``{column: value(s)}``; ``filter_spatial`` is
     ``{point: [[x0, y0, z0], [x1, y1, z1]]}`` in stored voxels (half-open). Raises InvalidArgument."""
     names = schema.names
@@ -352,6 +353,12 @@ def filter_expression(schema: pa.Schema, filter_in: dict | None = None, filter_e
     for c, v in (filter_less or {}).items():
         f, typ = col(c)
         conj(f < lit(v, typ)[0])
+    for c, v in (filter_greater_equal or {}).items():
+        f, typ = col(c)
+        conj(f >= lit(v, typ)[0])
+    for c, v in (filter_less_equal or {}).items():
+        f, typ = col(c)
+        conj(f <= lit(v, typ)[0])
     for point, box in (filter_spatial or {}).items():
         try:
             lo, hi = np.asarray(box[0], float), np.asarray(box[1], float)
@@ -368,7 +375,8 @@ def filter_expression(schema: pa.Schema, filter_in: dict | None = None, filter_e
 def query_version(lake, datastack: str, version: int | None, table: str, *, filter_in: dict | None = None,
                   filter_equal: dict | None = None, filter_not_in: dict | None = None,
                   filter_greater: dict | None = None, filter_less: dict | None = None,
-                  filter_spatial: dict | None = None, columns: list[str] | None = None, offset: int = 0,
+                  filter_spatial: dict | None = None, filter_greater_equal: dict | None = None,
+                  filter_less_equal: dict | None = None, columns: list[str] | None = None, offset: int = 0,
                   limit: int | None = None, output: str = "pandas"):
     """Rows of ``table`` in materialization ``version`` (None = newest valid), sorted by id.
 
@@ -378,7 +386,7 @@ def query_version(lake, datastack: str, version: int | None, table: str, *, filt
     v, path = _table_file(lake, datastack, version, table)
     ds = pads.dataset(path, format="parquet")
     expr = filter_expression(ds.schema, filter_in, filter_equal, filter_not_in, filter_greater, filter_less,
-                             filter_spatial, table)
+                             filter_spatial, table, filter_greater_equal, filter_less_equal)
     if columns is not None:
         bad = [c for c in columns if c not in ds.schema.names]
         if bad:

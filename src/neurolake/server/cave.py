@@ -198,17 +198,16 @@ def _table_filters(body: dict, table: str) -> dict[str, Any]:
     spatial = pick("filter_spatial_dict")
     if spatial:
         spatial = {k[:-len("_position")] if k.endswith("_position") else k: v for k, v in spatial.items()}
-    greater = {**(pick("filter_greater_dict") or {}), **(pick("filter_greater_equal_dict") or {})}
-    less = {**(pick("filter_less_dict") or {}), **(pick("filter_less_equal_dict") or {})}
-    if pick("filter_greater_equal_dict") or pick("filter_less_equal_dict") or pick("filter_regex_dict"):
-        raise InvalidArgument("filter_greater_equal_dict, filter_less_equal_dict and filter_regex_dict are not "
-                              "supported by neurolake; use filter_greater_dict / filter_less_dict", field="filters")
+    if pick("filter_regex_dict"):
+        raise InvalidArgument("filter_regex_dict is not supported by neurolake; use filter_in_dict / "
+                              "filter_equal_dict", field="filter_regex_dict")
     cols = body.get("select_columns")
     if isinstance(body.get("select_column_map"), dict):
         cols = body["select_column_map"].get(table)
     return {"filter_in": pick("filter_in_dict"), "filter_equal": pick("filter_equal_dict"),
-            "filter_not_in": pick("filter_notin_dict"), "filter_greater": greater or None,
-            "filter_less": less or None, "filter_spatial": spatial, "columns": cols,
+            "filter_not_in": pick("filter_notin_dict"), "filter_greater": pick("filter_greater_dict"),
+            "filter_less": pick("filter_less_dict"), "filter_greater_equal": pick("filter_greater_equal_dict"),
+            "filter_less_equal": pick("filter_less_equal_dict"), "filter_spatial": spatial, "columns": cols,
             "offset": int(body.get("offset") or 0), "limit": body.get("limit")}
 
 
@@ -251,6 +250,7 @@ async def mat_query(datastack: str, version: int, table: str, request: Request,
     tab = await run_in_threadpool(lambda: query_version(
         lake, datastack, version, table, filter_in=f["filter_in"], filter_equal=f["filter_equal"],
         filter_not_in=f["filter_not_in"], filter_greater=f["filter_greater"], filter_less=f["filter_less"],
+        filter_greater_equal=f["filter_greater_equal"], filter_less_equal=f["filter_less_equal"],
         filter_spatial=f["filter_spatial"], columns=f["columns"], offset=f["offset"], limit=f["limit"],
         output="arrow"))
     meta = v["tables"].get(table, {})
