@@ -109,6 +109,10 @@ def example_urls(base: str) -> list[tuple[str, str]]:
         ("labels as colours", f"{base}/ocp/ca/gerhard2013/labels/xy/0/0,1024/0,1024/10/"),
         ("mip 2 PNG", f"{base}/ocp/ca/gerhard2013/image/xy/2/0,256/0,256/10/"),
         ("layer metadata", f"{base}/api/v1/datastacks/gerhard2013/layers/image"),
+        ("proofread roots", f"{base}/ocp/ca/gerhard2013/supervoxels/xy/0/0,1024/0,1024/10/?roots=true"),
+        ("edit log", f"{base}/api/v1/datastacks/gerhard2013/segmentation/operations"),
+        ("versions", f"{base}/api/v1/datastacks/gerhard2013/versions"),
+        ("CAVE datastack", f"{base}/info/api/v2/datastack/full/gerhard2013"),
         ("API docs", f"{base}/docs"),
         # serving (issue 3)
         ("Neuroglancer viewer", f"{base}/viewer/gerhard2013"),

@@ -49,7 +49,7 @@ def demo_step(lake, say: Callable[[str], None]) -> None:
             say(f"{ds}/supervoxels: seeded watershed written ({lake.layer(ds, 'supervoxels')!r})")
         if not has_segmentation(lake, ds):
             seg = create_segmentation(lake, ds, layer="supervoxels", boundary_layer="membrane",
-                                      agglomeration="threshold", threshold=0.5)
+                                      agglomeration="threshold", threshold=0.7)
             info = seg.info()
             say(f"{ds}: proofreadable ({info['supervoxels']} supervoxels, {info['edges']} edges, "
                 f"{info['provenance'].get('roots')} roots)")
