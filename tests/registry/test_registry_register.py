@@ -262,3 +262,15 @@ def test_registry_postgres(new_pg_database, tmp_path, feature_files):
         assert Quotas(lake).usage(p)["bytes"] == 1000
     finally:
         lake.close()
+
+
+def test_registry_expired_materialization_warns(reg_lake, feature_files):
+    from neurolake.materialize import expire, materialize
+
+    v1 = materialize(reg_lake, "hemibrain", tables=[])["version"]
+    materialize(reg_lake, "hemibrain", tables=[])
+    expire(reg_lake, "hemibrain", v1)
+    e = FeatureRegistry(reg_lake).register(name="cell_types", datastack="hemibrain",
+                                           location=str(feature_files["cell_types"]), materialization_version=v1)
+    assert e["materialization_version"] == v1
+    assert e["warnings"] == [f"materialization version {v1} of datastack 'hemibrain' is expired"]
