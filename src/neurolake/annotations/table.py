@@ -46,7 +46,7 @@ from neurolake.errors import AlreadyExists, Conflict, InvalidArgument, NotFound,
 from neurolake.provenance import current_user
 from neurolake.volumes.spec import check_name
 
-ROW_GROUP_ROWS = 16_384
+ROW_GROUP_ROWS = 4096
 PERMISSIONS = ("PUBLIC", "GROUP", "PRIVATE")
 _locks: dict[str, threading.Lock] = {}
 _locks_guard = threading.Lock()
@@ -149,6 +149,7 @@ class Table:
         self.arrow_schema = arrow_schema(self.schema, self.properties)
         self._dt: DeltaTable | None = None
         self._dataset: tuple[int, pads.Dataset] | None = None
+        self._rg_index: tuple[int, Any] | None = None
         self._lock = _lock(self.path)
 
     def __repr__(self) -> str:
@@ -208,6 +209,16 @@ class Table:
         if self._dataset is None or self._dataset[0] != v:
             self._dataset = (v, d.to_pyarrow_dataset())
         return self._dataset[1]
+
+    def row_group_index(self):
+        """The :class:`~neurolake.annotations.spatial.RowGroupIndex` of the current version (cached)."""
+        from neurolake.annotations.spatial import RowGroupIndex
+
+        d = self.delta()
+        v = d.version()
+        if self._rg_index is None or self._rg_index[0] != v:
+            self._rg_index = (v, RowGroupIndex(d.file_uris(), self.schema.points, self.arrow_schema))
+        return self._rg_index[1]
 
     # -- writes -----------------------------------------------------------------------------------
     def _bounds_nm(self) -> np.ndarray | None:
@@ -610,7 +621,14 @@ class Table:
                                       field="columns", value=bad, allowed=names)
             cols = list(dict.fromkeys(["id", *columns]))
         try:
-            tab = self.dataset().to_table(filter=expr, columns=cols)
+            if bbox is not None:  # read only the row groups overlapping the box (Parquet statistics)
+                need = None if cols is None else list(dict.fromkeys(
+                    [*cols, "created", "deleted", *position_columns(point), *(filters or {})]))
+                tab = self.row_group_index().read(self.row_group_index().candidates(point, lo, hi), need, expr)
+                if cols is not None:
+                    tab = tab.select(cols)
+            else:
+                tab = self.dataset().to_table(filter=expr, columns=cols)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
             raise InvalidArgument(f"query on table {self.name!r} failed: {exc}", table=self.name) from exc
         if len(tab) > 1:
