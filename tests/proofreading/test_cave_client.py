@@ -197,3 +197,41 @@ def test_http_watershed_and_create(served):
     # the datastack already has a proofreadable segmentation: 409 unless overwrite
     r = httpx.post(f"{api}/segmentation", json={"layer": "fragments"}, timeout=60)
     assert r.status_code == 409 and r.json()["error"] == "already_exists"
+
+
+def test_auth_server_attributes_edits_and_checks_roles(gala_annotated, serve_lake, tmp_path):
+    """With ``--auth``: caveclient with a viewer token reads roots; its edits are refused (403); an
+    editor's edit is attributed to the editor whatever the body claims."""
+    from caveclient import CAVEclient
+
+    from neurolake.access.core import access
+
+    dst = tmp_path / "lake"
+    shutil.copytree(gala_annotated["path"], dst)
+    lake = open_lake(dst)
+    acc = access(lake)
+    acc.add_user("vera")
+    acc.grant("vera", "gala", "viewer")
+    acc.add_user("ed")
+    acc.grant("ed", "gala", "editor")
+    viewer = acc.create_token("vera")["token"]
+    editor = acc.create_token("ed")["token"]
+    syn = query_version(lake, "gala", 1, "synapses")
+    a, b = int(syn["pre_pt_supervoxel_id"].iloc[0]), int(syn["post_pt_supervoxel_id"].iloc[0])
+    lake.close()
+    base = serve_lake(dst, "--auth")
+    assert httpx.post(f"{base}/segmentation/api/v1/table/gala/roots_binary",
+                      content=np.array([a], "<u8").tobytes(), timeout=30).status_code == 401
+    client = CAVEclient("gala", server_address=base, auth_token=viewer)
+    ra, rb = client.chunkedgraph.get_roots([a, b])
+    assert client.chunkedgraph.is_latest_roots([ra]).tolist() == [True]
+    assert client.materialize.get_versions() == [1]
+    r = httpx.post(f"{base}/api/v1/datastacks/gala/segmentation/merge", json={"supervoxels": [a, b]},
+                   headers={"Authorization": f"Bearer {viewer}"}, timeout=30)
+    assert r.status_code == 403
+    r = httpx.post(f"{base}/api/v1/datastacks/gala/segmentation/merge",
+                   json={"supervoxels": [a, b], "author": "someone-else"},
+                   headers={"Authorization": f"Bearer {editor}"}, timeout=30)
+    assert r.status_code == 200, r.text
+    assert r.json()["author"] == "ed"
+    assert client.chunkedgraph.is_latest_roots([ra]).tolist() == [False]

@@ -37,7 +37,8 @@ from neurolake.errors import NeurolakeError, PermissionDenied, QuotaExceeded
 
 EXEMPT = re.compile(r"^/(data/|docs$|docs/|openapi\.json$|redoc$)")
 SELF_CHECKED = re.compile(r"^/api/v1/(features|usage|audit)(/|$)")
-READ_POSTS = re.compile(r"(/query/?$|/query/|roots_binary|lineage_graph|/leaves|/api/v1/sql|/api/v1/query)")
+READ_POSTS = re.compile(r"(/query/?$|/query/|roots_binary|lineage_graph|/leaves|/api/v1/sql|/api/v1/query"
+                        r"|is_latest_roots|root_timestamps|past_id_mapping|^/segmentation/api/v1/table/[^/]+/roots$)")
 WRITE_GETS = re.compile(r"^/v1/reserve/")
 
 

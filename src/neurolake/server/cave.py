@@ -38,9 +38,12 @@ def _base(request: Request) -> str:
 
 
 def _author(request: Request, given: str | None = None) -> str | None:
-    user = getattr(request.state, "user", None)
-    name = getattr(user, "name", None) or (user if isinstance(user, str) else None)
-    return given or name or request.headers.get("X-Neurolake-User")
+    """Who edits: the authenticated user (``--auth`` servers; only an admin may name someone else),
+    else the ``author`` given in the body, else the ``X-Neurolake-User`` header, else the server's user."""
+    p = getattr(request.state, "principal", None)
+    if p is not None and not getattr(p, "local", True):
+        return given if (given and getattr(p, "is_admin", False)) else p.name
+    return given or request.headers.get("X-Neurolake-User")
 
 
 async def _json(request: Request) -> Any:
