@@ -148,6 +148,12 @@ def materialize(lake, datastack: str, timestamp: Any = None, tables: list[str] |
         seg.state().seq_at(ts)  # InvalidArgument before the segmentation existed
     base = lake.root / "datastacks" / datastack / "materializations"
     base.mkdir(parents=True, exist_ok=True)
+    for old in base.glob("tmp-*"):  # left by a materialization killed more than a day ago
+        try:
+            if old.stat().st_mtime < dt.datetime.now().timestamp() - 86400:
+                shutil.rmtree(old, ignore_errors=True)
+        except OSError:
+            pass
     tmp = base / f"tmp-{uuid.uuid4().hex[:12]}"
     tmp.mkdir()
     meta: dict[str, Any] = {}

@@ -53,6 +53,8 @@ def _axis_pairs(seg, bnd, axis: int, first: int, gap: int):
     whose second voxel lies at index >= ``first`` on that axis."""
     out = []
     n = seg.shape[axis]
+    if gap and seg.all():
+        gap = 0  # no background voxels (e.g. watershed supervoxels): nothing to bridge
     for d in range(1, gap + 2):
         if n <= d:
             break
