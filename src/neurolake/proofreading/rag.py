@@ -48,6 +48,13 @@ def _pairs(a: np.ndarray, b: np.ndarray, wa=None, wb=None):
     return lo, hi, w
 
 
+def _sl(arr: np.ndarray, axis: int, start: int, stop: int) -> np.ndarray:
+    """A view of ``arr`` restricted to ``start:stop`` along ``axis`` (no copy)."""
+    idx = [slice(None)] * arr.ndim
+    idx[axis] = slice(start, stop)
+    return arr[tuple(idx)]
+
+
 def _axis_pairs(seg, bnd, axis: int, first: int, gap: int):
     """Contacts along ``axis`` between voxels at distance 1 (and up to ``gap`` + 1 across background)
     whose second voxel lies at index >= ``first`` on that axis."""
@@ -59,14 +66,14 @@ def _axis_pairs(seg, bnd, axis: int, first: int, gap: int):
         if n <= d:
             break
         lo_idx = max(0, first - d)
-        a = np.take(seg, range(lo_idx, n - d), axis=axis)
-        b = np.take(seg, range(lo_idx + d, n), axis=axis)
-        wa = np.take(bnd, range(lo_idx, n - d), axis=axis) if bnd is not None else None
-        wb = np.take(bnd, range(lo_idx + d, n), axis=axis) if bnd is not None else None
+        a = _sl(seg, axis, lo_idx, n - d)
+        b = _sl(seg, axis, lo_idx + d, n)
+        wa = _sl(bnd, axis, lo_idx, n - d) if bnd is not None else None
+        wb = _sl(bnd, axis, lo_idx + d, n) if bnd is not None else None
         if d > 1:  # only across background: every voxel in between is 0
             between = np.ones(a.shape, bool)
             for k in range(1, d):
-                between &= np.take(seg, range(lo_idx + k, n - d + k), axis=axis) == 0
+                between &= _sl(seg, axis, lo_idx + k, n - d + k) == 0
             a = np.where(between, a, 0)
         out.append(_pairs(a, b, wa, wb))
     return out
@@ -148,8 +155,12 @@ def region_adjacency(layer, boundary=None, slab_z: int = 8, gap: int = 1) -> RAG
     if not len(lo):
         z = np.zeros(0, np.uint64)
         return RAG(svs, bbox, sizes, z, z, np.zeros(0, np.int64), np.zeros(0, np.float32))
-    pair = np.stack([lo, hi], axis=1)
-    uniq, inv = np.unique(pair, axis=0, return_inverse=True)
+    if len(hi) and int(hi.max()) < 2**32:  # one 64-bit key per pair: a much faster unique
+        key = (lo.astype(np.uint64) << np.uint64(32)) | hi.astype(np.uint64)
+        ukey, inv = np.unique(key, return_inverse=True)
+        uniq = np.stack([ukey >> np.uint64(32), ukey & np.uint64(0xFFFFFFFF)], axis=1)
+    else:
+        uniq, inv = np.unique(np.stack([lo, hi], axis=1), axis=0, return_inverse=True)
     inv = inv.ravel()
     m = len(uniq)
     area = np.bincount(inv, minlength=m)
