@@ -143,6 +143,20 @@ def test_ocp_cutout_as_root_ids(served):
     r = httpx.get(f"{base}/v1/cutout/gala/gala/segmentation/0/0:64/0:32/0:4/", params={"roots": "true"}, timeout=30)
     assert r.status_code == 200, r.text
     assert (decode(r.content, "blosc", np.uint64, svs.shape) == expect).all()
+    # precomputed volume of root ids, read by cloud-volume (now, and at a time before any edit)
+    from cloudvolume import CloudVolume
+
+    cv = CloudVolume(f"precomputed://{base}/precomputed-roots/gala/segmentation", progress=False, cache=False)
+    assert cv.dtype == np.uint64
+    got = np.asarray(cv[0:64, 0:32, 0:4])[..., 0].transpose(2, 1, 0)  # (x, y, z) -> (z, y, x)
+    assert (got == expect).all()
+    t0 = segmentation(lake, "gala").state().created.timestamp() + 1e-3
+    cv0 = CloudVolume(f"precomputed://{base}/precomputed-roots/gala/segmentation@{t0}", progress=False,
+                      cache=False)
+    got0 = np.asarray(cv0[0:64, 0:32, 0:4])[..., 0].transpose(2, 1, 0)
+    assert (got0 == seg.remap_to_roots(svs, t0)).all()
+    r = httpx.get(f"{base}/precomputed-roots/gala/nope/info", timeout=30)
+    assert r.status_code == 404
     past = httpx.get(f"{base}/ocp/ca/gala/segmentation/npz/0/0,64/0,32/0,4/",
                      params={"roots": "true", "timestamp": "2000-01-01T00:00:00Z"}, timeout=30)
     assert past.status_code == 400 and "before this segmentation" in past.json()["message"]

@@ -47,6 +47,7 @@ def create_app(lake: Lake | str | Path, max_cutout_bytes: int | None = None, aut
 
     app.include_router(cave.router)
     app.include_router(proofreading_api.router)
+    app.include_router(proofreading_api.roots_router)
 
     @app.get("/", include_in_schema=False)
     def index() -> dict:

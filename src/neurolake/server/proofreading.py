@@ -10,6 +10,9 @@ Under ``/api/v1/datastacks/{ds}/``:
   ``segmentation/cutout/{x0}:{x1}/{y0}:{y1}/{z0}:{z1}`` (npz of root ids, axes z, y, x);
 - ``versions`` (GET list, POST materialize), ``versions/{v}`` (GET, DELETE = expire),
   ``versions/{v}/tables/{table}`` (rows as JSON or Parquet), ``live/{table}`` (rows at a timestamp);
+- ``/precomputed-roots/{ds}/{layer}[@T]/`` — the supervoxel layer as a Neuroglancer precomputed
+  volume of root ids (now, or at time T = unix seconds / ISO): ``info`` and chunks
+  (compressed_segmentation), for Neuroglancer, cloud-volume and tensorstore;
 - ``connectome`` (summary), ``connectome/partners/{root}``, ``connectome/matrix``,
   ``connectome/motifs``, ``connectome/reciprocal``, ``connectome/degrees``, ``connectome/path``,
   ``connectome/edges.parquet``, ``connectome/graph.graphml``.
@@ -386,3 +389,52 @@ def con_graphml(datastack: str, synapse_table: str = "synapses", version: int | 
         p = c.to_graphml(Path(d) / "graph.graphml")
         return Response(p.read_bytes(), media_type="application/graphml+xml")
 
+
+
+# -- precomputed volumes of root ids ---------------------------------------------------------------
+roots_router = APIRouter(prefix="/precomputed-roots", tags=["proofreading"])
+_GET = ["GET", "HEAD"]
+
+
+def _roots_layer(lake: Lake, datastack: str, layer: str):
+    """``layer`` or ``layer@T`` (T = unix seconds or ISO time): the supervoxel layer and the time."""
+    from neurolake.proofreading import segmentation, to_timestamp
+
+    name, _, when = layer.partition("@")
+    la = lake.layer(datastack, name)
+    seg = segmentation(lake, datastack)
+    if seg.info()["layer"] != name:
+        raise InvalidArgument(f"layer {name!r} is not the supervoxel layer of {datastack!r}", field="layer",
+                              value=name)
+    ts = to_timestamp(when) if when else None
+    if ts is not None:
+        seg.state().seq_at(ts)  # refuses times before the segmentation existed
+    return la, seg, ts
+
+
+@roots_router.api_route("/{datastack}/{layer}/info", methods=_GET,
+                        summary="precomputed info of the supervoxel layer as root ids (layer or layer@T)")
+def roots_info(datastack: str, layer: str, request: Request, lake: Lake = Depends(get_lake)) -> Response:
+    import json
+
+    from neurolake.server.http import bytes_response
+    from neurolake.volumes import precomputed as pc
+
+    la, _, _ = _roots_layer(lake, datastack, layer)
+    doc = pc.info(la)
+    doc["data_type"] = "uint64"
+    return bytes_response(request, json.dumps(doc).encode(), "application/json")
+
+
+@roots_router.api_route("/{datastack}/{layer}/{key}/{chunk}", methods=_GET,
+                        summary="precomputed chunk of root ids (compressed_segmentation)")
+def roots_chunk(datastack: str, layer: str, key: str, chunk: str, request: Request,
+                lake: Lake = Depends(get_lake)) -> Response:
+    from neurolake.server.http import bytes_response
+    from neurolake.volumes import precomputed as pc
+
+    la, seg, ts = _roots_layer(lake, datastack, layer)
+    mip = pc.mip_of_key(la, key)
+    x, y, z = pc.parse_chunk_name(la, mip, chunk)
+    arr = seg.remap_to_roots(la.cutout(x=x, y=y, z=z, mip=mip), ts)
+    return bytes_response(request, pc.encode_chunk(arr, "compressed_segmentation"), "application/octet-stream")
