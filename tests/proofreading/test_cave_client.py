@@ -249,3 +249,53 @@ def test_auth_server_attributes_edits_and_checks_roles(gala_annotated, serve_lak
     assert r.status_code == 200, r.text
     assert r.json()["author"] == "ed"
     assert client.chunkedgraph.is_latest_roots([ra]).tolist() == [False]
+
+
+def test_neurolake_http_edit_cycle(gala_annotated, serve_lake, tmp_path):
+    dst = tmp_path / "lake"
+    shutil.copytree(gala_annotated["path"], dst)
+    lake = open_lake(dst)
+    syn = query_version(lake, "gala", 1, "synapses")
+    lake.close()
+    base = serve_lake(dst)
+    api = f"{base}/api/v1/datastacks/gala/segmentation"
+    a, b = int(syn["pre_pt_supervoxel_id"].iloc[0]), int(syn["post_pt_supervoxel_id"].iloc[0])
+    roots = httpx.get(f"{api}/roots", params={"supervoxels": f"{a},{b}"}, timeout=30).json()["root_ids"]
+    t0 = dt.datetime.now(dt.UTC).isoformat()
+    time.sleep(0.02)
+    m = httpx.post(f"{api}/merge", json={"supervoxels": [a, b], "roots": roots},
+                   headers={"X-Neurolake-User": "hdr-user"}, timeout=30).json()
+    assert m["author"] == "hdr-user" and m["old_roots"] == sorted(roots)
+    (root,) = m["new_roots"]
+    assert sorted(httpx.get(f"{api}/roots/{root}/leaves", timeout=30).json()["leaf_ids"]) == sorted([a, b])
+    s = httpx.post(f"{api}/split", json={"sources": [a], "sinks": [b], "roots": [root], "author": "ann"},
+                   timeout=30).json()
+    assert len(s["new_roots"]) == 2
+    u = httpx.post(f"{api}/operations/{s['operation_id']}/undo", json={"author": "ann"}, timeout=30)
+    assert u.status_code == 200 and u.json()["kind"] == "undo"
+    r = httpx.post(f"{api}/operations/{s['operation_id']}/redo", timeout=30)
+    assert r.status_code == 200 and r.json()["kind"] == "redo"
+    again = httpx.post(f"{api}/operations/{s['operation_id']}/redo", timeout=30)
+    assert again.status_code == 400 and "not undone" in again.json()["message"]
+    latest = httpx.get(f"{api}/roots/{roots[0]}/latest", timeout=30).json()
+    assert latest["is_latest"] is False and len(latest["latest_roots"]) >= 1
+    lin = httpx.get(f"{api}/roots/{root}/lineage", timeout=30).json()
+    assert {"source": roots[0], "target": root} in lin["links"]
+    info = httpx.get(f"{api}/roots/{root}", timeout=30).json()
+    assert info["created_by"] == m["operation_id"] and info["expired_by"] == s["operation_id"]
+    past = httpx.get(f"{api}/roots", params={"supervoxels": f"{a},{b}", "timestamp": t0}, timeout=30).json()
+    assert past["root_ids"] == roots
+    rb = httpx.post(f"{api}/rollback", json={"user": "ann", "since": t0, "author": "admin"}, timeout=30)
+    assert rb.status_code == 200 and rb.json()["kind"] == "rollback"
+    # after rolling back ann's split, undo and redo... the merge by hdr-user remains: a and b together
+    now = httpx.get(f"{api}/roots", params={"supervoxels": f"{a},{b}"}, timeout=30).json()["root_ids"]
+    assert now[0] == now[1]
+    log = httpx.get(f"{api}/operations", timeout=30).json()
+    assert [o["kind"] for o in log] == ["merge", "split", "undo", "redo", "rollback"]
+    assert httpx.get(f"{api}/operations/99", timeout=30).status_code == 404
+    bad = httpx.post(f"{api}/merge", json={"supervoxels": [a]}, timeout=30)
+    assert bad.status_code == 400
+    bad = httpx.post(f"{api}/merge", json={"supervoxels": "x"}, timeout=30)
+    assert bad.status_code == 400 and bad.json()["error"] == "invalid_argument"
+    cut = httpx.get(f"{api}/cutout/0:64/0:32/0:4", timeout=30)
+    assert cut.status_code == 200 and cut.headers["X-Neurolake-Axes"] == "z,y,x"
