@@ -76,6 +76,9 @@ class RowGroupIndex:
         def one(item):
             fi, rgs = item
             t = self._pf[fi].read_row_groups(rgs, columns=columns)
+            # files written by MERGE may carry string_view/large types: cast to the stored schema
+            t = t.select([c for c in self.schema.names if c in t.column_names])
+            t = t.cast(pa.schema([self.schema.field(c) for c in t.column_names]))
             return t.filter(filter) if filter is not None else t
 
         items = list(groups.items())
@@ -87,4 +90,4 @@ class RowGroupIndex:
         else:
             with ThreadPoolExecutor(max_workers=4) as ex:
                 parts = list(ex.map(one, items))
-        return pa.concat_tables([p.cast(p.schema) for p in parts], promote_options="permissive")
+        return pa.concat_tables(parts)

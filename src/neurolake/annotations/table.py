@@ -15,6 +15,7 @@ small Parquet row groups, so bounding-box queries skip most of the table using P
 from __future__ import annotations
 
 import datetime as dt
+import queue
 import re
 import shutil
 import threading
@@ -47,6 +48,7 @@ from neurolake.provenance import current_user
 from neurolake.volumes.spec import check_name
 
 ROW_GROUP_ROWS = 4096
+STREAM_SLICE = 262_144  # rows per pipelined batch when one append() is large
 PERMISSIONS = ("PUBLIC", "GROUP", "PRIVATE")
 _locks: dict[str, threading.Lock] = {}
 _locks_guard = threading.Lock()
@@ -365,6 +367,12 @@ class Table:
         Raises InvalidArgument (columns/values, naming rows), OutOfBounds (positions outside the
         volume), AlreadyExists (duplicate ids); on any error nothing is written.
         """
+        if isinstance(rows, pa.Table | pd.DataFrame) and len(rows) > STREAM_SLICE:
+            # large batches go through the pipelined stream (still one commit, same errors)
+            n = len(rows)
+            parts = (rows.slice(i, STREAM_SLICE) if isinstance(rows, pa.Table) else rows.iloc[i:i + STREAM_SLICE]
+                     for i in range(0, n, STREAM_SLICE))
+            return self.append_stream(parts, author=author, bind=bind)
         tab = self.prepare(rows, author=author or current_user(), bind=bind)
         return self.append_prepared(tab)
 
@@ -420,9 +428,45 @@ class Table:
                 failure.append(exc)
                 raise
 
+        def prefetched():
+            """Prepare the next batches in a thread while delta-rs encodes the current one (both
+            release the GIL in their heavy parts, so two cores work at once)."""
+            q: queue.Queue = queue.Queue(maxsize=4)
+            stop = threading.Event()
+            done = object()
+
+            def produce():
+                try:
+                    for b in gen():
+                        while not stop.is_set():
+                            try:
+                                q.put(b, timeout=0.2)
+                                break
+                            except queue.Full:
+                                continue
+                        if stop.is_set():
+                            return
+                except BaseException:  # already in ``failure``
+                    pass
+                q.put(done)
+
+            th = threading.Thread(target=produce, name="annotations-prefetch", daemon=True)
+            th.start()
+            try:
+                while True:
+                    b = q.get()
+                    if b is done:
+                        break
+                    yield b
+                if failure:
+                    raise failure[0]
+            finally:
+                stop.set()
+                th.join(timeout=30)
+
         now = utcnow()
         with self._lock:
-            reader = pa.RecordBatchReader.from_batches(schema, gen())
+            reader = pa.RecordBatchReader.from_batches(schema, prefetched())
             try:
                 self._commit(reader, "append", author=author)
             except Exception:
