@@ -116,6 +116,17 @@ def test_registry_roles_and_public_datastacks(auth_env, feature_files):
     assert r.status_code == 409  # published: immutable
 
 
+def test_registry_crawl_over_http(auth_env, feature_files):
+    base, tok = auth_env["base"], auth_env["tokens"]
+    body = {"prefix": str(feature_files["roi_counts"].parent), "datastack": "hemibrain", "dry_run": True}
+    assert httpx.post(base + "/api/v1/features/crawl", json=body, headers=_h(tok["vi"])).status_code == 403
+    r = httpx.post(base + "/api/v1/features/crawl", json=body, headers=_h(tok["ed"]))
+    assert r.status_code == 200 and len(r.json()["found"]) == 5
+    assert {x["location"] for x in r.json()["skipped"]} >= {str(feature_files["cell_types"])}
+    r = httpx.post(base + "/api/v1/features/crawl", json={"prefix": "/x"}, headers=_h(tok["ed"]))
+    assert r.status_code == 400
+
+
 def test_registry_request_quota_429(auth_env):
     base, tok = auth_env["base"], auth_env["tokens"]
     codes = [httpx.get(base + "/api/v1/features", headers=_h(tok["q"])).status_code for _ in range(7)]

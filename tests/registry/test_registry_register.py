@@ -274,3 +274,20 @@ def test_registry_expired_materialization_warns(reg_lake, feature_files):
                                            location=str(feature_files["cell_types"]), materialization_version=v1)
     assert e["materialization_version"] == v1
     assert e["warnings"] == [f"materialization version {v1} of datastack 'hemibrain' is expired"]
+
+
+def test_registry_feature_roots_restrict_locations(reg_lake, feature_files, monkeypatch, tmp_path):
+    from neurolake.errors import PermissionDenied
+
+    monkeypatch.setenv("NEUROLAKE_FEATURE_ROOTS", str(tmp_path / "elsewhere"))
+    reg = FeatureRegistry(reg_lake)
+    before = _counts(reg_lake)
+    with pytest.raises(PermissionDenied) as ei:
+        reg.register(name="cell_types", datastack="hemibrain", location=str(feature_files["cell_types"]))
+    assert ei.value.detail["field"] == "location"
+    with pytest.raises(PermissionDenied):
+        crawl(reg_lake, str(feature_files["cell_types"].parent), "hemibrain")
+    assert _counts(reg_lake) == before
+    monkeypatch.setenv("NEUROLAKE_FEATURE_ROOTS", str(feature_files["cell_types"].parent))
+    assert reg.register(name="cell_types", datastack="hemibrain",
+                        location=str(feature_files["cell_types"]))["format"] == "parquet"

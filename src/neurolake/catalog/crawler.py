@@ -134,6 +134,9 @@ def crawl(lake, prefix: str, datastack: str, *, principal: Principal | None = No
     reg = FeatureRegistry(lake, principal)
     lake.datastack(datastack)
     reg.access.require(reg.principal, datastack, "editor", "crawling into a datastack")
+    from neurolake.catalog.registry import check_allowed_root
+
+    check_allowed_root(normalize_location(prefix))
     found = find_tables(prefix)
     with lake.catalog.session() as s:
         known_locs = set(s.scalars(select(FeatureTable.location)))

@@ -299,6 +299,7 @@ class FeatureRegistry:
             if spec.get("superseded_by"):
                 self._lineage(s, ds, [spec["superseded_by"]], "superseded_by")
         location = normalize_location(spec["location"])
+        check_allowed_root(location)
         insp = fmts.inspect(location, spec.get("format"))
         schema = _merge_schema(insp.schema, spec.get("schema"), spec.get("column_descriptions"))
         declared_parts = spec.get("partition_columns")
@@ -441,6 +442,7 @@ class FeatureRegistry:
             insp = None
             if loc_changed:
                 location = normalize_location(changes.get("location") or row.location)
+                check_allowed_root(location)
                 insp = fmts.inspect(location, changes.get("format") or (row.format if "location" not in changes
                                                                         else None))
                 declared = changes.get("schema")
@@ -541,6 +543,7 @@ class FeatureRegistry:
             self.access.require(self.principal, row.datastack, "editor", "issuing signed URLs")
             tid, loc, fmt, files, fp, ds, tname = row.id, row.location, row.format, list(row.files or []), \
                 row.fingerprint, row.datastack, row.name
+        check_allowed_root(loc)
         if fmt == "parquet" and not is_s3(loc):
             self._check_unchanged(tname, loc, files)
         data = _data_files(fmt, files, fp)
@@ -584,6 +587,25 @@ class FeatureRegistry:
                 raise Conflict(f"feature table {name!r} changed since registration: {f['path']} is "
                                f"{'missing' if size is None else f'{size} bytes'} (registered {f['size']} bytes); "
                                "register a new version", table=name, path=f["path"])
+
+
+def check_allowed_root(location: str) -> None:
+    """Refuse local locations outside ``NEUROLAKE_FEATURE_ROOTS`` (``os.pathsep``-separated folders),
+    when that variable is set: a server then only describes and signs files under those folders.
+    Raises PermissionDenied."""
+    roots = [r for r in os.environ.get("NEUROLAKE_FEATURE_ROOTS", "").split(os.pathsep) if r.strip()]
+    if not roots or is_s3(location):
+        return
+    from neurolake.errors import PermissionDenied
+
+    real = os.path.realpath(location)
+    for r in roots:
+        rr = os.path.realpath(os.path.expanduser(r.strip()))
+        if real == rr or real.startswith(rr.rstrip(os.sep) + os.sep):
+            return
+    raise PermissionDenied(f"location {location!r} is outside the folders allowed for feature tables "
+                           f"(NEUROLAKE_FEATURE_ROOTS: {', '.join(roots)})", field="location", value=location,
+                           allowed=roots)
 
 
 def _hive_values(path: str) -> dict[str, str]:

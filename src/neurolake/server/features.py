@@ -50,6 +50,19 @@ async def register(request: Request, spec: dict[str, Any] = Body(...)) -> dict[s
     return await _run(_reg(request).register, spec)
 
 
+@router.post("/features/crawl", summary="Find tables under a folder or s3:// prefix and register drafts")
+async def crawl_(request: Request, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
+    from neurolake.catalog.crawler import crawl
+
+    allowed = {"prefix", "datastack", "tags", "dry_run"}
+    unknown = sorted(set(body) - allowed)
+    if unknown or not isinstance(body.get("prefix"), str) or not isinstance(body.get("datastack"), str):
+        raise InvalidArgument(f"body must be {{prefix, datastack, tags?, dry_run?}}; unknown: {unknown}",
+                              field=(unknown or ["prefix"])[0], allowed=sorted(allowed))
+    return await _run(crawl, request.app.state.lake, body["prefix"], body["datastack"],
+                      principal=principal_of(request), tags=body.get("tags"), dry_run=bool(body.get("dry_run")))
+
+
 @router.get("/features/{name}", summary="One feature table")
 async def get(request: Request, name: str, datastack: str | None = None, files: bool = False) -> dict[str, Any]:
     return await _run(_reg(request).get, name, datastack, with_files=files)
