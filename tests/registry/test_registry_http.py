@@ -288,3 +288,18 @@ def test_registry_embedded_default_no_auth(serve_lake, tmp_path, feature_files):
     n = duckdb_ext.init(duckdb.connect()).execute("select count(*) from read_parquet($1)", [g["urls"]]).fetchone()[0]
     assert n == 25397
     assert httpx.get(base + "/api/v1/usage").json()["bytes"] > 0
+    # partition values that need percent-encoding in Delta paths (space, slash, non-ASCII)
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    odd = tmp_path / "odd_delta"
+    write_deltalake(str(odd), pa.table({"n": [1, 2, 3], "side": ["a b", "c/d", "é"]}), partition_by=["side"])
+    r = httpx.post(base + "/api/v1/features", json={"name": "odd", "datastack": "hemibrain", "location": str(odd)})
+    assert r.status_code == 201, r.text
+    g = httpx.post(base + "/api/v1/features/odd/signed-urls", json={}).json()
+    got = {}
+    for f in g["files"]:
+        resp = httpx.get(f["url"])
+        assert resp.status_code == 200, f
+        got[f["partition"]["side"]] = pq.read_table(pa.BufferReader(resp.content)).column("n").to_pylist()
+    assert got == {"a b": [1], "c/d": [2], "é": [3]}

@@ -25,6 +25,7 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote
 
 from neurolake.errors import CorruptData, InvalidArgument, NotFound
 from neurolake.storage import filesystem, iceberg_properties, is_s3, lance_storage_options, storage_options
@@ -185,7 +186,9 @@ def inspect_delta(location: str, version: int | None = None) -> Inspection:
         hist = t.history(1)
     except (DeltaError, OSError, ValueError) as exc:
         raise CorruptData(f"cannot read Delta table {location!r}: {exc}", location=location, format="delta") from exc
-    files = sorted(({"path": a["path"], "size": int(a["size_bytes"])} for a in adds), key=lambda f: f["path"])
+    # add-action paths are percent-encoded (RFC 3986) relative URIs: decode them to the stored names
+    files = sorted(({"path": unquote(a["path"]), "size": int(a["size_bytes"])} for a in adds),
+                   key=lambda f: f["path"])
     rows = None
     if adds and all(a.get("num_records") is not None for a in adds):
         rows = int(sum(a["num_records"] for a in adds))
