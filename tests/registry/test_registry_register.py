@@ -50,6 +50,15 @@ def test_registry_four_formats_detected(reg_lake, feature_files):
     ev = access(reg_lake).audit_log(action="feature.register")
     assert sorted(x["target"] for x in ev) == sorted(feature_files)
     assert reg.verify("synapse_counts")["ok"]
+    # grants: Iceberg → the snapshot's data files, Lance → every file, Delta → the version's data files
+    ice = reg.signed_urls("cell_types_iceberg", base_url="http://h")
+    assert ice["urls"] and all(u.endswith(".parquet") and "/data/" in u.split("/v1/", 1)[1] for u in ice["urls"])
+    assert len(ice["urls"]) == len({f["path"] for f in reg.get("cell_types_iceberg", with_files=True)["files"]
+                                     if f.get("data")})
+    lan = reg.signed_urls("synapse_counts_lance", base_url="http://h")
+    assert len(lan["urls"]) == e["synapse_counts_lance"]["file_count"]
+    dl = reg.signed_urls("synapse_counts", base_url="http://h")
+    assert {f["partition"]["side"] for f in dl["files"]} == {"left", "right", "center", "na", "none", "unknown"}
 
 
 def test_registry_full_entry_and_declared_schema(reg_lake, feature_files):
