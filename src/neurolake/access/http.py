@@ -124,4 +124,5 @@ class AuthMiddleware:
         try:
             await self.app(scope, receive, counting_send)
         finally:
-            await anyio.to_thread.run_sync(self.quotas.add, p, 1, sent)
+            if self.quotas.add(p, 1, sent, flush=False):  # counting is in memory; the catalog write is not
+                await anyio.to_thread.run_sync(self.quotas.flush)
