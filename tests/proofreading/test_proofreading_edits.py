@@ -7,6 +7,7 @@ supervoxels, and watershed fragments of the Gerhard et al. 2013 ssTEM membrane l
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import signal
 import subprocess
@@ -367,3 +368,57 @@ def test_mapping_agglomeration_joins_objects_the_rag_does_not_connect(gala):
     assert [e["affinity"] for e in cut] == [0.0]
     # overwrite replaced the old graph (its base files are gone)
     assert len(list((lake.root / "datastacks" / "gala" / "proofreading").glob("base-*"))) == 1
+
+
+EDITOR_SCRIPT = textwrap.dedent("""
+    import json, sys
+    from neurolake import open_lake
+    from neurolake.errors import Conflict
+    from neurolake.proofreading import segmentation
+    seg = segmentation(open_lake(sys.argv[1]), "gala")
+    a, b, n, name = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+    seg.get_roots([a, b])  # load the state, then start together with the other editor
+    import time
+    time.sleep(max(0.0, float(sys.argv[6]) - time.time()))
+    ok = conflicts = 0
+    for _ in range(n):
+        ra, rb = (int(r) for r in seg.get_roots([a, b]))
+        try:
+            if ra == rb:
+                seg.split([a], [b], author=name, roots=[ra])
+            else:
+                seg.merge(a, b, author=name, roots=[ra, rb])
+            ok += 1
+        except Conflict:
+            conflicts += 1
+    print(json.dumps({"ok": ok, "conflicts": conflicts}))
+""")
+
+
+def test_two_editor_processes_hammering_one_neuron_serialise(gala, tmp_path):
+    lake, seg = gala
+    a, b, _ = _adjacent_pair(lake)
+    script = tmp_path / "editor.py"
+    script.write_text(EDITOR_SCRIPT)
+    n = 15
+    start = time.time() + 12  # both processes import, open the lake, then begin at the same moment
+    procs = [subprocess.Popen([sys.executable, str(script), str(lake.root), str(a), str(b), str(n), name,
+                               str(start)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for name in ("p1", "p2")]
+    outs = []
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-2000:]
+        outs.append(json.loads(out.strip().splitlines()[-1]))
+    ok = sum(o["ok"] for o in outs)
+    print("editor outcomes", outs)
+    assert sum(o["ok"] + o["conflicts"] for o in outs) == 2 * n
+    ops = segmentation(open_lake(lake.root), "gala").operations()
+    assert len(ops) == ok  # every accepted edit is in the log, every refused one is not
+    # serialisable: each operation was based on exactly the roots the previous one produced
+    cur = {int(r) for r in seg.get_roots([a, b], timestamp=seg.state().created)}
+    for o in ops:
+        assert set(o["old_roots"]) == cur, o
+        cur = set(o["new_roots"])
+        assert o["kind"] == ("merge" if len(o["old_roots"]) == 2 else "split")
+    assert set(seg.get_roots([a, b]).tolist()) == cur
