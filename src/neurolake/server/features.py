@@ -10,6 +10,7 @@ from typing import Any
 
 import anyio
 from fastapi import APIRouter, Body, Query, Request
+from fastapi.responses import JSONResponse
 
 from neurolake.access.core import Principal, access, local_principal
 from neurolake.catalog.registry import FeatureRegistry
@@ -95,8 +96,9 @@ async def signed_urls(request: Request, name: str, body: dict[str, Any] | None =
         raise InvalidArgument(f"unknown field(s) {unknown}; allowed: expires_in_s, datastack", field=unknown[0],
                               allowed=["expires_in_s", "datastack"])
     base = str(request.base_url).rstrip("/")
-    return await _run(_reg(request).signed_urls, name, body.get("datastack") or datastack,
-                      expires_in_s=body.get("expires_in_s", 3600), base_url=base)
+    grant = await _run(_reg(request).signed_urls, name, body.get("datastack") or datastack,
+                       expires_in_s=body.get("expires_in_s", 3600), base_url=base)
+    return JSONResponse(grant)  # plain JSON types already: skip FastAPI's jsonable_encoder
 
 
 @router.get("/usage", summary="Requests and bytes served in the current quota window")
