@@ -303,3 +303,30 @@ def test_registry_embedded_default_no_auth(serve_lake, tmp_path, feature_files):
         assert resp.status_code == 200, f
         got[f["partition"]["side"]] = pq.read_table(pa.BufferReader(resp.content)).column("n").to_pylist()
     assert got == {"a b": [1], "c/d": [2], "é": [3]}
+
+
+def test_registry_server_on_postgres(serve_lake, tmp_path, feature_files, new_pg_database):
+    from neurolake import init_lake
+    from neurolake.access import access
+
+    lake = init_lake(tmp_path / "pglake", database_url=new_pg_database())
+    lake.create_datastack("hemibrain", (8, 8, 8), public=False)
+    acc = access(lake)
+    acc.add_user("ed", quota_requests=50)
+    acc.grant("ed", "hemibrain", "editor")
+    tok = acc.create_token("ed")["token"]
+    lake.close()
+    base = serve_lake(tmp_path / "pglake", "--auth")
+    h = _h(tok)
+    r = httpx.post(base + "/api/v1/features", headers=h, json={
+        "name": "cell_types", "datastack": "hemibrain", "location": str(feature_files["cell_types"]),
+        "tags": ["cells"]})
+    assert r.status_code == 201, r.text
+    assert httpx.get(base + "/api/v1/features", params={"tag": "cells"}, headers=h).json()["count"] == 1
+    g = _grant(base, tok, "cell_types")
+    n = duckdb_ext.init(duckdb.connect()).execute("select count(*) from read_parquet($1)", [g["urls"]]).fetchone()[0]
+    assert n == 25397
+    assert httpx.get(base + "/api/v1/features", headers=_h("nl_bad")).status_code == 401
+    time.sleep(0.6)
+    u = httpx.get(base + "/api/v1/usage", headers=h).json()
+    assert u["requests"] >= 3 and u["bytes"] > 0 and u["limits"]["requests"] == 50
