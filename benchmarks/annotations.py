@@ -88,7 +88,7 @@ def bench_bulk(tmp: Path, n: int) -> dict:
     write_parquet(src, n)
     lake, t = new_table(tmp, "bulk")
     t0 = time.perf_counter()
-    ids = t.append_stream(read_batches(src, 1_000_000), bind=False)
+    ids = t.append_stream(read_batches(src, 262_144), bind=False)
     ours = time.perf_counter() - t0
     assert len(ids) == n and t.count() == n
     t0 = time.perf_counter()
@@ -178,7 +178,7 @@ def bench_query(tmp: Path, n: int, queries: int, side: int) -> dict:
     write_parquet(src, n, seed=3)
     lake, t = new_table(tmp, "query")
     t0 = time.perf_counter()
-    t.append_stream(read_batches(src, 1_000_000), bind=False)
+    t.append_stream(read_batches(src, 262_144), bind=False)
     load_s = time.perf_counter() - t0
     pf = pq.ParquetFile(src)
     write_deltalake(str(tmp / "plain-query"), pa.RecordBatchReader.from_batches(

@@ -83,7 +83,7 @@ def create(lake: LakeOpt, datastack: DsOpt, table: TableOpt,
 def load(file: Annotated[Path, typer.Argument(help="CSV/TSV (.gz), Parquet or Arrow IPC file")],
          lake: LakeOpt, datastack: DsOpt, table: TableOpt,
          rename: Annotated[list[str] | None, typer.Option(help="rename a file column: old=new")] = None,
-         batch_rows: Annotated[int, typer.Option(help="rows per validated batch")] = 1_000_000,
+         batch_rows: Annotated[int, typer.Option(help="rows per validated batch")] = 262_144,
          bind: Annotated[bool, typer.Option(help="look up supervoxels")] = True):
     """Load a file into a table as ONE commit: a bad row or a truncated file leaves the table unchanged."""
     import time

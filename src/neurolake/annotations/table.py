@@ -49,6 +49,7 @@ from neurolake.volumes.spec import check_name
 
 ROW_GROUP_ROWS = 4096
 STREAM_SLICE = 262_144  # rows per pipelined batch when one append() is large
+SORT_ROWS = 1_000_000  # rows Morton-sorted together before a stream write
 PERMISSIONS = ("PUBLIC", "GROUP", "PRIVATE")
 _locks: dict[str, threading.Lock] = {}
 _locks_guard = threading.Lock()
@@ -124,6 +125,50 @@ def _take(tab: pa.Table, order: np.ndarray) -> pa.Table:
         else:
             cols.append(pc.take(c, pa.array(order)))
     return pa.Table.from_arrays(cols, schema=tab.schema)
+
+
+def prefetch(items: Iterable[Any], depth: int = 2):
+    """Iterate ``items`` in a background thread, ``depth`` items ahead; its exception is re-raised here.
+
+    Used to pipeline reading, validating and writing: pyarrow, numpy and delta-rs release the GIL in
+    their heavy parts, so the stages run on different cores.
+    """
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put((item, None), timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put((end, None))
+        except BaseException as exc:  # handed to the consumer
+            q.put((end, exc))
+
+    th = threading.Thread(target=produce, name="annotations-prefetch", daemon=True)
+    th.start()
+    try:
+        while True:
+            item, exc = q.get()
+            if exc is not None:
+                raise exc
+            if item is end:
+                return
+            yield item
+    finally:
+        stop.set()
+        while th.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                th.join(timeout=0.1)
 
 
 class Table:
@@ -398,11 +443,12 @@ class Table:
         ids: list[np.ndarray] = []
         schema = self.arrow_schema
         offset = 0
+        pending: list[pa.Table] = []
 
         def gen():
             nonlocal offset
             try:
-                for rows in batches:
+                for rows in prefetch(batches, 2):
                     try:
                         tab = self.prepare(rows, author=author, bind=bind)
                     except (InvalidArgument, OutOfBounds, AlreadyExists) as exc:
@@ -423,50 +469,19 @@ class Table:
                         continue
                     tab = self._assign_ids(tab)
                     ids.append(tab.column("id").to_numpy().astype(np.uint64))
-                    yield from self._finish(tab, now).to_batches()
+                    pending.append(tab)
+                    if sum(len(p) for p in pending) >= SORT_ROWS:  # sort ~1M rows at once: compact row groups
+                        yield from self._finish(pa.concat_tables(pending), now).to_batches()
+                        pending.clear()
+                if pending:
+                    yield from self._finish(pa.concat_tables(pending), now).to_batches()
             except BaseException as exc:  # surfaced after the aborted write
                 failure.append(exc)
                 raise
 
-        def prefetched():
-            """Prepare the next batches in a thread while delta-rs encodes the current one (both
-            release the GIL in their heavy parts, so two cores work at once)."""
-            q: queue.Queue = queue.Queue(maxsize=4)
-            stop = threading.Event()
-            done = object()
-
-            def produce():
-                try:
-                    for b in gen():
-                        while not stop.is_set():
-                            try:
-                                q.put(b, timeout=0.2)
-                                break
-                            except queue.Full:
-                                continue
-                        if stop.is_set():
-                            return
-                except BaseException:  # already in ``failure``
-                    pass
-                q.put(done)
-
-            th = threading.Thread(target=produce, name="annotations-prefetch", daemon=True)
-            th.start()
-            try:
-                while True:
-                    b = q.get()
-                    if b is done:
-                        break
-                    yield b
-                if failure:
-                    raise failure[0]
-            finally:
-                stop.set()
-                th.join(timeout=30)
-
         now = utcnow()
         with self._lock:
-            reader = pa.RecordBatchReader.from_batches(schema, prefetched())
+            reader = pa.RecordBatchReader.from_batches(schema, prefetch(gen(), 2))
             try:
                 self._commit(reader, "append", author=author)
             except Exception:
