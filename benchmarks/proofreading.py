@@ -14,7 +14,8 @@ work done by a networkx / scipy / pandas baseline in the same run:
   vs pandas (read the Delta table, filter rows valid at T, map supervoxel → root, write Parquet).
 
 Usage: ``python benchmarks/proofreading.py [--lattice 100] [--block 10] [--edits 200] [--synapses 2000000]``
-Writes ``benchmarks/results/proofreading.json`` and ``.md``.
+Writes ``benchmarks/results/proofreading.json`` and ``.md`` (``--out NAME`` for another name; the
+big-root run: ``--block 50 --edits 4 --synapses 0 --out proofreading_big_roots``).
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ def main() -> None:
     ap.add_argument("--lookups", type=int, default=1_000_000)
     ap.add_argument("--synapses", type=int, default=2_000_000)
     ap.add_argument("--no-baseline", action="store_true")
+    ap.add_argument("--out", default="proofreading", help="results file name (without extension)")
     args = ap.parse_args()
 
     from neurolake import init_lake
@@ -245,7 +247,7 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
     out = HERE / "results"
     out.mkdir(exist_ok=True)
-    (out / "proofreading.json").write_text(json.dumps(res, indent=2))
+    (out / f"{args.out}.json").write_text(json.dumps(res, indent=2))
     md = ["# Proofreading benchmark", "", f"Run {res['date']} (Python {res['machine']['python']}, "
           f"{res['machine']['cpus']} CPUs shared with other jobs).", "",
           f"Sizes: {res['sizes']}", "", "| measure | neurolake | baseline | target |", "|---|---|---|---|",
@@ -264,8 +266,8 @@ def main() -> None:
         md.append(f"| materialize rows/s ({res['materialize']['rows']:,} synapses) | "
                   f"{res['materialize']['rows_per_s']:,.0f} | "
                   f"{res.get('baseline_materialize', {}).get('rows_per_s', float('nan')):,.0f} (pandas) | report |")
-    (out / "proofreading.md").write_text("\n".join(md) + "\n")
-    print(f"wrote {out / 'proofreading.json'}")
+    (out / f"{args.out}.md").write_text("\n".join(md) + "\n")
+    print(f"wrote {out / (args.out + '.json')}")
 
 
 if __name__ == "__main__":

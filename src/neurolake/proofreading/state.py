@@ -159,7 +159,7 @@ class GraphState:
             return info.members
         lo = np.searchsorted(self.base_sorted, np.uint64(root), side="left")
         hi = np.searchsorted(self.base_sorted, np.uint64(root), side="right")
-        return np.sort(self.base_order[lo:hi])
+        return self.base_order[lo:hi]  # sorted: the argsort is stable
 
     def is_current(self, root: int) -> bool:
         return self.root_info(root).expired_seq is None
@@ -250,8 +250,11 @@ class GraphState:
         total = int(counts.sum())
         if total:
             offs = np.repeat(starts - (np.cumsum(counts) - counts), counts) + np.arange(total)
-            e = np.unique(self.adj_e[offs])
-            e = e[self.active[e]]
+            owner = np.repeat(svs, counts)
+            e = self.adj_e[offs]
+            # each edge is listed under both ends: keep it once, under its smaller end, if active
+            keep = (self.eu[e] == owner) & self.active[e]
+            e = e[keep]
             u, v, w = self.eu[e], self.ev[e], self.aff[e]
         else:
             u = v = np.zeros(0, np.int64)
@@ -259,15 +262,22 @@ class GraphState:
         xu, xv, xw = self._extra()
         if len(xu):
             u, v, w = np.concatenate([u, xu]), np.concatenate([v, xv]), np.concatenate([w, xw])
-        lu, lv = np.searchsorted(svs, u), np.searchsorted(svs, v)
         n = len(svs)
+        if n > 4096 and n * 16 > self.n:
+            # large sets: a dense lookup table beats binary search
+            local = np.full(self.n, -1, dtype=np.int64)
+            local[svs] = np.arange(n)
+            lu, lv = local[u], local[v]
+            ok = (lu >= 0) & (lv >= 0)
+            return lu[ok], lv[ok], w[ok]
+        lu, lv = np.searchsorted(svs, u), np.searchsorted(svs, v)
         ok = (lu < n) & (lv < n)
         ok[ok] &= (svs[lu[ok]] == u[ok]) & (svs[lv[ok]] == v[ok])
         return lu[ok], lv[ok], w[ok]
 
     def components(self, svs: np.ndarray) -> list[np.ndarray]:
         """Connected components (active edges) of the supervoxel indices ``svs``, by smallest index."""
-        svs = np.sort(svs)
+        svs = np.sort(svs, kind="stable")
         n = len(svs)
         lu, lv, _ = self.active_edges_within(svs)
         g = sp.coo_matrix((np.ones(len(lu), dtype=np.int8), (lu, lv)), shape=(n, n)).tocsr()
@@ -304,7 +314,8 @@ class GraphState:
             groups: dict[int, list[int]] = {}
             for r in old:
                 groups.setdefault(find(r), []).append(r)
-            comps = [np.sort(np.concatenate([self.members(r) for r in g])) for g in groups.values()]
+            # sorted runs merged by a stable (timsort) sort: linear for a few runs
+            comps = [np.sort(np.concatenate([self.members(r) for r in g]), kind="stable") for g in groups.values()]
             comps.sort(key=lambda c: int(c[0]))
             return Plan(edges=list(edges), old_roots=old, components=comps)
         saved = [(a, b, self.edge_state(a, b)) for a, b, _, _ in edges]
