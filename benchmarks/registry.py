@@ -270,7 +270,7 @@ def _same(a, b) -> bool:
     import math
 
     return len(a) == len(b) and all(math.isclose(x, y, rel_tol=1e-5) if isinstance(x, float) else x == y
-                                    for x, y in zip(a, b))
+                                    for x, y in zip(a, b, strict=True))
 
 
 def _t(fn, arg) -> float:

@@ -4,12 +4,11 @@ real EM data (Gerhard et al. 2013) in a private datastack, read and written with
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-
-from pathlib import Path
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 

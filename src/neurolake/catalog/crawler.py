@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import select
 
 from neurolake.access.core import Principal
-from neurolake.catalog.formats import _hidden, _list
+from neurolake.catalog.formats import _list
 from neurolake.catalog.models import FeatureTable
 from neurolake.errors import NeurolakeError, NotFound
 from neurolake.storage import filesystem, normalize_location

@@ -157,7 +157,7 @@ def _columns_of(info: Any) -> set[str] | None:
         if isinstance(v, dict):
             return set(v)
         try:
-            return {c if isinstance(c, str) else (c.get("name") if isinstance(c, dict) else getattr(c, "name"))
+            return {c if isinstance(c, str) else (c.get("name") if isinstance(c, dict) else c.name)
                     for c in v}
         except Exception:  # noqa: BLE001
             continue

@@ -27,7 +27,7 @@ from neurolake.catalog.hooks import check_materialization, check_references
 from neurolake.catalog.models import FeatureTable
 from neurolake.db.base import as_utc
 from neurolake.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
-from neurolake.provenance import code_version, record
+from neurolake.provenance import record
 from neurolake.storage import is_s3, normalize_location
 from neurolake.storage.signing import Signer, check_expires_in, lake_key, presign_s3
 from neurolake.volumes.spec import check_name
@@ -558,7 +558,7 @@ class FeatureRegistry:
             urls = presign_s3([f"{base}/{f['path']}" for f in data], expires_in)
             out.update(scheme="s3-presigned-sigv4", prefix_url=None,
                        files=[{"path": f["path"], "size": f["size"], "partition": _hive_values(f["path"]), "url": u}
-                              for f, u in zip(data, urls)], urls=urls)
+                              for f, u in zip(data, urls, strict=True)], urls=urls)
         else:
             from urllib.parse import quote
 
