@@ -71,6 +71,15 @@ def test_registry_auth_guards_ocp_boss_precomputed(em_server):
     assert r.status_code == 403 and r.json()["status"] == 403  # BossDB error body
     assert httpx.get(base + "/precomputed/gerhard/em/info", params={"token": tok["vi"]}).status_code == 200
     assert httpx.get(base + "/precomputed/gerhard/em/info").status_code == 401
+    # a browser that opened a page with ?token= presents the cookie set by that answer
+    r = httpx.get(base + "/api/v1/datastacks/gerhard", params={"token": tok["vi"]})
+    assert r.status_code == 200 and "neurolake_token=" in r.headers["set-cookie"]
+    assert "HttpOnly" in r.headers["set-cookie"] and "SameSite=Strict" in r.headers["set-cookie"]
+    with httpx.Client(base_url=base) as browser:
+        browser.cookies.set("neurolake_token", tok["vi"])
+        assert browser.get("/precomputed/gerhard/em/info").status_code == 200
+        browser.cookies.set("neurolake_token", "nl_wrong")
+        assert browser.get("/precomputed/gerhard/em/info").status_code == 401
     assert httpx.get(base + "/api/v1/datastacks", headers={"Authorization": f"Bearer {tok['out']}"}).status_code == 200
     # bytes of the data routes count in the user's usage
     u = httpx.get(base + "/api/v1/usage", headers={"Authorization": f"Bearer {tok['vi']}"}).json()

@@ -4,7 +4,9 @@
 route of every router, so the routers of the other protocols need no change:
 
 1. **Authenticate.** The token comes from ``Authorization: Bearer <t>`` or ``Authorization: Token <t>``
-   (BossDB/intern style) or the ``?token=<t>`` query parameter (for clients that cannot set headers).
+   (BossDB/intern style) or the ``?token=<t>`` query parameter (for clients that cannot set headers; the
+   answer then sets an ``HttpOnly; SameSite=Strict`` cookie ``neurolake_token`` that later requests of a
+   browser page — e.g. the viewer's assets and data fetches — present instead).
    Missing/unknown/expired/revoked → 401 (``WWW-Authenticate: Bearer``). Exempt: ``/data/…`` (signed
    URLs carry their own credential, checked by :mod:`neurolake.server.data`), ``/docs``,
    ``/openapi.json`` and ``/docs/oauth2-redirect`` (API description only), CORS preflights.
@@ -42,20 +44,32 @@ READ_POSTS = re.compile(r"(/query/?$|/query/|roots_binary|lineage_graph|/leaves|
 WRITE_GETS = re.compile(r"^/v1/reserve/")
 
 
-def _token(scope: Scope) -> str | None:
+COOKIE = "neurolake_token"
+
+
+def _token(scope: Scope) -> tuple[str | None, str]:
+    """``(token, where)`` with ``where`` one of header, query, cookie, none."""
+    cookie = None
     for k, v in scope.get("headers") or []:
         if k == b"authorization":
             text = v.decode("latin-1").strip()
             scheme, _, rest = text.partition(" ")
             if scheme.lower() in ("bearer", "token") and rest.strip():
-                return rest.strip()
-            return text or None
+                return rest.strip(), "header"
+            return (text or None), "header"
+        if k == b"cookie":
+            for part in v.decode("latin-1").split(";"):
+                name, _, val = part.strip().partition("=")
+                if name == COOKIE and val:
+                    cookie = val
     qs = scope.get("query_string") or b""
     if b"token=" in qs:
         vals = parse_qs(qs.decode("latin-1")).get("token")
         if vals:
-            return vals[0]
-    return None
+            return vals[0], "query"
+    if cookie:
+        return cookie, "cookie"
+    return None, "none"
 
 
 async def _send_error(send: Send, scope: Scope, exc: NeurolakeError, headers: list | None = None) -> None:
@@ -80,7 +94,7 @@ class AuthMiddleware:
         self.quotas = quotas
 
     def _authorise(self, scope: Scope):
-        p = self.access.authenticate(_token(scope))
+        p = self.access.authenticate(_token(scope)[0])
         path, method = scope["path"], scope["method"]
         if SELF_CHECKED.match(path):
             self.quotas.check(p)
@@ -114,11 +128,16 @@ class AuthMiddleware:
             return
         scope.setdefault("state", {})["principal"] = p
         sent = 0
+        token, where = _token(scope)
+        set_cookie = where == "query"  # a browser opened ?token=…: later requests of the page carry a cookie
 
         async def counting_send(message) -> None:
             nonlocal sent
             if message["type"] == "http.response.body":
                 sent += len(message.get("body", b""))
+            elif set_cookie and message["type"] == "http.response.start":
+                cookie = f"{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict".encode("latin-1")
+                message = {**message, "headers": [*message.get("headers", []), (b"set-cookie", cookie)]}
             await send(message)
 
         try:
