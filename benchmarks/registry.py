@@ -10,6 +10,7 @@ Prints and writes ``benchmarks/results/registry.{json,md}``:
 3. Parquet scan throughput through signed URLs served by a real ``neurolake serve`` process on
    loopback vs reading the local file, with the same engine (DuckDB, Polars), the same full-scan query.
    Target ratio >= 0.8.
+4. Requests/s of an ordinary JSON route with and without ``--auth`` (the cost of the global check).
 
 The table is a synthetic bouton-feature table built on the real hemibrain neuron list (Schlegel et al.
 2024, 25,397 body ids and their cell types): ``root_id`` (a hemibrain bodyId), ``bouton_id``,
@@ -70,13 +71,13 @@ def build_table(rows: int):
 
 
 class Server:
-    def __init__(self, lake: Path) -> None:
+    def __init__(self, lake: Path, *extra: str) -> None:
         import httpx
 
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen([sys.executable, "-m", "neurolake.cli", "serve", "--lake", str(lake), "--host",
-                                      "127.0.0.1", "--port", str(self.port)], stdout=subprocess.DEVNULL,
+                                      "127.0.0.1", "--port", str(self.port), *extra], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.STDOUT)
         deadline = time.time() + 90
         while time.time() < deadline:
@@ -261,6 +262,35 @@ def main() -> None:
                   "same cores."]
     finally:
         server.stop()
+    # 4. cost of `--auth` (token check, role check, quota accounting) on an ordinary route
+    from neurolake import open_lake
+    from neurolake.access import access
+
+    lk = open_lake(lake_path)
+    acc = access(lk)
+    if not any(u["name"] == "bench" for u in acc.users()):
+        acc.add_user("bench")
+        acc.grant("bench", "hemibrain", "viewer")
+    token = acc.create_token("bench")["token"]
+    lk.close()
+    rates = {}
+    for mode, extra, headers in (("no_auth", (), {}), ("auth", ("--auth",), {"Authorization": f"Bearer {token}"})):
+        srv = Server(lake_path, *extra)
+        try:
+            with httpx.Client(base_url=srv.base, headers=headers) as c:
+                for _ in range(20):
+                    assert c.get("/api/v1/datastacks/hemibrain").status_code == 200
+                n = 500
+                t = time.perf_counter()
+                for _ in range(n):
+                    c.get("/api/v1/datastacks/hemibrain")
+                rates[mode] = round(n / (time.perf_counter() - t), 1)
+        finally:
+            srv.stop()
+    res["route_rps_no_auth"], res["route_rps_auth"] = rates["no_auth"], rates["auth"]
+    lines += ["", "## Cost of `--auth` on other routes", "",
+              f"`GET /api/v1/datastacks/hemibrain`, one keep-alive client: {rates['no_auth']} requests/s without "
+              f"auth, {rates['auth']} requests/s with `--auth` (token, role and quota checks, usage counting)."]
     lines += ["", f"Machine: {os.cpu_count()} CPUs shared with other work; server and client on the same host."]
     write_results("registry", res, lines)
 
