@@ -84,3 +84,20 @@ def test_registry_auth_guards_ocp_boss_precomputed(em_server):
     # bytes of the data routes count in the user's usage
     u = httpx.get(base + "/api/v1/usage", headers={"Authorization": f"Bearer {tok['vi']}"}).json()
     assert u["requests"] >= 4 and u["bytes"] > 2 * 64 * 64 // 4
+
+
+def test_registry_auth_intern_token(em_server, tmp_path, monkeypatch):
+    """intern (BossDB client, unmodified) sends `Authorization: Token <t>` from its config."""
+    from intern.remote.boss import BossRemote
+    from requests import HTTPError
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    base, tok, vol = em_server
+    host = base.removeprefix("http://")
+    rmt = BossRemote({"protocol": "http", "host": host, "token": tok["vi"]})
+    ch = rmt.get_channel("em", "gerhard", "gerhard")
+    got = rmt.get_cutout(ch, 0, [0, 64], [0, 64], [2, 4])
+    np.testing.assert_array_equal(got, vol[2:4, 0:64, 0:64])
+    for bad in ("nl_not_a_token", tok["out"]):
+        with pytest.raises(HTTPError):
+            BossRemote({"protocol": "http", "host": host, "token": bad}).get_channel("em", "gerhard", "gerhard")
