@@ -164,17 +164,29 @@ def materialize(lake, datastack: str, timestamp: Any = None, tables: list[str] |
             writer = None
             rows = 0
             target_schema = None
-            for batch in ds.to_batches(filter=_valid_filter(ts), batch_size=batch_rows):
-                if batch.num_rows == 0:
-                    continue
-                tab = pa.Table.from_batches([batch])
+            def flush(batches, t=t):
+                nonlocal writer, target_schema, rows
+                tab = pa.Table.from_batches(batches).combine_chunks()
                 tab = bind_roots(lake, datastack, t, tab, ts, seg=seg)
                 tab = _uint64_ids(t, tab)
                 if writer is None:
                     target_schema = tab.schema
                     writer = pq.ParquetWriter(tmp / f"{t.name}.parquet", target_schema, compression="zstd")
-                writer.write_table(tab.cast(target_schema))
+                writer.write_table(tab.cast(target_schema), row_group_size=batch_rows)
                 rows += tab.num_rows
+
+            # the scanner yields small batches (one per row group slice): bind and write ~batch_rows at once
+            pending, n_pending = [], 0
+            for batch in ds.to_batches(filter=_valid_filter(ts), batch_size=batch_rows):
+                if batch.num_rows == 0:
+                    continue
+                pending.append(batch)
+                n_pending += batch.num_rows
+                if n_pending >= batch_rows:
+                    flush(pending)
+                    pending, n_pending = [], 0
+            if pending:
+                flush(pending)
             if writer is None:
                 empty = _uint64_ids(t, t.arrow_schema.empty_table())
                 if any(f"{p}_root_id" in empty.column_names for p in t.schema.points):
