@@ -164,7 +164,11 @@ def bench_http(tmp: Path, n: int, batch: int) -> dict:
         return out
     finally:
         proc.terminate()
-        proc.wait(10)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
 
 
 def bench_query(tmp: Path, n: int, queries: int, side: int) -> dict:

@@ -50,9 +50,12 @@ from neurolake.volumes.spec import check_name
 ROW_GROUP_ROWS = 4096
 STREAM_SLICE = 262_144  # rows per pipelined batch when one append() is large
 SORT_ROWS = 1_000_000  # rows Morton-sorted together before a stream write
+TARGET_FILE_BYTES = 64 << 20  # Parquet data files of ~64 MB
 PERMISSIONS = ("PUBLIC", "GROUP", "PRIVATE")
 _locks: dict[str, threading.Lock] = {}
 _locks_guard = threading.Lock()
+_tables: dict[tuple, Table] = {}
+_tables_guard = threading.Lock()
 
 
 def _lock(path: Path) -> threading.Lock:
@@ -197,6 +200,7 @@ class Table:
         self._dt: DeltaTable | None = None
         self._dataset: tuple[int, pads.Dataset] | None = None
         self._rg_index: tuple[int, Any] | None = None
+        self._dt_lock = threading.RLock()
         self._lock = _lock(self.path)
 
     def __repr__(self) -> str:
@@ -224,11 +228,12 @@ class Table:
     # -- Delta access -----------------------------------------------------------------------------
     def delta(self) -> DeltaTable:
         """The current :class:`deltalake.DeltaTable` (refreshed to the newest version)."""
-        if self._dt is None:
-            self._dt = DeltaTable(str(self.path))
-        else:
-            self._dt.update_incremental()
-        return self._dt
+        with self._dt_lock:
+            if self._dt is None:
+                self._dt = DeltaTable(str(self.path))
+            else:
+                self._dt.update_incremental()
+            return self._dt
 
     @property
     def version(self) -> int:
@@ -251,21 +256,23 @@ class Table:
         if version is not None:
             d = DeltaTable(str(self.path), version=version)
             return d.to_pyarrow_dataset()
-        d = self.delta()
-        v = d.version()
-        if self._dataset is None or self._dataset[0] != v:
-            self._dataset = (v, d.to_pyarrow_dataset())
-        return self._dataset[1]
+        with self._dt_lock:
+            d = self.delta()
+            v = d.version()
+            if self._dataset is None or self._dataset[0] != v:
+                self._dataset = (v, d.to_pyarrow_dataset())
+            return self._dataset[1]
 
     def row_group_index(self):
         """The :class:`~neurolake.annotations.spatial.RowGroupIndex` of the current version (cached)."""
         from neurolake.annotations.spatial import RowGroupIndex
 
-        d = self.delta()
-        v = d.version()
-        if self._rg_index is None or self._rg_index[0] != v:
-            self._rg_index = (v, RowGroupIndex(d.file_uris(), self.schema.points, self.arrow_schema))
-        return self._rg_index[1]
+        with self._dt_lock:
+            d = self.delta()
+            v = d.version()
+            if self._rg_index is None or self._rg_index[0] != v:
+                self._rg_index = (v, RowGroupIndex(d.file_uris(), self.schema.points, self.arrow_schema))
+            return self._rg_index[1]
 
     # -- writes -----------------------------------------------------------------------------------
     def _bounds_nm(self) -> np.ndarray | None:
@@ -400,7 +407,7 @@ class Table:
         props = CommitProperties(custom_metadata={"neurolake_action": action,
                                                   **{f"neurolake_{k}": str(v) for k, v in info.items()}})
         write_deltalake(str(self.path), data, mode="append", commit_properties=props,
-                        writer_properties=WriterProperties(max_row_group_size=ROW_GROUP_ROWS, compression="LZ4_RAW"))
+                        target_file_size=TARGET_FILE_BYTES, writer_properties=WriterProperties(max_row_group_size=ROW_GROUP_ROWS, compression="LZ4_RAW"))
 
     def append(self, rows: Any, *, author: str | None = None, bind: bool = True) -> np.ndarray:
         """Insert a batch of new annotations as one Delta commit; returns their ids (uint64 array).
@@ -811,7 +818,16 @@ def get_table(lake: Any, datastack: str, name: str) -> Table:
                               .order_by(AnnotationTable.name)).all()
             raise NotFound(f"annotation table {name!r} does not exist in datastack {datastack!r} "
                            f"(known: {', '.join(known) or 'none'})", datastack=datastack, table=name)
-        return Table(lake, datastack, row)
+        key = (id(lake), str(lake.root), datastack, row.id, row.path)
+        with _tables_guard:
+            t = _tables.get(key)
+        if t is None:  # reuse Table objects: their Delta state and row-group index stay warm
+            t = Table(lake, datastack, row)
+            with _tables_guard:
+                if len(_tables) > 64:
+                    _tables.pop(next(iter(_tables)))
+                t = _tables.setdefault(key, t)
+        return t
 
 
 def list_tables(lake: Any, datastack: str) -> list[str]:
