@@ -78,7 +78,8 @@ def new_table(root: Path, name: str):
     return lake, create_table(lake, "bench", name, "synapse")
 
 
-def bench_bulk(tmp: Path, n: int) -> dict:
+def bench_bulk(tmp: Path, n: int, repeats: int = 3) -> dict:
+    """Median of ``repeats`` runs of each writer (fresh table each run)."""
     import duckdb
     from deltalake import write_deltalake
 
@@ -86,32 +87,36 @@ def bench_bulk(tmp: Path, n: int) -> dict:
 
     src = tmp / "bulk.parquet"
     write_parquet(src, n)
-    lake, t = new_table(tmp, "bulk")
-    t0 = time.perf_counter()
-    ids = t.append_stream(read_batches(src, 262_144), bind=False)
-    ours = time.perf_counter() - t0
-    assert len(ids) == n and t.count() == n
-    t0 = time.perf_counter()
-    pf = pq.ParquetFile(src)
-    write_deltalake(str(tmp / "plain-bulk"), pa.RecordBatchReader.from_batches(
-        pf.schema_arrow, pf.iter_batches(batch_size=1_000_000)))
-    plain = time.perf_counter() - t0
-    con = duckdb.connect(str(tmp / "bulk.duckdb"))
-    t0 = time.perf_counter()
-    con.execute(f"CREATE TABLE s AS SELECT * FROM read_parquet('{src}')")
-    duck = time.perf_counter() - t0
-    con.close()
     mem = pq.read_table(src)
-    lake2, t2 = new_table(tmp, "bulk_arrow")
-    t0 = time.perf_counter()
-    t2.append(mem, bind=False)
-    arrow = time.perf_counter() - t0
-    lake.close()
-    lake2.close()
-    return {"rows": n, "neurolake_rows_per_s": n / ours, "neurolake_arrow_rows_per_s": n / arrow,
-            "plain_deltalake_rows_per_s": n / plain, "duckdb_rows_per_s": n / duck,
-            "ratio_vs_deltalake": plain / ours, "ratio_vs_duckdb": duck / ours,
-            "seconds": {"neurolake": ours, "neurolake_arrow": arrow, "deltalake": plain, "duckdb": duck}}
+    times: dict[str, list[float]] = {"neurolake": [], "neurolake_arrow": [], "deltalake": [], "duckdb": []}
+    for r in range(repeats):
+        lake, t = new_table(tmp, f"bulk{r}")
+        t0 = time.perf_counter()
+        ids = t.append_stream(read_batches(src, 262_144), bind=False)
+        times["neurolake"].append(time.perf_counter() - t0)
+        assert len(ids) == n and t.count() == n
+        lake.close()
+        lake2, t2 = new_table(tmp, f"bulk_arrow{r}")
+        t0 = time.perf_counter()
+        t2.append(mem, bind=False)
+        times["neurolake_arrow"].append(time.perf_counter() - t0)
+        lake2.close()
+        t0 = time.perf_counter()
+        pf = pq.ParquetFile(src)
+        write_deltalake(str(tmp / f"plain-bulk{r}"), pa.RecordBatchReader.from_batches(
+            pf.schema_arrow, pf.iter_batches(batch_size=262_144)))
+        times["deltalake"].append(time.perf_counter() - t0)
+        con = duckdb.connect(str(tmp / f"bulk{r}.duckdb"))
+        t0 = time.perf_counter()
+        con.execute(f"CREATE TABLE s AS SELECT * FROM read_parquet('{src}')")
+        times["duckdb"].append(time.perf_counter() - t0)
+        con.close()
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {"rows": n, "repeats": repeats, "neurolake_rows_per_s": n / med["neurolake"],
+            "neurolake_arrow_rows_per_s": n / med["neurolake_arrow"],
+            "plain_deltalake_rows_per_s": n / med["deltalake"], "duckdb_rows_per_s": n / med["duckdb"],
+            "ratio_vs_deltalake": med["deltalake"] / med["neurolake"], "ratio_vs_duckdb": med["duckdb"] / med["neurolake"],
+            "seconds": times}
 
 
 def bench_http(tmp: Path, n: int, batch: int) -> dict:
@@ -246,7 +251,7 @@ def main() -> None:
     try:
         if "bulk" not in args.skip:
             results["bulk_load"] = r = bench_bulk(tmp, args.bulk_rows)
-            print(f"bulk load {r['rows']:,} rows: neurolake {r['neurolake_rows_per_s']:,.0f} rows/s "
+            print(f"bulk load {r['rows']:,} rows (median of {r['repeats']}): neurolake {r['neurolake_rows_per_s']:,.0f} rows/s "
                   f"(Arrow in memory {r['neurolake_arrow_rows_per_s']:,.0f}), plain deltalake "
                   f"{r['plain_deltalake_rows_per_s']:,.0f}, DuckDB {r['duckdb_rows_per_s']:,.0f}; "
                   f"ratio vs deltalake {r['ratio_vs_deltalake']:.2f} (target >= 1,000,000 rows/s)", flush=True)
@@ -270,7 +275,7 @@ def main() -> None:
              "| measure | neurolake | baseline(s) | target |", "|---|---|---|---|"]
     if "bulk_load" in results:
         r = results["bulk_load"]
-        lines.append(f"| bulk load from Parquet (rows/s) | {r['neurolake_rows_per_s']:,.0f} (Arrow in memory "
+        lines.append(f"| bulk load from Parquet (rows/s, median of {r['repeats']}) | {r['neurolake_rows_per_s']:,.0f} (Arrow in memory "
                      f"{r['neurolake_arrow_rows_per_s']:,.0f}) | deltalake {r['plain_deltalake_rows_per_s']:,.0f}; "
                      f"DuckDB {r['duckdb_rows_per_s']:,.0f} | >= 1,000,000 |")
     if "http_writes" in results:
