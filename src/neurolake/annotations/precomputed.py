@@ -118,7 +118,7 @@ class PrecomputedAnnotations:
             elif pa.types.is_string(f.type) or pa.types.is_large_string(f.type):
                 texts = col.fill_null("").to_numpy(zero_copy_only=False).astype(str)
                 labels, codes = np.unique(texts, return_inverse=True)
-                if len(labels) > 65535 or (len(labels) == 1 and labels[0] == ""):
+                if len(labels) == 0 or len(labels) > 65535 or (len(labels) == 1 and labels[0] == ""):
                     continue
                 typ = "uint8" if len(labels) <= 256 else "uint16"
                 props.append(_Prop(_prop_id(f.name, taken), f.name, typ, codes.astype(typ), labels.tolist()))
