@@ -206,3 +206,14 @@ def test_rows_api_refuses_bad_batches(ann_server, ann_lake, case):
     assert r.status_code == status, r.text
     assert needle in r.json()["message"]
     assert t.version == version and t.count() == 50
+
+
+def test_precomputed_refuses_tables_over_the_memory_limit(ann_lake, monkeypatch):
+    from neurolake.annotations import precomputed as pre
+    from neurolake.errors import TooLarge
+
+    monkeypatch.setattr(pre, "MAX_ROWS", 100)
+    monkeypatch.setattr(pre, "_cache", {})
+    with pytest.raises(TooLarge, match="da1_sites"):
+        pre.precomputed(get_table(ann_lake, "hemibrain", "da1_sites"))
+    assert pre.precomputed(get_table(ann_lake, "gerhard2013", "synapses")).count == 50

@@ -255,11 +255,23 @@ class PrecomputedAnnotations:
 _cache: dict[tuple, PrecomputedAnnotations] = {}
 
 
+MAX_ROWS = 5_000_000  # built in memory: beyond this, refuse rather than exhaust the server's memory
+
+
 def precomputed(table: Any) -> PrecomputedAnnotations:
-    """The precomputed annotations of ``table``'s current state (cached per Delta version)."""
+    """The precomputed annotations of ``table``'s current state (cached per Delta version).
+
+    Raises TooLarge when the table has more than :data:`MAX_ROWS` valid rows (the index is built in
+    memory; sharded, precomputed-on-write output is not implemented)."""
     key = (str(table.path), table.version)
     got = _cache.get(key)
     if got is None:
+        n = table.count()
+        if n > MAX_ROWS:
+            from neurolake.errors import TooLarge
+
+            raise TooLarge(f"table {table.name!r} has {n} rows; precomputed annotations are built in memory for "
+                           f"at most {MAX_ROWS} rows", table=table.name, rows=n, limit=MAX_ROWS)
         got = PrecomputedAnnotations(table)
         for k in [k for k in _cache if k[0] == key[0]]:
             _cache.pop(k, None)
