@@ -28,12 +28,11 @@ class RowGroupIndex:
         self.files = files
         self.points = points
         self.schema = schema
-        self._pf: dict[int, pq.ParquetFile] = {}
+        self._md: dict[int, pq.FileMetaData] = {}
         file_ix, rg_ix, lo, hi = [], [], [], []
         for fi, path in enumerate(files):
-            pf = pq.ParquetFile(path)
-            self._pf[fi] = pf
-            md = pf.metadata
+            md = pq.read_metadata(path)
+            self._md[fi] = md
             names = md.schema.names
             cols = [[names.index(c) if c in names else -1 for c in position_columns(p)] for p in points]
             for rg in range(md.num_row_groups):
@@ -75,7 +74,8 @@ class RowGroupIndex:
         """Read the given row groups (``columns`` or all), keep the rows matching ``filter``."""
         def one(item):
             fi, rgs = item
-            t = self._pf[fi].read_row_groups(rgs, columns=columns)
+            # a fresh reader per call (thread-safe under concurrent queries), footer parsed once
+            t = pq.ParquetFile(self.files[fi], metadata=self._md[fi]).read_row_groups(rgs, columns=columns)
             # files written by MERGE may carry string_view/large types: cast to the stored schema
             t = t.select([c for c in self.schema.names if c in t.column_names])
             t = t.cast(pa.schema([self.schema.field(c) for c in t.column_names]))
