@@ -8,7 +8,20 @@ from fastapi import FastAPI
 
 from neurolake import __version__
 from neurolake.lake import Lake, open_lake
-from neurolake.server import api, errors, ocp
+from neurolake.server import (
+    annotations,
+    api,
+    boss,
+    cave,
+    errors,
+    features,
+    ocp,
+    precomputed,
+    proofreading,
+    tiles,
+    viewer,
+    zarr,
+)
 from neurolake.server import http as http_hygiene
 
 
@@ -26,28 +39,20 @@ def create_app(lake: Lake | str | Path, max_cutout_bytes: int | None = None, aut
     app.state.lake = lake
     app.state.max_cutout_bytes = max_cutout_bytes or lake.settings.max_cutout_bytes
     errors.install(app)
-    app.include_router(api.router)
-    app.include_router(ocp.router)
-    # Serving (issue 3). Routers with fixed segments under /precomputed/{ds}/ (e.g. annotations) must be
-    # included BEFORE precomputed.router, whose /precomputed/{ds}/{layer}/... would otherwise match.
-    from neurolake.server import annotations, boss, precomputed, tiles, viewer, zarr
-
-    app.include_router(annotations.router)  # before precomputed: /precomputed/{ds}/annotations/{table}/...
-    app.include_router(boss.router)
-    app.include_router(precomputed.router)
-    app.include_router(zarr.router)
-    app.include_router(tiles.router)
-    app.include_router(viewer.router)
-
-    from neurolake.server import features  # feature registry, /data signed URLs, auth + quotas (issue 6)
-
-    features.install(app, lake, auth=auth)
-
-    from neurolake.server import cave, proofreading as proofreading_api  # CAVE subset + edits (issue 5)
-
-    app.include_router(cave.router)
-    app.include_router(proofreading_api.router)
-    app.include_router(proofreading_api.roots_router)
+    app.include_router(api.router)  # /api/v1/datastacks: JSON metadata
+    app.include_router(ocp.router)  # /ocp/ca: OCP cutouts and planes
+    # Fixed segments under /precomputed/{ds}/ (annotations) must come BEFORE precomputed.router,
+    # whose /precomputed/{ds}/{layer}/... would otherwise match them.
+    app.include_router(annotations.router)  # /api/v1/.../tables, /precomputed/{ds}/annotations/{table}
+    app.include_router(boss.router)  # /v1: BossDB API for intern
+    app.include_router(precomputed.router)  # /precomputed/{ds}/{layer}: Neuroglancer precomputed
+    app.include_router(zarr.router)  # /zarr/{ds}/{layer}: the stored OME-Zarr
+    app.include_router(tiles.router)  # /catmaid: tiles with cache and prefetch
+    app.include_router(viewer.router)  # /viewer/{ds}: bundled Neuroglancer
+    features.install(app, lake, auth=auth)  # /api/v1/features, /data signed URLs, auth + quotas
+    app.include_router(cave.router)  # CAVE subset for caveclient
+    app.include_router(proofreading.router)  # /api/v1/.../segmentation, versions, connectome
+    app.include_router(proofreading.roots_router)  # /precomputed-roots
 
     @app.get("/", include_in_schema=False)
     def index() -> dict:

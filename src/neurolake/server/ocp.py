@@ -15,7 +15,14 @@ from fastapi import APIRouter, Depends, Request, Response
 from neurolake.errors import InvalidArgument
 from neurolake.lake import Lake
 from neurolake.server.deps import check_size, get_lake, parse_int, parse_range
-from neurolake.volumes.formats import CUTOUT_FORMATS, MEDIA_TYPES, UPLOAD_FORMATS, decode, encode, encode_plane
+from neurolake.volumes.formats import (
+    CUTOUT_FORMATS,
+    MEDIA_TYPES,
+    UPLOAD_FORMATS,
+    decode,
+    encode,
+    encode_plane,
+)
 
 router = APIRouter(prefix="/ocp/ca", tags=["ocp"])
 PLANES = ("xy", "xz", "yz")
