@@ -91,22 +91,26 @@ def bench_bulk(tmp: Path, n: int, repeats: int = 3) -> dict:
     times: dict[str, list[float]] = {"neurolake": [], "neurolake_arrow": [], "deltalake": [], "duckdb": []}
     for r in range(repeats):
         lake, t = new_table(tmp, f"bulk{r}")
+        os.sync()  # each writer starts with no dirty pages of the previous one being written back
         t0 = time.perf_counter()
         ids = t.append_stream(read_batches(src, 262_144), bind=False)
         times["neurolake"].append(time.perf_counter() - t0)
         assert len(ids) == n and t.count() == n
         lake.close()
         lake2, t2 = new_table(tmp, f"bulk_arrow{r}")
+        os.sync()
         t0 = time.perf_counter()
         t2.append(mem, bind=False)
         times["neurolake_arrow"].append(time.perf_counter() - t0)
         lake2.close()
+        os.sync()
         t0 = time.perf_counter()
         pf = pq.ParquetFile(src)
         write_deltalake(str(tmp / f"plain-bulk{r}"), pa.RecordBatchReader.from_batches(
             pf.schema_arrow, pf.iter_batches(batch_size=262_144)))
         times["deltalake"].append(time.perf_counter() - t0)
         con = duckdb.connect(str(tmp / f"bulk{r}.duckdb"))
+        os.sync()
         t0 = time.perf_counter()
         con.execute(f"CREATE TABLE s AS SELECT * FROM read_parquet('{src}')")
         times["duckdb"].append(time.perf_counter() - t0)
