@@ -131,6 +131,15 @@ class Lake:
                            datastack=name)
         return row
 
+    def _layer_row(self, s, datastack: str, name: str) -> LayerRow:
+        ds = self._ds_row(s, datastack)
+        row = s.scalar(select(LayerRow).where(LayerRow.datastack_id == ds.id, LayerRow.name == name))
+        if row is None:
+            known = sorted(la.name for la in ds.layers)
+            raise NotFound(f"layer {name!r} does not exist in datastack {datastack!r} "
+                           f"(known: {', '.join(known) or 'none'})", datastack=datastack, layer=name)
+        return row
+
     @staticmethod
     def _ds_dict(row: Datastack, with_layers: bool = False) -> dict[str, Any]:
         d = {"name": row.name, "description": row.description, "voxel_size_nm": row.voxel_size_nm,
@@ -159,12 +168,7 @@ class Lake:
     def layer(self, datastack: str, name: str) -> Layer:
         """The layer ``name`` of ``datastack``. Raises NotFound."""
         with self.catalog.session() as s:
-            ds = self._ds_row(s, datastack)
-            row = s.scalar(select(LayerRow).where(LayerRow.datastack_id == ds.id, LayerRow.name == name))
-            if row is None:
-                known = sorted(la.name for la in ds.layers)
-                raise NotFound(f"layer {name!r} does not exist in datastack {datastack!r} "
-                               f"(known: {', '.join(known) or 'none'})", datastack=datastack, layer=name)
+            row = self._layer_row(s, datastack, name)
             key = (datastack, name, row.id, row.status, row.updated)
             layer = self._layers.get(key)
             if layer is None:
@@ -209,11 +213,7 @@ class Lake:
     def update_layer(self, datastack: str, name: str, **fields: Any) -> Layer:
         """Update catalog fields of a layer (``status``, ``progress``, ``provenance``, ``description``)."""
         with self.catalog.session() as s:
-            ds = self._ds_row(s, datastack)
-            row = s.scalar(select(LayerRow).where(LayerRow.datastack_id == ds.id, LayerRow.name == name))
-            if row is None:
-                raise NotFound(f"layer {name!r} does not exist in datastack {datastack!r}",
-                               datastack=datastack, layer=name)
+            row = self._layer_row(s, datastack, name)
             for k, v in fields.items():
                 setattr(row, k, v)
         return self.layer(datastack, name)
@@ -221,11 +221,7 @@ class Lake:
     def delete_layer(self, datastack: str, name: str) -> None:
         """Remove a layer's catalog row and its stored arrays. Raises NotFound."""
         with self.catalog.session() as s:
-            ds = self._ds_row(s, datastack)
-            row = s.scalar(select(LayerRow).where(LayerRow.datastack_id == ds.id, LayerRow.name == name))
-            if row is None:
-                raise NotFound(f"layer {name!r} does not exist in datastack {datastack!r}",
-                               datastack=datastack, layer=name)
+            row = self._layer_row(s, datastack, name)
             path = self.root / row.path
             s.delete(row)
         shutil.rmtree(path, ignore_errors=True)
