@@ -62,3 +62,50 @@ def write_results(name: str, results: dict, summary_lines: list[str]) -> None:
     (RESULTS / f"{name}.md").write_text("\n".join([f"# {name}", "", *summary_lines, ""]))
     print("\n".join(summary_lines))
     print(f"\nwritten: {RESULTS / (name + '.json')}")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A real ``neurolake serve`` subprocess on loopback: ``Server(lake, *cli_args, env={...})``."""
+
+    def __init__(self, lake: Path, *extra: str, env: dict[str, str] | None = None, timeout: float = 90) -> None:
+        import os
+        import subprocess
+        import sys
+
+        import httpx
+
+        os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen([sys.executable, "-m", "neurolake.cli", "serve", "--lake", str(lake), "--host",
+                                      "127.0.0.1", "--port", str(self.port), *extra],
+                                     env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.STDOUT)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}")
+            try:
+                httpx.get(self.base + "/", timeout=2)
+                return
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        self.stop()
+        raise TimeoutError("server did not start")
+
+    def stop(self) -> None:
+        import subprocess
+
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import em_volume_slab, gerhard_stack, median, timed, write_results  # noqa: E402
+from _common import Server, em_volume_slab, gerhard_stack, median, timed, write_results  # noqa: E402
 
 
 def tree_rss(pid: int) -> int:
@@ -172,15 +172,9 @@ def bench_http(lake_path: Path, repeat: int) -> dict:
 
     from neurolake import open_lake
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from tests.conftest import free_port, wait_http
-
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "neurolake.cli", "serve", "--lake", str(lake_path), "--port",
-                             str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
+    srv = Server(lake_path)
+    base = srv.base
     try:
-        wait_http(base + "/", proc)
         la = open_lake(lake_path).layer("big", "image")
         rng = np.random.default_rng(2)
         out = {}
@@ -208,8 +202,7 @@ def bench_http(lake_path: Path, repeat: int) -> dict:
             out["x".join(map(str, box))] = entry
         return out
     finally:
-        proc.terminate()
-        proc.wait(10)
+        srv.stop()
 
 
 def main() -> None:

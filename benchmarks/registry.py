@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,19 +33,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import median, write_results  # noqa: E402
+from _common import Server, median, write_results  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 HEMI = ROOT.parent / "shared" / "data" / "annotations_flywire_hemibrain_meta_schlegel2024" / \
     "Supplemental_file5_hemibrain_meta.csv"
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
 os.environ.setdefault("no_proxy", "127.0.0.1,localhost")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def build_table(rows: int):
@@ -68,32 +61,6 @@ def build_table(rows: int):
         "distance_to_soma_nm": pa.array(rng.gamma(2.0, 40_000.0, rows).astype(np.float32)),
         "cell_type": pa.DictionaryArray.from_arrays(pa.array(tcode[idx]), pa.array(cats)),
     })
-
-
-class Server:
-    def __init__(self, lake: Path, *extra: str) -> None:
-        import httpx
-
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen([sys.executable, "-m", "neurolake.cli", "serve", "--lake", str(lake), "--host",
-                                      "127.0.0.1", "--port", str(self.port), *extra], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.STDOUT)
-        deadline = time.time() + 90
-        while time.time() < deadline:
-            try:
-                httpx.get(self.base + "/", timeout=2)
-                return
-            except httpx.HTTPError:
-                time.sleep(0.3)
-        raise TimeoutError("server did not start")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
 
 
 def main() -> None:

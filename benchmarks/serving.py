@@ -24,8 +24,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,49 +33,19 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import em_volume_slab, gerhard_stack, median, write_results  # noqa: E402
+from _common import Server, em_volume_slab, gerhard_stack, median, write_results  # noqa: E402
 
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
 os.environ.setdefault("no_proxy", "127.0.0.1,localhost")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """A ``neurolake serve`` subprocess on loopback."""
-
-    def __init__(self, lake: Path, env: dict[str, str]) -> None:
-        import httpx
-
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen([sys.executable, "-m", "neurolake.cli", "serve", "--lake", str(lake),
-                                      "--host", "127.0.0.1", "--port", str(self.port)],
-                                     env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                httpx.get(self.base + "/", timeout=2)
-                return
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        raise TimeoutError("server did not start")
+class TileServer(Server):
+    """The benchmark's server, with its tile-cache counters."""
 
     def stats(self) -> dict:
         import httpx
 
         return httpx.get(self.base + "/api/v1/stats").json()["tiles"]
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
 
 
 def build_lake(workdir: Path, sections: int, size: int) -> Path:
@@ -239,18 +207,18 @@ def main() -> None:
                      "load_average_1min_start": os.getloadavg()[0]}
 
     for depth in ("0", "8"):  # paced scrolls at the target frame rate, fresh server each
-        srv = Server(lake_path, {**env, "NEUROLAKE_TILE_PREFETCH_DEPTH": depth})
+        srv = TileServer(lake_path, env={**env, "NEUROLAKE_TILE_PREFETCH_DEPTH": depth})
         try:
             name = "paced_cold_prefetch" if depth != "0" else "paced_cold_no_prefetch"
             results["tiles"][name] = scroll(srv.base, args.sections, args.format, paced_fps=args.paced_fps)
         finally:
             srv.stop()
-    srv = Server(lake_path, {**env, "NEUROLAKE_TILE_PREFETCH_DEPTH": "0"})
+    srv = TileServer(lake_path, env={**env, "NEUROLAKE_TILE_PREFETCH_DEPTH": "0"})
     try:
         results["tiles"]["cold_no_prefetch"] = scroll(srv.base, args.sections, args.format)
     finally:
         srv.stop()
-    srv = Server(lake_path, {**env, "NEUROLAKE_TILE_PREFETCH_DEPTH": "8"})
+    srv = TileServer(lake_path, env={**env, "NEUROLAKE_TILE_PREFETCH_DEPTH": "8"})
     try:
         results["tiles"]["cold_prefetch"] = scroll(srv.base, args.sections, args.format)
         time.sleep(1)
