@@ -724,17 +724,7 @@ class Table:
             elif positions == "nm" and "_position_" in name:
                 c = pc.multiply(c, self.voxel_resolution["xyz".index(name[-1])])
             cols.append(c)
-        tab = pa.table(cols, names=tab.column_names)
-        if output == "arrow":
-            return tab
-        if output == "polars":
-            import polars as pl
-
-            return pl.from_arrow(tab)
-        if output == "pandas":
-            return tab.to_pandas(types_mapper={pa.uint64(): pd.UInt64Dtype()}.get)
-        raise InvalidArgument(f"output {output!r} must be 'pandas', 'arrow' or 'polars'", field="output",
-                              value=output)
+        return to_output(pa.table(cols, names=tab.column_names), output)
 
     def count(self, timestamp: Any = None) -> int:
         """Number of rows valid now (or at ``timestamp``)."""
@@ -850,3 +840,18 @@ def drop_table(lake: Any, datastack: str, name: str) -> None:
     shutil.rmtree(t.path, ignore_errors=True)
 
 
+def to_output(tab: pa.Table, output: str):
+    """An Arrow result as ``output``: ``"arrow"``, ``"polars"`` or ``"pandas"`` (uint64 ids as ``UInt64``).
+
+    Raises InvalidArgument for any other ``output``.
+    """
+    if output == "arrow":
+        return tab
+    if output == "polars":
+        import polars as pl
+
+        return pl.from_arrow(tab)
+    if output == "pandas":
+        return tab.to_pandas(types_mapper={pa.uint64(): pd.UInt64Dtype()}.get)
+    raise InvalidArgument(f"output {output!r} must be 'pandas', 'arrow' or 'polars'", field="output",
+                          value=output)

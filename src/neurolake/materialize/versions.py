@@ -27,6 +27,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 from sqlalchemy import func, select
 
+from neurolake.annotations.table import to_output
 from neurolake.db.base import as_utc, utcnow
 from neurolake.errors import InvalidArgument, NeurolakeError, NotFound
 from neurolake.materialize.models import MaterializationVersion
@@ -415,21 +416,7 @@ def query_version(lake, datastack: str, version: int | None, table: str, *, filt
         tab = tab.take(pc.sort_indices(tab, [("id", "ascending")]))
     if offset or limit is not None:
         tab = tab.slice(int(offset or 0), None if limit is None else int(limit))
-    return _output(tab, output)
-
-
-def _output(tab: pa.Table, output: str):
-    if output == "arrow":
-        return tab
-    if output == "polars":
-        import polars as pl
-
-        return pl.from_arrow(tab)
-    if output == "pandas":
-        import pandas as pd
-
-        return tab.to_pandas(types_mapper={pa.uint64(): pd.UInt64Dtype()}.get)
-    raise InvalidArgument(f"output {output!r} must be 'pandas', 'arrow' or 'polars'", field="output")
+    return to_output(tab, output)
 
 
 def live_query(lake, datastack: str, table: str, timestamp: Any = None, *, filter_in: dict | None = None,
@@ -470,4 +457,4 @@ def live_query(lake, datastack: str, table: str, timestamp: Any = None, *, filte
         tab = tab.select(list(columns))
     if offset or limit is not None:
         tab = tab.slice(int(offset or 0), None if limit is None else int(limit))
-    return _output(tab, output)
+    return to_output(tab, output)
