@@ -169,3 +169,29 @@ def new_pg_database(postgres_url):
         return postgres_url.rsplit("/", 1)[0] + f"/{name}"
 
     return make
+
+
+CHROME_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+               "--use-gl=angle", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
+               "--disable-background-networking", "--disable-component-update", "--disable-sync",
+               "--no-first-run", "--window-size=1000,800"]
+
+
+@pytest.fixture
+def chromium():
+    """A selenium driver of headless Debian Chromium (WebGL through SwiftShader), quit after the test."""
+    chromium_bin, driver_bin = shutil.which("chromium"), shutil.which("chromedriver")
+    if not chromium_bin or not driver_bin:
+        pytest.fail("chromium / chromium-driver are missing: run scripts/setup.sh")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium_bin
+    for a in CHROME_ARGS:
+        opts.add_argument(a)
+    driver = webdriver.Chrome(service=Service(driver_bin), options=opts)
+    driver.set_page_load_timeout(60)
+    driver.set_script_timeout(30)
+    yield driver
+    driver.quit()

@@ -4,18 +4,12 @@ loads the detected Gerhard synapses from our precomputed annotations and draws t
 from __future__ import annotations
 
 import io
-import shutil
 import time
 
 import httpx
 import numpy as np
 import pytest
 from PIL import Image
-
-CHROME_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-               "--use-gl=angle", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
-               "--disable-background-networking", "--disable-component-update", "--disable-sync",
-               "--no-first-run", "--window-size=1000,800"]
 
 
 def test_viewer_state_has_annotation_layers(ann_server):
@@ -40,34 +34,19 @@ def _magenta(shot: np.ndarray) -> int:
 
 
 @pytest.mark.timeout(180)
-def test_headless_chromium_draws_synapses(ann_server, tmp_path):
-    chromium, driver_bin = shutil.which("chromium"), shutil.which("chromedriver")
-    if not chromium or not driver_bin:
-        pytest.fail("chromium / chromium-driver are missing: run scripts/setup.sh")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chromium
-    for a in CHROME_ARGS:
-        opts.add_argument(a)
-    driver = webdriver.Chrome(service=Service(driver_bin), options=opts)
-    try:
-        driver.set_page_load_timeout(60)
-        driver.set_script_timeout(30)
-        driver.get(f"{ann_server}/viewer/gerhard2013")
-        driver.execute_script("performance.setResourceTimingBufferSize(100000)")
-        deadline = time.time() + 100
-        fetched, magenta, shot = [], 0, None
-        while time.time() < deadline:
-            time.sleep(1)
-            fetched = driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
-            shot = np.asarray(Image.open(io.BytesIO(driver.get_screenshot_as_png())).convert("RGB"))
-            magenta = _magenta(shot)
-            if magenta > 50:
-                break
-        Image.fromarray(shot).save(tmp_path / "synapses.png")
-        assert f"{ann_server}/precomputed/gerhard2013/annotations/synapses/info" in fetched
-        assert magenta > 50, f"no synapse (magenta #ff00ff) drawn; screenshot in {tmp_path}"
-    finally:
-        driver.quit()
+def test_headless_chromium_draws_synapses(ann_server, tmp_path, chromium):
+    driver = chromium
+    driver.get(f"{ann_server}/viewer/gerhard2013")
+    driver.execute_script("performance.setResourceTimingBufferSize(100000)")
+    deadline = time.time() + 100
+    fetched, magenta, shot = [], 0, None
+    while time.time() < deadline:
+        time.sleep(1)
+        fetched = driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+        shot = np.asarray(Image.open(io.BytesIO(driver.get_screenshot_as_png())).convert("RGB"))
+        magenta = _magenta(shot)
+        if magenta > 50:
+            break
+    Image.fromarray(shot).save(tmp_path / "synapses.png")
+    assert f"{ann_server}/precomputed/gerhard2013/annotations/synapses/info" in fetched
+    assert magenta > 50, f"no synapse (magenta #ff00ff) drawn; screenshot in {tmp_path}"

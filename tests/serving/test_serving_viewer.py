@@ -3,20 +3,12 @@
 from __future__ import annotations
 
 import io
-import shutil
 import time
 
 import httpx
 import numpy as np
 import pytest
 from PIL import Image
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-CHROME_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-               "--use-gl=angle", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
-               "--disable-background-networking", "--disable-component-update", "--disable-sync",
-               "--no-first-run", "--window-size=1000,800"]
 
 
 def served(base: str, what: str) -> int:
@@ -43,40 +35,26 @@ def test_viewer_state_points_at_our_precomputed(demo_server):
 
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("source,counter", [("precomputed", "precomputed_chunks"), ("zarr3", "zarr_keys")])
-def test_headless_chromium_shows_em(demo_server, tmp_path, source, counter):
-    if not shutil.which("chromium") or not shutil.which("chromedriver"):
-        pytest.fail("chromium / chromium-driver are missing: run scripts/setup.sh")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for a in CHROME_ARGS:
-        opts.add_argument(a)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
-    try:
-        driver.set_page_load_timeout(60)
-        driver.set_script_timeout(30)
-        before = served(demo_server, counter)
-        driver.get(f"{demo_server}/viewer/gerhard2013?source={source}")
-        deadline = time.time() + 90
-        fetched, levels, shot = [], 0, None
-        while time.time() < deadline:
-            time.sleep(1)
-            fetched = driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
-            n_served = served(demo_server, counter) - before
-            shot = np.asarray(Image.open(io.BytesIO(driver.get_screenshot_as_png())).convert("RGB"))
-            h, w, _ = shot.shape
-            panel = shot[int(h * 0.15):int(h * 0.5), int(w * 0.05):int(w * 0.45)]  # inside the xy panel
-            levels = len(np.unique(panel.mean(axis=2).astype(int)))
-            if levels > 100 and n_served > 0:
-                break
-        Image.fromarray(shot).save(tmp_path / "viewer.png")
-        meta = (f"{demo_server}/precomputed/gerhard2013/image/info" if source == "precomputed"
-                else f"{demo_server}/zarr/gerhard2013/image/zarr.json")
-        assert meta in fetched
-        assert n_served > 0, f"the viewer fetched no {source} chunk from our server"
-        assert levels > 100, f"the xy panel looks blank ({levels} grey levels); screenshot in {tmp_path}"
-        assert panel.std() > 15
-    finally:
-        driver.quit()
+def test_headless_chromium_shows_em(demo_server, tmp_path, source, counter, chromium):
+    driver = chromium
+    before = served(demo_server, counter)
+    driver.get(f"{demo_server}/viewer/gerhard2013?source={source}")
+    deadline = time.time() + 90
+    fetched, levels, shot = [], 0, None
+    while time.time() < deadline:
+        time.sleep(1)
+        fetched = driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+        n_served = served(demo_server, counter) - before
+        shot = np.asarray(Image.open(io.BytesIO(driver.get_screenshot_as_png())).convert("RGB"))
+        h, w, _ = shot.shape
+        panel = shot[int(h * 0.15):int(h * 0.5), int(w * 0.05):int(w * 0.45)]  # inside the xy panel
+        levels = len(np.unique(panel.mean(axis=2).astype(int)))
+        if levels > 100 and n_served > 0:
+            break
+    Image.fromarray(shot).save(tmp_path / "viewer.png")
+    meta = (f"{demo_server}/precomputed/gerhard2013/image/info" if source == "precomputed"
+            else f"{demo_server}/zarr/gerhard2013/image/zarr.json")
+    assert meta in fetched
+    assert n_served > 0, f"the viewer fetched no {source} chunk from our server"
+    assert levels > 100, f"the xy panel looks blank ({levels} grey levels); screenshot in {tmp_path}"
+    assert panel.std() > 15
