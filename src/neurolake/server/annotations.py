@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
@@ -31,6 +31,7 @@ from neurolake.errors import CorruptData, InvalidArgument, NotFound
 from neurolake.lake import Lake
 from neurolake.server.deps import get_lake
 from neurolake.server.http import bytes_response
+from neurolake.server.routing import APIRouter
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 router = APIRouter(tags=["annotations"])

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import Depends
 
 from neurolake.lake import Lake
 from neurolake.server.deps import get_lake
+from neurolake.server.routing import APIRouter
 
 router = APIRouter(prefix="/api/v1", tags=["datastacks"])
 

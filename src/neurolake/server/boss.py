@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from fastapi import APIRouter, Request, Response
+from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
@@ -35,6 +35,7 @@ from neurolake.errors import InvalidArgument, NeurolakeError, NotFound
 from neurolake.lake import Lake
 from neurolake.server.deps import check_size, parse_int, parse_range
 from neurolake.server.http import count
+from neurolake.server.routing import APIRouter
 from neurolake.volumes import segments
 from neurolake.volumes.formats import decode, encode
 from neurolake.volumes.layer import Layer

@@ -19,13 +19,14 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from neurolake import __version__
 from neurolake.errors import InvalidArgument, NotFound
 from neurolake.lake import Lake
 from neurolake.server.deps import get_lake
+from neurolake.server.routing import APIRouter
 
 router = APIRouter(tags=["cave"])
 

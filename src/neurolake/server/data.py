@@ -18,12 +18,13 @@ import time
 from pathlib import Path
 
 import anyio
-from fastapi import APIRouter, Request
+from fastapi import Request
 from starlette.responses import FileResponse
 
 from neurolake.access.core import access
 from neurolake.catalog.models import FeatureTable
 from neurolake.errors import NotFound, PermissionDenied
+from neurolake.server.routing import APIRouter
 from neurolake.storage import is_s3
 from neurolake.storage.signing import Signer, lake_key, safe_relpath
 

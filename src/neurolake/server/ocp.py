@@ -10,11 +10,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import Depends, Request, Response
 
 from neurolake.errors import InvalidArgument
 from neurolake.lake import Lake
 from neurolake.server.deps import check_size, get_lake, parse_int, parse_range
+from neurolake.server.routing import APIRouter
 from neurolake.volumes.formats import (
     CUTOUT_FORMATS,
     MEDIA_TYPES,

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import json
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import Depends, Request, Response
 
 from neurolake.lake import Lake
 from neurolake.server.deps import get_lake
 from neurolake.server.http import bytes_response, count
+from neurolake.server.routing import APIRouter
 from neurolake.volumes import precomputed as pc
 
 router = APIRouter(prefix="/precomputed", tags=["precomputed"])

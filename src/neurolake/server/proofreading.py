@@ -29,13 +29,14 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import Depends, Request, Response
 from pydantic import BaseModel, Field
 
 from neurolake.errors import InvalidArgument
 from neurolake.lake import Lake
 from neurolake.server.cave import _author
 from neurolake.server.deps import check_size, get_lake, parse_range
+from neurolake.server.routing import APIRouter
 
 router = APIRouter(prefix="/api/v1/datastacks/{datastack}", tags=["proofreading"])
 

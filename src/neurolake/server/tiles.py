@@ -15,11 +15,12 @@ import os
 import re
 import time
 
-from fastapi import APIRouter, Request, Response
+from fastapi import Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from neurolake.errors import InvalidArgument
 from neurolake.server.http import bytes_response
+from neurolake.server.routing import APIRouter
 from neurolake.volumes.tiles import TILE_FORMATS, TileCache, TileService
 
 router = APIRouter(tags=["tiles"])

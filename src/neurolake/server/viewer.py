@@ -27,12 +27,13 @@ import mimetypes
 import time
 from pathlib import Path
 
-from fastapi import APIRouter, Request, Response
+from fastapi import Request, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
 
 from neurolake.errors import NotFound
 from neurolake.lake import Lake
 from neurolake.server.http import file_response
+from neurolake.server.routing import APIRouter
 
 router = APIRouter(prefix="/viewer", tags=["viewer"])
 KEEPALIVE_S = 15.0

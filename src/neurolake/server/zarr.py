@@ -12,12 +12,13 @@ confined to the layer folder, and temporary files of in-progress writes are not 
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import Depends, Request, Response
 
 from neurolake.errors import NotFound
 from neurolake.lake import Lake
 from neurolake.server.deps import get_lake
 from neurolake.server.http import count, file_response
+from neurolake.server.routing import APIRouter
 
 router = APIRouter(prefix="/zarr", tags=["zarr"])
 
