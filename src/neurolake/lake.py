@@ -89,6 +89,10 @@ class Lake:
         return f"<Lake {self.root}>"
 
     def close(self) -> None:
+        """Write queued audit events (see ``neurolake.access``) and release catalog connections."""
+        acc = getattr(self, "_nl_access", None)
+        if acc is not None:
+            acc.flush_audit()
         self.catalog.dispose()
 
     def __enter__(self) -> Lake:

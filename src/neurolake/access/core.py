@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
 from neurolake.access.models import ApiToken, AuditEvent, Role, User
 from neurolake.db.base import as_utc, utcnow
@@ -113,7 +113,7 @@ class Access:
         self._ds_cache: tuple[float, dict[str, bool]] = (0.0, {})
         self._lock = threading.Lock()
         self._pending_audit: list[tuple] = []
-        self._last_audit_flush = time.monotonic()
+        self._flusher: threading.Thread | None = None
         atexit.register(self._flush_at_exit)
 
     def _flush_at_exit(self) -> None:
@@ -327,31 +327,50 @@ class Access:
               buffered: bool = False, **detail: Any) -> None:
         """Append one audit event (own transaction).
 
-        ``buffered=True`` (used for high-rate events: URL grants) queues the event and writes the queue in
-        one transaction at most every :data:`AUDIT_FLUSH_SECONDS` (and when the log is read, and at
-        process exit), so a grant costs no commit; a crash can lose the last second of such events.
+        ``buffered=True`` (used for high-rate events: URL grants) only queues the event in memory; a
+        background thread writes the queue in one transaction every :data:`AUDIT_FLUSH_SECONDS` (and the
+        queue is written when the log is read, and at process exit), so a grant costs no catalog I/O; a
+        crash can lose the last second of such events.
         """
         if buffered:
             with self._lock:
-                self._pending_audit.append((user, action, target, datastack, detail, utcnow()))
-                due = time.monotonic() - self._last_audit_flush >= AUDIT_FLUSH_SECONDS
-            if due:
-                self.flush_audit()
+                self._pending_audit.append((user or self.lake.settings.user, action, target, datastack, detail,
+                                            utcnow()))
+                if self._flusher is None or not self._flusher.is_alive():
+                    self._flusher = threading.Thread(target=self._flush_loop, name="neurolake-audit", daemon=True)
+                    self._flusher.start()
             return
         with self.lake.catalog.session() as s:
             self._audit(s, user, action, target, datastack, **detail)
 
+    def _flush_loop(self) -> None:
+        """Body of the background flusher: write the queue every second; end once a second passes idle."""
+        while True:
+            time.sleep(AUDIT_FLUSH_SECONDS)
+            with self._lock:
+                if not self._pending_audit:
+                    self._flusher = None
+                    return
+            try:
+                self.flush_audit()
+            except Exception:  # noqa: BLE001 - catalog closed or busy: the events stay queued for the next try
+                pass
+
     def flush_audit(self) -> None:
-        """Write queued (buffered) audit events."""
+        """Write queued (buffered) audit events, in one multi-row INSERT. On failure they stay queued."""
         with self._lock:
             pending, self._pending_audit = self._pending_audit, []
-            self._last_audit_flush = time.monotonic()
         if not pending:
             return
-        with self.lake.catalog.session() as s:
-            for user, action, target, datastack, detail, when in pending:
-                s.add(AuditEvent(user_name=user or self.lake.settings.user, action=action, target=target,
-                                 datastack=datastack, detail=detail, time=when))
+        rows = [{"user_name": u, "action": a, "target": tg, "datastack": ds, "detail": d, "time": when}
+                for u, a, tg, ds, d, when in pending]
+        try:
+            with self.lake.catalog.session() as s:
+                s.execute(insert(AuditEvent), rows)
+        except BaseException:
+            with self._lock:
+                self._pending_audit[:0] = pending
+            raise
 
     def audit_log(self, *, user: str | None = None, action: str | None = None, datastack: str | None = None,
                   limit: int = 1000) -> list[dict[str, Any]]:
@@ -367,9 +386,6 @@ class Access:
                 q = q.where(AuditEvent.datastack == datastack)
             return [{"id": e.id, "time": as_utc(e.time).isoformat(), "user": e.user_name, "action": e.action,
                      "target": e.target, "datastack": e.datastack, "detail": e.detail} for e in s.scalars(q)]
-
-
-_ACCESS: dict[int, Access] = {}
 
 
 def access(lake) -> Access:

@@ -14,6 +14,7 @@ the value and what is allowed, and registers nothing.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import re
 import time
@@ -35,6 +36,10 @@ from neurolake.volumes.spec import check_name
 STATUSES = ("draft", "published", "deprecated")
 TRANSITIONS = {"draft": {"published", "deprecated"}, "published": {"deprecated"}, "deprecated": set()}
 MUTABLE_WHEN_PUBLISHED = {"status", "deprecation", "derived_from", "superseded_by"}
+# Signed-URL grants read a table's entry from the catalog at most this often: a change made by another
+# process (status, deletion, re-registration) reaches grants within this time; this process's own writes
+# clear the cache at once. The /data route re-checks that the table exists on the same period.
+GRANT_CACHE_SECONDS = 2.0
 TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/+-]{0,63}$")
 
 # field → (python type(s), description)
@@ -240,6 +245,25 @@ def to_dict(row: FeatureTable, with_files: bool = False) -> dict[str, Any]:
     return d
 
 
+def _clears_grant_cache(fn):
+    """Decorator of registry writes: clear this lake's grant cache when the write ends."""
+    @functools.wraps(fn)
+    def wrapper(self, *a, **kw):
+        try:
+            return fn(self, *a, **kw)
+        finally:
+            _grant_cache(self.lake).clear()
+    return wrapper
+
+
+def _grant_cache(lake) -> dict:
+    """Per-lake cache ``(name, datastack) → (monotonic time, entry)`` of :meth:`FeatureRegistry._grant_entry`."""
+    c = getattr(lake, "_nl_grant_cache", None)
+    if c is None:
+        c = lake._nl_grant_cache = {}
+    return c
+
+
 class FeatureRegistry:
     """The registry of one lake. ``principal`` (None = the local user, with every right) is checked
     against datastack roles: register/update/status/signed URLs need *editor*, reading needs *viewer*."""
@@ -272,6 +296,7 @@ class FeatureRegistry:
                                field=field, value=n, datastack=datastack)
 
     # -- register ---------------------------------------------------------------------------------
+    @_clears_grant_cache
     def register(self, spec: dict[str, Any] | None = None, **fields: Any) -> dict[str, Any]:
         """Validate and register a table; returns the entry. See :data:`FIELDS` for the fields.
 
@@ -404,6 +429,7 @@ class FeatureRegistry:
         return out
 
     # -- change -----------------------------------------------------------------------------------
+    @_clears_grant_cache
     def update(self, name: str, datastack: str | None = None, **changes: Any) -> dict[str, Any]:
         """Change fields of an entry. Drafts accept any field (a new location/format is re-validated);
         published/deprecated entries only ``status``, ``deprecation``, ``derived_from``, ``superseded_by``
@@ -502,6 +528,7 @@ class FeatureRegistry:
             ch["deprecation"] = deprecation
         return self.update(name, datastack, **ch)
 
+    @_clears_grant_cache
     def delete(self, name: str, datastack: str | None = None) -> None:
         """Remove a *draft* entry (published ones are deprecated instead). Raises Conflict."""
         with self.lake.catalog.session() as s:
@@ -538,11 +565,8 @@ class FeatureRegistry:
         registration).
         """
         expires_in = check_expires_in(expires_in_s)
-        with self.lake.catalog.session() as s:
-            row = self._row(s, name, datastack)
-            self.access.require(self.principal, row.datastack, "editor", "issuing signed URLs")
-            tid, loc, fmt, files, fp, ds, tname = row.id, row.location, row.format, list(row.files or []), \
-                row.fingerprint, row.datastack, row.name
+        tid, loc, fmt, files, fp, ds, tname = self._grant_entry(name, datastack)
+        self.access.require(self.principal, ds, "editor", "issuing signed URLs")
         check_allowed_root(loc)
         if fmt == "parquet" and not is_s3(loc):
             self._check_unchanged(tname, loc, files)
@@ -569,6 +593,28 @@ class FeatureRegistry:
         self.access.audit(user, "feature.url_grant", tname, ds, buffered=True, id=tid, files=len(out["urls"]),
                           expires=out["expires"], scheme=out["scheme"])
         return out
+
+    def grant_cached(self, name: str, datastack: str | None = None) -> bool:
+        """True when :meth:`signed_urls` for this table needs no catalog read (its entry is cached)."""
+        hit = _grant_cache(self.lake).get((name, datastack))
+        return hit is not None and time.monotonic() - hit[0] < GRANT_CACHE_SECONDS
+
+    def _grant_entry(self, name: str, datastack: str | None) -> tuple:
+        """``(id, location, format, files, fingerprint, datastack, name)`` of a table, read from the catalog
+        at most every :data:`GRANT_CACHE_SECONDS` (this process's writes clear the cache at once)."""
+        cache = _grant_cache(self.lake)
+        hit = cache.get((name, datastack))
+        now = time.monotonic()
+        if hit is not None and now - hit[0] < GRANT_CACHE_SECONDS:
+            return hit[1]
+        with self.lake.catalog.session() as s:
+            row = self._row(s, name, datastack)
+            entry = (row.id, row.location, row.format, tuple(row.files or ()), row.fingerprint, row.datastack,
+                     row.name)
+        if len(cache) > 10_000:
+            cache.clear()
+        cache[(name, datastack)] = (now, entry)
+        return entry
 
     @staticmethod
     def _check_unchanged(name: str, loc: str, files: list[dict[str, Any]]) -> None:
