@@ -27,8 +27,12 @@ def client():
     def jpg(request: Request):
         return hh.bytes_response(request, BODY, "image/jpeg")
 
+    @app.get("/boom")
+    def boom():
+        raise ZeroDivisionError("a bug")
+
     hh.install(app)
-    return TestClient(app)
+    return TestClient(app, raise_server_exceptions=False)
 
 
 def test_cors_on_404_and_options(client):
@@ -41,6 +45,16 @@ def test_cors_on_404_and_options(client):
                                       "Access-Control-Request-Headers": "range"})
     assert r.status_code == 204 and r.headers["access-control-allow-origin"] == "*"
     assert r.headers["access-control-allow-headers"] == "range"
+
+
+def test_unhandled_error_is_500_json_with_cors(client):
+    """A bug in a route answers 500 with the JSON error body and CORS headers (a browser viewer then
+    sees the error, not a CORS failure); the traceback is logged, not sent."""
+    r = client.get("/boom", headers={"Origin": "http://viewer.example"})
+    assert r.status_code == 500
+    assert r.json() == {"error": "internal", "message": "internal error: ZeroDivisionError", "detail": {}}
+    assert r.headers["access-control-allow-origin"] == "*"
+    assert "a bug" not in r.text
 
 
 def test_whole_body_gzip_and_head(client):

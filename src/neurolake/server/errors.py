@@ -1,8 +1,10 @@
-"""Error responses: every NeurolakeError becomes ``{"error", "message", "detail"}`` with its status."""
+"""Error responses: every NeurolakeError becomes ``{"error", "message", "detail"}`` with its status.
+
+Unhandled exceptions are answered 500 ``{"error": "internal", ...}`` by the outermost CORS middleware
+(:class:`neurolake.server.http.CORSMiddleware`), so that they carry CORS headers too, and logged by the
+server with their traceback."""
 
 from __future__ import annotations
-
-import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -10,8 +12,6 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from neurolake.errors import NeurolakeError
-
-log = logging.getLogger("neurolake.server")
 
 
 def error_body(code: str, message: str, detail: dict | None = None) -> dict:
@@ -35,7 +35,3 @@ def install(app: FastAPI) -> None:
         msg = str(exc.detail) if exc.status_code != 404 else f"no route for {request.method} {request.url.path}"
         return JSONResponse(error_body(code, msg), status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
-    @app.exception_handler(Exception)
-    async def _internal(request: Request, exc: Exception):
-        log.exception("internal error on %s %s", request.method, request.url.path)
-        return JSONResponse(error_body("internal", f"internal error: {type(exc).__name__}"), status_code=500)

@@ -3,7 +3,7 @@
 What the real clients need (see ``CLIENTS.md``; RFC 9110 §13-14 for the semantics):
 
 - :class:`CORSMiddleware` (pure ASGI, installed by ``create_app``) adds to *every* response, errors
-  and 404s included, ``Access-Control-Allow-Origin: *``, ``Access-Control-Expose-Headers: Content-Range,
+  and 404s and unhandled errors (500, answered here) included, ``Access-Control-Allow-Origin: *``, ``Access-Control-Expose-Headers: Content-Range,
   Content-Length, Content-Encoding, ETag`` and ``Accept-Ranges: bytes``, and answers every ``OPTIONS``
   (CORS preflight) with 204 without calling the application. Neuroglancer runs on another origin and
   loads nothing without these headers.
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import os
 import re
 import stat
@@ -72,14 +73,29 @@ class CORSMiddleware:
             await send({"type": "http.response.body", "body": b""})
             return
 
+        started = False
+
         async def send_with_cors(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 names = {k.lower() for k, _ in message.get("headers", [])}
                 extra = [(k, v) for k, v in CORS_HEADERS if k not in names]
                 message = {**message, "headers": list(message.get("headers", [])) + extra}
             await send(message)
 
-        await self.app(scope, receive, send_with_cors)
+        try:
+            await self.app(scope, receive, send_with_cors)
+        except Exception as exc:
+            # An unhandled error: answer 500 here, with CORS headers (so that a browser client sees the
+            # error, not a CORS failure), then re-raise so that the server logs the traceback.
+            if not started:
+                body = json.dumps({"error": "internal", "message": f"internal error: {type(exc).__name__}",
+                                   "detail": {}}).encode()
+                await send({"type": "http.response.start", "status": 500, "headers": CORS_HEADERS + [
+                    (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body})
+            raise
 
 
 def make_etag(body: bytes) -> str:
