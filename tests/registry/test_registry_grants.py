@@ -34,9 +34,9 @@ def test_grant_sees_this_process_changes_at_once(reg_lake, feature_files, tmp_pa
 def test_grant_sees_other_process_changes_after_the_cache_period(reg_lake, feature_files, monkeypatch):
     """Another process (here: another Lake on the same folder) deleting a draft is seen by grants once
     the cached entry is older than GRANT_CACHE_SECONDS."""
-    from neurolake import open_lake
     import importlib
 
+    from neurolake import open_lake
     from neurolake.catalog import FeatureRegistry
 
     registry_module = importlib.import_module("neurolake.catalog.registry")  # the package exports a registry()

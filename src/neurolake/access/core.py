@@ -318,6 +318,25 @@ class Access:
                                    f"{need}{' or higher' if need != 'admin' else ''}", user=p.name,
                                    datastack=datastack, role=have, required=need)
 
+    def require_table(self, p: Principal, table: Any, need: str) -> None:
+        """CAVE's per-table permissions of an annotation table, on top of the datastack roles.
+
+        ``table`` has ``datastack``, ``name``, ``owner``, ``read_permission``, ``write_permission``
+        (:class:`neurolake.annotations.AnnotationTable`); ``need`` is ``"read"`` or ``"write"``.
+        PRIVATE: the table's owner and lake admins only; GROUP: users with a role on the datastack (not
+        the role-less readers of a public datastack); PUBLIC: whoever the datastack role allows (a read
+        needs viewer or a public datastack, a write editor: checked by the ``--auth`` middleware).
+        Raises PermissionDenied.
+        """
+        perm = table.read_permission if need == "read" else table.write_permission
+        if p.is_admin or p.name == table.owner or perm == "PUBLIC":
+            return
+        if perm == "GROUP" and p.role_on(table.datastack) is not None:
+            return
+        raise PermissionDenied(f"annotation table {table.datastack}/{table.name} has {need}_permission {perm} "
+                               f"(owner {table.owner!r}); user {p.name!r} may not {need} it", user=p.name,
+                               table=table.name, datastack=table.datastack, permission=perm, need=need)
+
     # -- audit ------------------------------------------------------------------------------------
     def _audit(self, s, user: str | None, action: str, target: str, datastack: str | None, **detail) -> None:
         s.add(AuditEvent(user_name=user or self.lake.settings.user, action=action, target=target,

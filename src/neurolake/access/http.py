@@ -22,7 +22,7 @@ route of every router, so the routers of the other protocols need no change:
    (:class:`~neurolake.access.quotas.Quotas`).
 
 The principal is put in ``request.state.principal`` for routers that want it
-(:func:`neurolake.server.features.principal_of`).
+(:func:`neurolake.server.deps.principal_of`).
 """
 
 from __future__ import annotations

@@ -25,17 +25,23 @@ from fastapi import Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
-from neurolake.annotations import create_table, get_table, list_tables
+from neurolake.annotations import create_table, list_tables
 from neurolake.annotations.precomputed import precomputed
-from neurolake.errors import CorruptData, InvalidArgument, NotFound
+from neurolake.errors import CorruptData, InvalidArgument, NotFound, PermissionDenied
 from neurolake.lake import Lake
-from neurolake.server.deps import get_lake
+from neurolake.server.deps import annotation_table, get_lake, principal_of
 from neurolake.server.http import bytes_response
 from neurolake.server.routing import APIRouter
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 router = APIRouter(tags=["annotations"])
 API = "/api/v1/datastacks/{datastack}/tables"
+
+
+def _author(request: Request) -> str | None:
+    """Who a write is recorded as: the token's user under ``--auth``; else ``X-Neurolake-User`` if sent."""
+    p = principal_of(request)
+    return (request.headers.get("x-neurolake-user") or None) if p.local else p.name
 
 
 class TableCreate(BaseModel):
@@ -67,14 +73,22 @@ class RowsQuery(BaseModel):
     format: str = "json"
 
 
-@router.get(API, summary="Annotation tables of a datastack (metadata)")
-def tables(datastack: str, lake: Lake = Depends(get_lake)) -> list[dict]:
-    return [get_table(lake, datastack, n).metadata() for n in list_tables(lake, datastack)]
+@router.get(API, summary="Annotation tables of a datastack (metadata; tables the user may not read are left out)")
+def tables(datastack: str, request: Request, lake: Lake = Depends(get_lake)) -> list[dict]:
+    out = []
+    for n in list_tables(lake, datastack):
+        try:
+            out.append(annotation_table(request, lake, datastack, n).metadata())
+        except PermissionDenied:
+            continue
+    return out
 
 
 @router.post(API, status_code=201, summary="Create an annotation table")
-def create(datastack: str, body: TableCreate, lake: Lake = Depends(get_lake)) -> dict:
+def create(datastack: str, body: TableCreate, request: Request, lake: Lake = Depends(get_lake)) -> dict:
+    p = principal_of(request)
     t = create_table(lake, datastack, body.name, body.schema_type, description=body.description,
+                     owner=None if p.local else p.name,
                      voxel_resolution=body.voxel_resolution_nm, properties=body.properties,
                      segmentation_layer=body.segmentation_layer, optional_points=body.optional_points,
                      read_permission=body.read_permission, write_permission=body.write_permission)
@@ -82,13 +96,14 @@ def create(datastack: str, body: TableCreate, lake: Lake = Depends(get_lake)) ->
 
 
 @router.get(API + "/{table}", summary="Table metadata (schema, voxel resolution, version)")
-def table_meta(datastack: str, table: str, lake: Lake = Depends(get_lake)) -> dict:
-    return get_table(lake, datastack, table).metadata()
+def table_meta(datastack: str, table: str, request: Request, lake: Lake = Depends(get_lake)) -> dict:
+    return annotation_table(request, lake, datastack, table).metadata()
 
 
 @router.get(API + "/{table}/history", summary="Commits of the table, newest first")
-def history(datastack: str, table: str, limit: int | None = None, lake: Lake = Depends(get_lake)) -> list[dict]:
-    return get_table(lake, datastack, table).history(limit)
+def history(datastack: str, table: str, request: Request, limit: int | None = None,
+            lake: Lake = Depends(get_lake)) -> list[dict]:
+    return annotation_table(request, lake, datastack, table).history(limit)
 
 
 async def _rows(request: Request) -> Any:
@@ -126,9 +141,8 @@ async def insert(datastack: str, table: str, request: Request, lake: Lake = Depe
     from starlette.concurrency import run_in_threadpool
 
     rows = await _rows(request)
-    author = request.headers.get("x-neurolake-user") or None
-    t = get_table(lake, datastack, table)
-    ids = await run_in_threadpool(t.append, rows, author=author)
+    t = annotation_table(request, lake, datastack, table, "write")
+    ids = await run_in_threadpool(t.append, rows, author=_author(request))
     return {"count": int(len(ids)), "ids": [int(i) for i in ids], "version": t.version}
 
 
@@ -137,8 +151,8 @@ async def update(datastack: str, table: str, request: Request, lake: Lake = Depe
     from starlette.concurrency import run_in_threadpool
 
     rows = await _rows(request)
-    t = get_table(lake, datastack, table)
-    ids = await run_in_threadpool(t.update, rows, author=request.headers.get("x-neurolake-user") or None)
+    t = annotation_table(request, lake, datastack, table, "write")
+    ids = await run_in_threadpool(t.update, rows, author=_author(request))
     return {"count": int(len(ids)), "ids": [int(i) for i in ids], "version": t.version}
 
 
@@ -147,8 +161,8 @@ class DeleteBody(BaseModel):
 
 
 @router.post(API + "/{table}/rows/delete", summary="Soft-delete rows by id")
-def delete(datastack: str, table: str, body: DeleteBody, lake: Lake = Depends(get_lake)) -> dict:
-    t = get_table(lake, datastack, table)
+def delete(datastack: str, table: str, body: DeleteBody, request: Request, lake: Lake = Depends(get_lake)) -> dict:
+    t = annotation_table(request, lake, datastack, table, "write")
     n = t.delete(body.ids)
     return {"count": n, "version": t.version}
 
@@ -208,7 +222,7 @@ def query_get(datastack: str, table: str, request: Request,
         if k not in known:
             vals = request.query_params.getlist(k)
             filters[k] = vals[0] if len(vals) == 1 else vals
-    t = get_table(lake, datastack, table)
+    t = annotation_table(request, lake, datastack, table)
     for k, v in list(filters.items()):  # numbers in the query string → the column's type
         if k in t.arrow_schema.names and not pa.types.is_string(t.arrow_schema.field(k).type):
             try:
@@ -227,15 +241,15 @@ def query_get(datastack: str, table: str, request: Request,
 
 
 @router.post(API + "/{table}/query", summary="Query rows with a JSON body")
-def query_post(datastack: str, table: str, body: RowsQuery, lake: Lake = Depends(get_lake)):
-    return _answer(get_table(lake, datastack, table), body)
+def query_post(datastack: str, table: str, body: RowsQuery, request: Request, lake: Lake = Depends(get_lake)):
+    return _answer(annotation_table(request, lake, datastack, table), body)
 
 
 # -- Neuroglancer precomputed annotations --------------------------------------------------------
 @router.api_route("/precomputed/{datastack}/annotations/{table}/{key:path}", methods=["GET", "HEAD"],
                   summary="Precomputed annotations: info, by_id/<id>, rel_<name>/<segment>, spatial0/<i>_<j>_<k>")
 def precomputed_file(datastack: str, table: str, key: str, request: Request, lake: Lake = Depends(get_lake)):
-    t = get_table(lake, datastack, table)
+    t = annotation_table(request, lake, datastack, table)
     body = precomputed(t).get(key)
     if body is None:
         raise NotFound(f"no precomputed annotation file {key!r} in table {datastack}/{table}",

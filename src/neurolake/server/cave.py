@@ -25,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from neurolake import __version__
 from neurolake.errors import InvalidArgument, NotFound
 from neurolake.lake import Lake
-from neurolake.server.deps import get_lake
+from neurolake.server.deps import annotation_table, check_readable, get_lake
 from neurolake.server.routing import APIRouter
 
 router = APIRouter(tags=["cave"])
@@ -250,6 +250,7 @@ async def mat_query(datastack: str, version: int, table: str, request: Request,
 
     body = await _json(request)
     f = _table_filters(body, table)
+    check_readable(request, lake, datastack, table)
     v = await run_in_threadpool(get_version, lake, datastack, version, False)
     tab = await run_in_threadpool(lambda: query_version(
         lake, datastack, version, table, filter_in=f["filter_in"], filter_equal=f["filter_equal"],
@@ -264,7 +265,6 @@ async def mat_query(datastack: str, version: int, table: str, request: Request,
 @router.post("/materialize/api/v3/datastack/{datastack}/query", summary="CAVE materialize: live query at a timestamp")
 async def mat_live_query(datastack: str, request: Request, timestamp: str | None = None,
                          lake: Lake = Depends(get_lake)) -> Response:
-    from neurolake.annotations import get_table
     from neurolake.materialize import live_query
 
     body = await _json(request)
@@ -272,12 +272,13 @@ async def mat_live_query(datastack: str, request: Request, timestamp: str | None
     if not isinstance(table, str):
         raise InvalidArgument("live query needs 'table' in the body", field="table")
     f = _table_filters(body, table)
+    t = annotation_table(request, lake, datastack, table)
     ts = body.get("timestamp") or timestamp
     tab = await run_in_threadpool(lambda: live_query(
         lake, datastack, table, ts, filter_in=f["filter_in"], filter_equal=f["filter_equal"],
         filter_not_in=f["filter_not_in"], filter_spatial=f["filter_spatial"], columns=f["columns"],
         offset=f["offset"], limit=f["limit"], output="arrow"))
-    return _arrow_response(tab, body, list(get_table(lake, datastack, table).voxel_resolution))
+    return _arrow_response(tab, body, list(t.voxel_resolution))
 
 
 # -- chunkedgraph ----------------------------------------------------------------------------------

@@ -1,10 +1,12 @@
-"""Shared request plumbing for routers: the open lake, size limits, coordinate parsing."""
+"""Shared request plumbing for routers: the open lake, the request's principal, size limits, coordinate
+parsing."""
 
 from __future__ import annotations
 
 import numpy as np
 from fastapi import Request
 
+from neurolake.access.core import Principal, local_principal
 from neurolake.errors import InvalidArgument, TooLarge
 from neurolake.lake import Lake
 from neurolake.volumes.layer import Layer
@@ -12,6 +14,40 @@ from neurolake.volumes.layer import Layer
 
 def get_lake(request: Request) -> Lake:
     return request.app.state.lake
+
+
+def principal_of(request: Request) -> Principal:
+    """The authenticated principal (set by the ``--auth`` middleware) or the local user (every right)."""
+    p = getattr(request.state, "principal", None)
+    if p is None:
+        p = local_principal(request.app.state.lake.settings.user)
+    return p
+
+
+def annotation_table(request: Request, lake: Lake, datastack: str, name: str, need: str = "read"):
+    """The annotation table ``datastack/name`` after checking its own read/write permission (``need``)
+    for the request's principal (:meth:`neurolake.access.core.Access.require_table`). Raises NotFound,
+    PermissionDenied."""
+    from neurolake.access.core import access
+    from neurolake.annotations import get_table
+
+    t = get_table(lake, datastack, name)
+    access(lake).require_table(principal_of(request), t, need)
+    return t
+
+
+def check_readable(request: Request, lake: Lake, datastack: str, *tables: str | None) -> None:
+    """Each named annotation table's own read permission, which also covers its frozen copies in
+    materialization versions and the connectome built from them; a name that is not a live table is left
+    to the query to report. Raises PermissionDenied."""
+    from neurolake.errors import NotFound
+
+    for name in tables:
+        if name:
+            try:
+                annotation_table(request, lake, datastack, name)
+            except NotFound:
+                pass
 
 
 def parse_range(axis: str, text: str) -> tuple[int, int]:

@@ -12,20 +12,13 @@ import anyio
 from fastapi import Body, Query, Request
 from fastapi.responses import JSONResponse
 
-from neurolake.access.core import Principal, access, local_principal
+from neurolake.access.core import access
 from neurolake.catalog.registry import FeatureRegistry
 from neurolake.errors import InvalidArgument
+from neurolake.server.deps import principal_of
 from neurolake.server.routing import APIRouter
 
 router = APIRouter(prefix="/api/v1", tags=["features"])
-
-
-def principal_of(request: Request) -> Principal:
-    """The authenticated principal (set by the auth middleware) or the local user."""
-    p = getattr(request.state, "principal", None)
-    if p is None:
-        p = local_principal(request.app.state.lake.settings.user)
-    return p
 
 
 def _reg(request: Request) -> FeatureRegistry:

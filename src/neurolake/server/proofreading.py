@@ -35,7 +35,7 @@ from pydantic import BaseModel, Field
 from neurolake.errors import InvalidArgument
 from neurolake.lake import Lake
 from neurolake.server.cave import _author
-from neurolake.server.deps import check_size, get_lake, parse_range
+from neurolake.server.deps import check_readable, check_size, get_lake, parse_range
 from neurolake.server.routing import APIRouter
 
 router = APIRouter(prefix="/api/v1/datastacks/{datastack}", tags=["proofreading"])
@@ -269,7 +269,17 @@ def _rows(tab, fmt: str) -> Response:
     return Response(json.dumps(rows, default=str), media_type="application/json")
 
 
-@router.get("/versions/{version}/tables/{table}", summary="Rows of a table in a version (json or parquet)")
+def _table_readable(request: Request, datastack: str, table: str, lake: Lake = Depends(get_lake)) -> None:
+    check_readable(request, lake, datastack, table)
+
+
+def _tables_readable(request: Request, datastack: str, synapse_table: str = "synapses",
+                     cell_type_table: str | None = None, lake: Lake = Depends(get_lake)) -> None:
+    check_readable(request, lake, datastack, synapse_table, cell_type_table)
+
+
+@router.get("/versions/{version}/tables/{table}", summary="Rows of a table in a version (json or parquet)",
+            dependencies=[Depends(_table_readable)])
 def mat_query(datastack: str, version: int, table: str, format: str = "json", root_id: int | None = None,
               limit: int | None = None, offset: int = 0, lake: Lake = Depends(get_lake)) -> Response:
     from neurolake.materialize import query_version
@@ -299,7 +309,8 @@ def _root_columns(lake, ds, v, table) -> list[str]:
     return [c for c in names if c.endswith("_root_id")]
 
 
-@router.get("/live/{table}", summary="Rows of an annotation table at a timestamp, bound to roots")
+@router.get("/live/{table}", summary="Rows of an annotation table at a timestamp, bound to roots",
+            dependencies=[Depends(_table_readable)])
 def mat_live(datastack: str, table: str, timestamp: str | None = None, format: str = "json", limit: int | None = None,
              offset: int = 0, lake: Lake = Depends(get_lake)) -> Response:
     from neurolake.materialize import live_query
@@ -318,13 +329,13 @@ def _c(datastack: str, lake: Lake, version: int | None, synapse_table: str, cell
     return _connectome(lake, datastack, version, synapse_table, cell_type_table)
 
 
-@router.get("/connectome", summary="Connectome summary at a version")
+@router.get("/connectome", summary="Connectome summary at a version", dependencies=[Depends(_tables_readable)])
 def con_summary(datastack: str, synapse_table: str = "synapses", version: int | None = None,
                 cell_type_table: str | None = None, lake: Lake = Depends(get_lake)) -> dict:
     return _c(datastack, lake, version, synapse_table, cell_type_table).summary()
 
 
-@router.get("/connectome/partners/{root_id}", summary="Upstream and downstream partners of a root")
+@router.get("/connectome/partners/{root_id}", summary="Upstream and downstream partners of a root", dependencies=[Depends(_tables_readable)])
 def con_partners(datastack: str, root_id: int, synapse_table: str = "synapses", version: int | None = None,
                  cell_type_table: str | None = None, min_synapses: int = 1, lake: Lake = Depends(get_lake)) -> dict:
     c = _c(datastack, lake, version, synapse_table, cell_type_table)
@@ -339,7 +350,7 @@ def _records(df) -> list[dict]:
     return json.loads(df.to_json(orient="records"))
 
 
-@router.get("/connectome/matrix", summary="Connectivity matrix grouped by a node attribute")
+@router.get("/connectome/matrix", summary="Connectivity matrix grouped by a node attribute", dependencies=[Depends(_tables_readable)])
 def con_matrix(datastack: str, synapse_table: str = "synapses", version: int | None = None,
                cell_type_table: str | None = None, group_by: str = "cell_type", weight: str = "n_synapses",
                lake: Lake = Depends(get_lake)) -> dict:
@@ -348,32 +359,32 @@ def con_matrix(datastack: str, synapse_table: str = "synapses", version: int | N
             "values": m.to_numpy().tolist(), "weight": weight}
 
 
-@router.get("/connectome/motifs", summary="Triad census (3-node motif counts)")
+@router.get("/connectome/motifs", summary="Triad census (3-node motif counts)", dependencies=[Depends(_tables_readable)])
 def con_motifs(datastack: str, synapse_table: str = "synapses", version: int | None = None,
                min_synapses: int = 1, lake: Lake = Depends(get_lake)) -> dict:
     return _c(datastack, lake, version, synapse_table, None).motifs(min_synapses)
 
 
-@router.get("/connectome/reciprocal", summary="Reciprocally connected pairs")
+@router.get("/connectome/reciprocal", summary="Reciprocally connected pairs", dependencies=[Depends(_tables_readable)])
 def con_reciprocal(datastack: str, synapse_table: str = "synapses", version: int | None = None,
                    min_synapses: int = 1, lake: Lake = Depends(get_lake)) -> list:
     return _records(_c(datastack, lake, version, synapse_table, None).reciprocal_pairs(min_synapses))
 
 
-@router.get("/connectome/degrees", summary="Degree distribution")
+@router.get("/connectome/degrees", summary="Degree distribution", dependencies=[Depends(_tables_readable)])
 def con_degrees(datastack: str, synapse_table: str = "synapses", version: int | None = None, direction: str = "out",
                 lake: Lake = Depends(get_lake)) -> list:
     return _records(_c(datastack, lake, version, synapse_table, None).degree_distribution(direction))
 
 
-@router.get("/connectome/path", summary="Shortest directed path between two roots")
+@router.get("/connectome/path", summary="Shortest directed path between two roots", dependencies=[Depends(_tables_readable)])
 def con_path(datastack: str, source: int, target: int, synapse_table: str = "synapses", version: int | None = None,
              weighted: bool = False, lake: Lake = Depends(get_lake)) -> dict:
     p = _c(datastack, lake, version, synapse_table, None).shortest_path(source, target, weighted=weighted)
     return {"source": source, "target": target, "path": [int(x) for x in p]}
 
 
-@router.get("/connectome/edges.parquet", summary="Edge list as Parquet")
+@router.get("/connectome/edges.parquet", summary="Edge list as Parquet", dependencies=[Depends(_tables_readable)])
 def con_parquet(datastack: str, synapse_table: str = "synapses", version: int | None = None,
                 lake: Lake = Depends(get_lake)) -> Response:
     c = _c(datastack, lake, version, synapse_table, None)
@@ -382,7 +393,7 @@ def con_parquet(datastack: str, synapse_table: str = "synapses", version: int | 
         return Response(p.read_bytes(), media_type="application/vnd.apache.parquet")
 
 
-@router.get("/connectome/graph.graphml", summary="Graph as GraphML")
+@router.get("/connectome/graph.graphml", summary="Graph as GraphML", dependencies=[Depends(_tables_readable)])
 def con_graphml(datastack: str, synapse_table: str = "synapses", version: int | None = None,
                 cell_type_table: str | None = None, lake: Lake = Depends(get_lake)) -> Response:
     c = _c(datastack, lake, version, synapse_table, cell_type_table)
