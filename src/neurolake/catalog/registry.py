@@ -562,7 +562,8 @@ class FeatureRegistry:
         registered version (read them with ``read_parquet``); ``prefix_url`` + ``/`` + a path reads any
         file of the table (``_delta_log/…``, Iceberg metadata, Lance fragments). Raises NotFound,
         PermissionDenied, InvalidArgument (``expires_in_s``), Conflict (Parquet files changed since
-        registration).
+        registration). The entry is read from the catalog at most every :data:`GRANT_CACHE_SECONDS`; the
+        grant's audit event is queued (``Access.audit(buffered=True)``).
         """
         expires_in = check_expires_in(expires_in_s)
         tid, loc, fmt, files, fp, ds, tname = self._grant_entry(name, datastack)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 from fastapi import Request
 
-from neurolake.access.core import Principal, local_principal
-from neurolake.errors import InvalidArgument, TooLarge
+from neurolake.access.core import Principal, access, local_principal
+from neurolake.errors import InvalidArgument, NotFound, TooLarge
 from neurolake.lake import Lake
 from neurolake.volumes.layer import Layer
 
@@ -28,8 +28,7 @@ def annotation_table(request: Request, lake: Lake, datastack: str, name: str, ne
     """The annotation table ``datastack/name`` after checking its own read/write permission (``need``)
     for the request's principal (:meth:`neurolake.access.core.Access.require_table`). Raises NotFound,
     PermissionDenied."""
-    from neurolake.access.core import access
-    from neurolake.annotations import get_table
+    from neurolake.annotations import get_table  # the annotation stack (deltalake) only when used
 
     t = get_table(lake, datastack, name)
     access(lake).require_table(principal_of(request), t, need)
@@ -40,8 +39,6 @@ def check_readable(request: Request, lake: Lake, datastack: str, *tables: str | 
     """Each named annotation table's own read permission, which also covers its frozen copies in
     materialization versions and the connectome built from them; a name that is not a live table is left
     to the query to report. Raises PermissionDenied."""
-    from neurolake.errors import NotFound
-
     for name in tables:
         if name:
             try:
