@@ -226,7 +226,11 @@ def main() -> None:
         results["tiles"]["warm"] = scroll(srv.base, args.sections, args.format)
         results["tiles"]["warm_tiles_per_s_8_connections"] = hammer(srv.base, args.sections, args.format)
         results["tiles"]["stats_end"] = srv.stats()
-        boxes = [((0, 512), (0, 512), (0, 16)), ((512, 1536), (512, 1536), (16, 32))]
+        # 512 x 512 x 16 at the origin and 1024 x 1024 x 16 in the middle (smaller for small volumes)
+        s, n = args.size, args.sections
+        b, z0 = min(1024, s // 2), min(16, n // 2)
+        boxes = [((0, min(512, s)), (0, min(512, s)), (0, min(16, n))),
+                 ((s // 4, s // 4 + b), (s // 4, s // 4 + b), (z0, min(n, z0 + 16)))]
         results["reads"] = read_throughput(lake_path, srv.base, boxes, args.repeat)
     finally:
         srv.stop()
