@@ -106,14 +106,7 @@ class GraphState:
             # ids are one contiguous range (e.g. watershed labels 1..N): the index is an offset
             pos = ids.astype(np.int64) - self.first
             ok = (pos >= 0) & (pos < self.n)
-            if not ok.all():
-                if missing == "error":
-                    bad = ids[~ok]
-                    raise NotFound(f"supervoxel id(s) {bad[:10].tolist()} do not exist in this segmentation",
-                                   field=field_name, unknown=[int(b) for b in bad[:100]])
-                pos = np.where(ok, pos, -1)
-            return pos
-        if self.n == 0:
+        elif self.n == 0:
             pos = np.zeros(len(ids), dtype=np.int64)
             ok = np.zeros(len(ids), dtype=bool)
         elif len(ids) >= 4096:
@@ -136,7 +129,7 @@ class GraphState:
                 raise NotFound(f"supervoxel id(s) {bad[:10].tolist()} do not exist in this segmentation",
                                field=field_name, unknown=[int(b) for b in bad[:100]])
             pos = np.where(ok, pos, -1)
-        return pos.astype(np.int64)
+        return pos.astype(np.int64, copy=False)
 
     def is_base_root(self, root: int) -> bool:
         i = np.searchsorted(self.base_sorted, np.uint64(root))
