@@ -10,7 +10,7 @@ Each figure is measured against a baseline on the same rows in the same run:
    ``neurolake serve`` process, Arrow IPC and JSON bodies, vs plain deltalake appends of the same
    batches in-process (one commit per batch).
 3. bounding-box query latency on a ``--query-rows`` table (target p50 < 100 ms at 10^7 rows):
-   ``Table.query(bbox=...)`` vs a pyarrow-dataset scan of the plain deltalake table with the same
+   ``Table.query(bbox=...).df()`` vs a pyarrow-dataset scan of the plain deltalake table with the same
    filter vs DuckDB on a native table.
 
 Rows are synthetic synapses shaped like CAVE/hemibrain synapse tables: integer voxel positions
@@ -204,11 +204,11 @@ def bench_query(tmp: Path, n: int, queries: int, side: int) -> dict:
     los = rng.integers(0, VOLUME - side, (queries, 3)).astype(float)
     res = np.array(t.voxel_resolution)
     ours, plain, duck, counts = [], [], [], []
-    t.query(bbox=[los[0] * res, (los[0] + side) * res], output="arrow")  # open the dataset once
+    t.query(bbox=[los[0] * res, (los[0] + side) * res]).arrow()  # open the dataset once
     for lo in los:
         hi = lo + side
         t0 = time.perf_counter()
-        got = t.query(bbox=[lo * res, hi * res], units="nm", output="arrow")
+        got = t.query(bbox=[lo * res, hi * res], units="nm").arrow()
         ours.append(time.perf_counter() - t0)
         f = None
         for i, a in enumerate("xyz"):

@@ -14,10 +14,10 @@ Other packages add steps to :data:`STEPS` (a step gets the lake and a ``say`` fu
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
+from neurolake.base.settings import settings
 from neurolake.errors import NotFound
 from neurolake.lake import Lake
 
@@ -27,7 +27,7 @@ GALA_VOXEL = (8.0, 8.0, 8.0)
 
 def data_dir() -> Path:
     """The folder of shipped demo data (``NEUROLAKE_DEMO_DATA`` or ``<repo>/data``)."""
-    env = os.environ.get("NEUROLAKE_DEMO_DATA")
+    env = settings().demo_data
     candidates = [Path(env)] if env else []
     candidates.append(Path(__file__).resolve().parents[2] / "data")
     for c in candidates:
@@ -81,7 +81,7 @@ def ingest_demo_layers(lake: Lake, say: Callable[[str], None], scheduler: str | 
         return
     with dask_client(scheduler) as client:
         for ds, name, rel, kind, voxel, desc in todo:
-            if ds not in {d["name"] for d in lake.datastacks()}:
+            if ds not in lake:
                 lake.create_datastack(ds, voxel, description=desc.split(";")[0])
             la = lake.ingest(str(data / rel), ds, name, voxel_size=voxel, layer_type=kind, description=desc,
                              client=client, progress=progress, say=say)

@@ -13,19 +13,26 @@ import json
 import shutil
 import threading
 from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
-from neurolake.config import Settings, settings
+from neurolake.base.settings import Settings, settings
 from neurolake.db import Catalog
 from neurolake.db.base import as_utc
 from neurolake.errors import AlreadyExists, InvalidArgument, NotFound
 from neurolake.volumes.layer import Layer
 from neurolake.volumes.models import Datastack
 from neurolake.volumes.models import Layer as LayerRow
-from neurolake.volumes.spec import LayerSpec, check_name
+from neurolake.base.names import check_name, not_found
+from neurolake.volumes.spec import LayerSpec
 from neurolake.volumes.store import create_arrays, make_context
+
+if TYPE_CHECKING:
+    from neurolake.access.core import Access
+    from neurolake.catalog.registry import FeatureRegistry
+    from neurolake.datastack import Datastack as DatastackClient
 
 LAKE_FORMAT = 1
 MARKER = "lake.json"
@@ -84,16 +91,51 @@ class Lake:
         self.context = make_context(self.settings.cache_bytes)
         self._layers: dict[tuple, Layer] = {}
         self._lock = threading.Lock()
+        self._state: dict[str, Any] = {}
 
     def __repr__(self) -> str:
         return f"<Lake {self.root}>"
 
     def close(self) -> None:
-        """Write queued audit events (see ``neurolake.access``) and release catalog connections."""
-        acc = getattr(self, "_nl_access", None)
-        if acc is not None:
-            acc.flush_audit()
+        """Close the lake's services (the access service writes its queued audit events) and release the
+        catalog's connections."""
+        with self._lock:
+            held, self._state = list(self._state.values()), {}
+        for obj in held:
+            close = getattr(obj, "close", None)
+            if callable(close):
+                close()
         self.catalog.dispose()
+
+    def state(self, key: str, factory: Callable[[], Any]) -> Any:
+        """The lake's own object ``key`` (a service or cache), made by ``factory()`` on first use.
+
+        Every per-lake service and cache lives here (not in module globals), so two open lakes never share
+        state and :meth:`close` releases it all; objects with a ``close()`` method are closed then.
+        """
+        got = self._state.get(key)
+        if got is None:
+            with self._lock:
+                got = self._state.get(key)
+                if got is None:
+                    got = self._state[key] = factory()
+        return got
+
+    # -- services ---------------------------------------------------------------------------------
+    @property
+    def access(self) -> Access:
+        """Users, API tokens, roles per datastack, quotas and the audit log (:class:`neurolake.access.Access`)."""
+        from neurolake.access.core import Access
+
+        return self.state("access", lambda: Access(self))
+
+    @property
+    def features(self) -> FeatureRegistry:
+        """The feature-table registry as the local user (every right); a server passes its request's
+        principal to :class:`neurolake.catalog.FeatureRegistry` instead."""
+        from neurolake.catalog.registry import FeatureRegistry
+
+        return self.state("features", lambda: FeatureRegistry(self))
 
     def __enter__(self) -> Lake:
         return self
@@ -118,11 +160,33 @@ class Lake:
             s.flush()
             return self._ds_dict(row)
 
-    def datastacks(self) -> list[dict[str, Any]]:
+    def datastacks(self) -> list[str]:
+        """Names of the datastacks, sorted."""
+        with self.catalog.session() as s:
+            return list(s.scalars(select(Datastack.name).order_by(Datastack.name)))
+
+    def datastack_infos(self) -> list[dict[str, Any]]:
+        """Metadata of every datastack (without layers), sorted by name."""
         with self.catalog.session() as s:
             return [self._ds_dict(r) for r in s.scalars(select(Datastack).order_by(Datastack.name))]
 
-    def datastack(self, name: str) -> dict[str, Any]:
+    def datastack(self, name: str) -> DatastackClient:
+        """The client of datastack ``name`` (layers, tables, segmentation, versions, connectome).
+        Raises NotFound naming the known datastacks."""
+        from neurolake.datastack import Datastack as DatastackClient
+
+        with self.catalog.session() as s:
+            self._ds_row(s, name)
+        return DatastackClient(self, name)
+
+    def __getitem__(self, name: str) -> DatastackClient:
+        return self.datastack(name)
+
+    def __contains__(self, name: object) -> bool:
+        with self.catalog.session() as s:
+            return s.scalar(select(Datastack.id).where(Datastack.name == name)) is not None
+
+    def datastack_info(self, name: str) -> dict[str, Any]:
         """Datastack metadata with its layers. Raises NotFound."""
         with self.catalog.session() as s:
             return self._ds_dict(self._ds_row(s, name), with_layers=True)
@@ -130,18 +194,14 @@ class Lake:
     def _ds_row(self, s, name: str) -> Datastack:
         row = s.scalar(select(Datastack).where(Datastack.name == name))
         if row is None:
-            known = s.scalars(select(Datastack.name).order_by(Datastack.name)).all()
-            raise NotFound(f"datastack {name!r} does not exist (known: {', '.join(known) or 'none'})",
-                           datastack=name)
+            raise not_found("datastack", name, s.scalars(select(Datastack.name).order_by(Datastack.name)).all())
         return row
 
     def _layer_row(self, s, datastack: str, name: str) -> LayerRow:
         ds = self._ds_row(s, datastack)
         row = s.scalar(select(LayerRow).where(LayerRow.datastack_id == ds.id, LayerRow.name == name))
         if row is None:
-            known = sorted(la.name for la in ds.layers)
-            raise NotFound(f"layer {name!r} does not exist in datastack {datastack!r} "
-                           f"(known: {', '.join(known) or 'none'})", datastack=datastack, layer=name)
+            raise not_found("layer", name, sorted(la.name for la in ds.layers), within=("datastack", datastack))
         return row
 
     @staticmethod
@@ -173,7 +233,7 @@ class Lake:
         """The layer ``name`` of ``datastack``. Raises NotFound."""
         with self.catalog.session() as s:
             row = self._layer_row(s, datastack, name)
-            key = (datastack, name, row.id, row.status, row.updated)
+            key = (datastack, name, row.id, row.status, row.updated, row.path)
             layer = self._layers.get(key)
             if layer is None:
                 layer = Layer(datastack=datastack, name=name, spec=LayerSpec.from_json(row.spec),
@@ -198,6 +258,7 @@ class Lake:
         """
         check_name("layer", name)
         rel = self.layer_path(datastack, name).relative_to(self.root)
+        stale: list[str] = []
         with self.catalog.session() as s:
             ds = self._ds_row(s, datastack)
             row = s.scalar(select(LayerRow).where(LayerRow.datastack_id == ds.id, LayerRow.name == name))
@@ -205,11 +266,15 @@ class Lake:
                 if not overwrite:
                     raise AlreadyExists(f"layer {datastack}/{name} already exists ({row.status}); "
                                         "use overwrite to replace it", datastack=datastack, layer=name)
+                stale = [row.path, ((row.progress or {}).get("replacing") or {}).get("path")]
                 s.delete(row)
                 s.flush()
             s.add(LayerRow(datastack_id=ds.id, name=name, description=description, layer_type=spec.layer_type,
                            dtype=spec.dtype, path=str(rel), spec=spec.to_json(), status=status,
                            progress=progress or {}, provenance=provenance or {}))
+        for old in stale:  # folders of the replaced row (an earlier overwrite may have moved it)
+            if old and old != str(rel):
+                shutil.rmtree(self.root / old, ignore_errors=True)
         self._forget(datastack, name)
         create_arrays(self.root / rel, spec, name, self.context)
         return self.layer(datastack, name)
@@ -223,13 +288,49 @@ class Lake:
         return self.layer(datastack, name)
 
     def delete_layer(self, datastack: str, name: str) -> None:
-        """Remove a layer's catalog row and its stored arrays. Raises NotFound."""
+        """Remove a layer's catalog row and its stored arrays (and those of an unfinished overwrite).
+        Raises NotFound."""
         with self.catalog.session() as s:
             row = self._layer_row(s, datastack, name)
-            path = self.root / row.path
+            paths = [row.path, ((row.progress or {}).get("replacing") or {}).get("path")]
             s.delete(row)
-        shutil.rmtree(path, ignore_errors=True)
+        for path in paths:
+            if path:
+                shutil.rmtree(self.root / path, ignore_errors=True)
         self._forget(datastack, name)
+
+    def replace_layer(self, datastack: str, name: str, root: Path, spec: LayerSpec, **fields: Any) -> Layer:
+        """Switch layer ``name`` to complete arrays built aside at ``root`` (a folder of this lake), atomically.
+
+        One catalog transaction sets the row's ``path``, ``spec``, ``layer_type``, ``dtype``, ``status``
+        (``ready``), ``created`` (now) and ``fields`` (``progress``, ``provenance``, ``description``);
+        readers see the old layer until it commits and the new one after. The folder it replaced is then
+        renamed away and removed (a kill in between leaves only a stray folder, swept by the next ingest
+        of the layer). Raises NotFound; InvalidArgument when ``root`` is outside the lake or holds no layer.
+        """
+        import secrets
+
+        from neurolake.db.base import utcnow
+
+        root = Path(root).resolve()
+        if not root.is_relative_to(self.root.resolve()) or not (root / "zarr.json").is_file():
+            raise InvalidArgument(f"{str(root)!r} holds no layer of lake {str(self.root)!r}", field="root",
+                                  value=str(root))
+        rel = str(root.relative_to(self.root.resolve()))
+        with self.catalog.session() as s:
+            row = self._layer_row(s, datastack, name)
+            old = row.path
+            row.path, row.spec, row.layer_type, row.dtype = rel, spec.to_json(), spec.layer_type, spec.dtype
+            row.status, row.created = "ready", utcnow()
+            for k, v in fields.items():
+                setattr(row, k, v)
+        self._forget(datastack, name)
+        if old != rel and (self.root / old).exists():
+            # rename first: a reader of the old folder sees all of it or none of it, never a half-deleted mix
+            trash = self.root / old
+            trash = trash.rename(trash.with_name(f"{name}@old-{secrets.token_hex(6)}"))
+            shutil.rmtree(trash, ignore_errors=True)
+        return self.layer(datastack, name)
 
     def ingest(self, source: str, datastack: str, layer: str, **kwargs: Any) -> Layer:
         """Ingest ``source`` as a new layer; see :func:`neurolake.volumes.ingest.ingest`."""

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import functools
-import getpass
-import os
 import platform
 import subprocess
 from pathlib import Path
@@ -32,10 +30,10 @@ def code_version() -> dict[str, Any]:
 
 
 def current_user() -> str:
-    try:
-        return os.environ.get("NEUROLAKE_USER") or getpass.getuser()
-    except Exception:  # no passwd entry in some containers
-        return "unknown"
+    """The local user named in edit logs and provenance (:attr:`neurolake.base.settings.Settings.user`)."""
+    from neurolake.base.settings import settings
+
+    return settings().user
 
 
 def record(action: str, *, inputs: Any = None, params: dict[str, Any] | None = None,

@@ -28,7 +28,7 @@ def test_detected_gerhard_synapses_match_scipy(ann_lake):
     cz, cy, cx = np.array(ndimage.center_of_mass(mask, lab, idx)).T
     sizes = ndimage.sum_labels(mask, lab, idx)
     t = get_table(ann_lake, "gerhard2013", "synapses")
-    got = t.query()
+    got = t.query().df()
     assert len(got) == 50 and t.schema.name == "synapse" and t.voxel_resolution == (4.6, 4.6, 50.0)
     want = pd.DataFrame({"x": cx, "y": cy, "z": cz, "size": sizes}).sort_values(["z", "y", "x"]).reset_index()
     np.testing.assert_allclose(got["ctr_pt_position_x"], want.x, atol=1e-9)
@@ -69,7 +69,7 @@ def test_cli_load_detect_and_refuse_truncated(ann_lake, ann_lake_path, tmp_path)
     assert r.returncode == 0, r.stderr
     t = get_table(ann_lake, "hemibrain", "cli_sites")
     df = pd.read_csv(src)
-    got = t.query()
+    got = t.query().df()
     assert len(got) == len(df) and got["pt_position_y"].tolist() == df.y.astype(float).tolist()
     assert got["roi"].fillna("").tolist() == df.roi.fillna("").tolist()
     assert t.history()[0]["neurolake_action"] == "append" and t.version == 1  # 4 batches, one commit
@@ -109,7 +109,7 @@ def test_cli_detect(ann_lake, ann_lake_path, tmp_path):
     vol = ann_lake.layer("gala_fibsem", "segmentation")[:, :, :]
     _, n = ndimage.label(vol == 1, structure=np.ones((3, 3, 3)))
     t = get_table(ann_lake, "gala_fibsem", "gala_seg1")
-    assert t.count() == n >= 1 and t.query()["size"].sum() == (vol == 1).sum()
+    assert t.count() == n >= 1 and t.query().df()["size"].sum() == (vol == 1).sum()
     r = _cli("detect", "--lake", str(ann_lake_path), "--datastack", "gala_fibsem", "--mask", "segmentation",
              "--value", "-3", "--table", "gala_bad")
     assert r.returncode == 2 and "does not fit" in r.stderr

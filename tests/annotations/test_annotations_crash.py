@@ -51,12 +51,12 @@ def test_kill_during_stream_load_leaves_previous_version(ann_lake, ann_lake_path
     t = create_table(ann_lake, "hemibrain", "crash_sites", "point", properties=SITE_PROPS)
     sites = navis_sites()
     t.append(sites)
-    version, count, before = t.version, t.count(), t.query()
+    version, count, before = t.version, t.count(), t.query().df()
     sites.to_parquet(tmp_path / "sites.parquet")
     _killed_midway(ann_lake_path, "crash_sites", tmp_path / "sites.parquet", "t.append_stream(batches())", 6)
     t2 = get_table(ann_lake, "hemibrain", "crash_sites")
     assert t2.version == version and t2.count() == count
-    pd.testing.assert_frame_equal(t2.query(), before)
+    pd.testing.assert_frame_equal(t2.query().df(), before)
     ids = t2.append(sites.head(10))  # still writable; ids continue after those the dead load reserved
     assert len(ids) == 10 and t2.count() == count + 10 and ids.min() > count
 

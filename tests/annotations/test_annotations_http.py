@@ -45,7 +45,7 @@ def test_precomputed_by_id_matches_table_in_both_readers(ann_server, ann_lake):
     sizes = [np.dtype(p["type"]).itemsize for p in info["properties"]]
     assert sizes == sorted(sizes, reverse=True)  # presorted: 4-byte, 2-byte, 1-byte
     assert info["dimensions"]["x"] == [8e-9, "m"]
-    table = get_table(ann_lake, "hemibrain", "da1_sites").query().set_index("id")
+    table = get_table(ann_lake, "hemibrain", "da1_sites").query().df().set_index("id")
     props = {p["id"]: p for p in info["properties"]}
     ids = [1, 2, 700, 3137, 9089]
     cv_by_id = cv.get_by_id(ids)
@@ -82,7 +82,7 @@ def test_precomputed_relationship_and_box_agree(ann_server, ann_lake):
     want = set((np.flatnonzero(((pts >= lo) & (pts < hi)).all(axis=1)) + 1).tolist())
     ng_box = {int(a.id) for a in ng.get_within_spatial_bounds(lower_bound=lo, upper_bound=hi)}
     cv_box = set(cv.get_by_bbox(cloudvolume.Bbox(lo, hi)).ids.tolist())
-    table_box = set(get_table(ann_lake, "hemibrain", "da1_sites").query(bbox=[lo, hi], units="voxels")["id"])
+    table_box = set(get_table(ann_lake, "hemibrain", "da1_sites").query(bbox=[lo, hi], units="voxels").df()["id"])
     assert ng_box == cv_box == want == table_box and 0 < len(want) < len(sites)
     # everything, each annotation exactly once
     every = [int(a.id) for a in ng.get_within_spatial_bounds()]
@@ -102,7 +102,7 @@ def test_precomputed_uint64_root_ids_and_synapses(ann_server, ann_lake):
                                                           "pt_position_z"]].iloc[7].to_numpy(np.float32))
     # the detected Gerhard synapses: 50 points at ctr_pt, same in both readers and the table
     ng, cv = _readers(ann_server, "gerhard2013", "synapses")
-    table = get_table(ann_lake, "gerhard2013", "synapses").query()
+    table = get_table(ann_lake, "gerhard2013", "synapses").query().df()
     every = cv.get_by_bbox(cloudvolume.Bbox((0, 0, 0), (1024, 1024, 20)))
     assert sorted(every.ids.tolist()) == table["id"].tolist() == sorted(int(a.id) for a in
                                                                         ng.get_within_spatial_bounds())

@@ -27,24 +27,24 @@ def _same(stored: pd.DataFrame, given: pd.DataFrame, cols) -> None:
 def test_real_tables_round_trip(ann_lake):
     sites = navis_sites()
     t = get_table(ann_lake, "hemibrain", "da1_sites")
-    got = t.query()
+    got = t.query().df()
     assert len(got) == len(sites) == 3136 + 3010 + 2943
     assert got["id"].dtype == "UInt64" and got["id"].tolist() == list(range(1, len(sites) + 1))
     _same(got, sites, list(sites.columns))
     assert (got["type"] == "pre").sum() == 701 + 646 + 623
 
     ct = schlegel_cell_types()
-    got = get_table(ann_lake, "hemibrain", "cell_types").query()
+    got = get_table(ann_lake, "hemibrain", "cell_types").query().df()
     _same(got, ct, list(ct.columns))
     assert got["pt_root_id"].is_unique  # hemibrain body ids are unique in the source
 
     somas = pinky_somas()
-    got = get_table(ann_lake, "pinky100", "somas").query()
+    got = get_table(ann_lake, "pinky100", "somas").query().df()
     assert len(got) == 363
     _same(got, somas, list(somas.columns))
     assert got["pt_root_id"].max() == somas["pt_root_id"].max()  # 18-digit root ids stay exact
 
-    syn = get_table(ann_lake, "pinky100", "synapses").query(output="polars")
+    syn = get_table(ann_lake, "pinky100", "synapses").query().pl()
     assert syn.height == 1981
     src = pd.read_csv(PINKY / "synapses.csv")
     assert syn["pre_pt_root_id"].to_list() == src["pre"].tolist()
@@ -60,21 +60,21 @@ def test_bbox_filters_ids_and_units(ann_lake):
     inside = ((df[["pt_position_x", "pt_position_y", "pt_position_z"]].to_numpy() >= lo)
               & (df[["pt_position_x", "pt_position_y", "pt_position_z"]].to_numpy() < hi)).all(axis=1)
     want = np.flatnonzero(inside) + 1  # ids were given in file order
-    got_nm = t.query(bbox=[lo * 8, hi * 8], units="nm")
-    got_vx = t.query(bbox=[lo, hi], units="voxels")
+    got_nm = t.query(bbox=[lo * 8, hi * 8], units="nm").df()
+    got_vx = t.query(bbox=[lo, hi], units="voxels").df()
     assert got_nm["id"].tolist() == want.tolist() == got_vx["id"].tolist()
     assert 0 < len(want) < len(df)
-    lh = t.query(bbox=[lo * 8, hi * 8], filters={"roi": "AL(R)", "type": ["pre"]}, output="arrow")
+    lh = t.query(bbox=[lo * 8, hi * 8], filters={"roi": "AL(R)", "type": ["pre"]}).arrow()
     assert set(lh.column("roi").to_pylist()) == {"AL(R)"} and set(lh.column("type").to_pylist()) == {"pre"}
     assert lh.num_rows == int((inside & (df.roi == "AL(R)") & (df.type == "pre")).sum())
-    nm = t.query(ids=[5, 1], positions="nm")
+    nm = t.query(ids=[5, 1], positions="nm").df()
     assert nm["id"].tolist() == [1, 5]
     assert nm["pt_position_x"].tolist() == [df.pt_position_x[0] * 8.0, df.pt_position_x[4] * 8.0]
-    assert t.query(filters={"body_id": 754534424}, columns=["body_id"])["body_id"].nunique() == 1
+    assert t.query(filters={"body_id": 754534424}, columns=["body_id"]).df()["body_id"].nunique() == 1
     with pytest.raises(InvalidArgument, match="nosuch"):
-        t.query(filters={"nosuch": 1})
+        t.query(filters={"nosuch": 1}).df()
     with pytest.raises(InvalidArgument, match="bbox"):
-        t.query(bbox=[[0, 0, 0], [0, 10, 10]])
+        t.query(bbox=[[0, 0, 0], [0, 10, 10]]).df()
 
 
 def test_history_update_delete_and_past_state(ann_lake):
@@ -87,18 +87,18 @@ def test_history_update_delete_and_past_state(ann_lake):
     t2 = dt.datetime.now(dt.UTC)
     time.sleep(0.01)
     assert t.delete(ids[3:5]) == 2
-    now = t.query()
+    now = t.query().df()
     assert len(now) == 100 - 3 + 3 - 2
     assert set(now["id"]).isdisjoint(set(ids[:5].tolist()))
     upd = now.set_index("id").loc[new]
     assert upd["cell_type"].tolist() == ["A", "B", "C"]
     assert upd["pt_root_id"].tolist() == ct["pt_root_id"][:3].tolist()  # other columns carried over
-    past = t.query(timestamp=t1)
+    past = t.query(timestamp=t1).df()
     assert past["id"].tolist() == ids.tolist()
     _same(past, ct.drop(columns=["cell_class"]), ["pt_position_x", "pt_root_id", "cell_type"])
-    mid = t.query(timestamp=t2)
+    mid = t.query(timestamp=t2).df()
     assert len(mid) == 100 and set(mid["id"]) == set(ids[3:].tolist()) | set(new.tolist())
-    everything = t.query(include_deleted=True)
+    everything = t.query(include_deleted=True).df()
     assert len(everything) == 103
     old = everything.set_index("id").loc[ids[:3]]
     assert old["superceded_id"].tolist() == new.tolist() and old["deleted"].notna().all()
@@ -118,7 +118,7 @@ def test_buffered_writer_commits_per_flush(ann_lake):
             w.add(sites.iloc[start:start + 1000])
         assert w.flushes == 2 and w.buffered == len(sites) - 8000
     assert t.version == v0 + 3 and w.flushes == 3
-    assert sorted(w.ids.tolist()) == t.query(columns=["id"])["id"].tolist()
+    assert sorted(w.ids.tolist()) == t.query(columns=["id"]).df()["id"].tolist()
     with pytest.raises(RuntimeError), t.writer(flush_rows=10_000) as w2:
         w2.add(sites.iloc[:10])
         raise RuntimeError("crash before flush")
@@ -132,22 +132,22 @@ def test_supervoxel_binding_matches_cutout(ann_lake):
     rng = np.random.default_rng(4)
     xyz = np.stack([rng.uniform(0, 1024, 500), rng.uniform(0, 1024, 500), rng.uniform(0, 20, 500)], axis=1)
     t.append(pd.DataFrame({"pt_position_x": xyz[:, 0], "pt_position_y": xyz[:, 1], "pt_position_z": xyz[:, 2]}))
-    got = t.query()
+    got = t.query().df()
     want = vol[xyz[:, 2].astype(int), xyz[:, 1].astype(int), xyz[:, 0].astype(int)]
     assert got["pt_supervoxel_id"].to_numpy(dtype=np.uint64).tolist() == want.tolist()
     assert len(set(want.tolist())) > 3
     # bbox in voxels of a coarser mip of the layer: mip 1 halves x and y
-    box = t.query(bbox=[[0, 0, 0], [256, 256, 20]], units="voxels", mip=1)
+    box = t.query(bbox=[[0, 0, 0], [256, 256, 20]], units="voxels", mip=1).df()
     assert box["id"].tolist() == (np.flatnonzero((xyz[:, 0] < 512) & (xyz[:, 1] < 512)) + 1).tolist()
 
 
 def _unchanged(t, before) -> None:
     assert t.version == before[0]
-    pd.testing.assert_frame_equal(t.query(include_deleted=True), before[1])
+    pd.testing.assert_frame_equal(t.query(include_deleted=True).df(), before[1])
 
 
 def _state(t):
-    return t.version, t.query(include_deleted=True)
+    return t.version, t.query(include_deleted=True).df()
 
 
 @pytest.mark.parametrize("case", ["missing", "mistyped", "nan", "outside", "dup_batch", "dup_existing",
@@ -210,7 +210,7 @@ def test_arrow_input_and_caveclient_style_positions(ann_lake):
     pos = somas[["pt_position_x", "pt_position_y", "pt_position_z"]].to_numpy().tolist()
     t.append(pd.DataFrame({"pt_position": pos, "volume": np.arange(50, dtype=float)}))
     t.append(pa.table({"pt_position_x": [1.0], "pt_position_y": [2.0], "pt_position_z": [3.0]}))
-    got = t.query()
+    got = t.query().df()
     assert got["pt_position_x"].tolist()[:50] == somas["pt_position_x"].astype(float).tolist()
     assert got["volume"].tolist()[:50] == list(range(50)) and got["id"].tolist() == list(range(1, 52))
 
@@ -255,13 +255,13 @@ def test_large_append_is_one_commit_and_bbox_uses_row_groups(ann_lake):
         lo = pts[rng.integers(len(pts))] - rng.uniform(200, 2000, 3)
         hi = lo + rng.uniform(500, 4000, 3)
         want = np.flatnonzero(((pts >= lo) & (pts < hi)).all(axis=1)) + 1
-        got = t.query(bbox=[lo, hi], units="voxels", columns=["roi"])
+        got = t.query(bbox=[lo, hi], units="voxels", columns=["roi"]).df()
         assert list(got.columns) == ["roi"] and len(got) == len(want)
-        assert t.query(bbox=[lo, hi], units="voxels")["id"].tolist() == want.tolist()
+        assert t.query(bbox=[lo, hi], units="voxels").df()["id"].tolist() == want.tolist()
     t1 = dt.datetime.now(dt.UTC)
     time.sleep(0.01)
     t.delete(want[:3].tolist())
-    assert t.query(bbox=[lo, hi], units="voxels")["id"].tolist() == want[3:].tolist()
-    assert t.query(bbox=[lo, hi], units="voxels", timestamp=t1)["id"].tolist() == want.tolist()
+    assert t.query(bbox=[lo, hi], units="voxels").df()["id"].tolist() == want[3:].tolist()
+    assert t.query(bbox=[lo, hi], units="voxels", timestamp=t1).df()["id"].tolist() == want.tolist()
     # a synapse table without positions: no row group can match a box
-    assert len(get_table(ann_lake, "pinky100", "synapses").query(bbox=[[0, 0, 0], [1e9, 1e9, 1e9]])) == 0
+    assert len(get_table(ann_lake, "pinky100", "synapses").query(bbox=[[0, 0, 0], [1e9, 1e9, 1e9]]).df()) == 0

@@ -42,7 +42,7 @@ def test_info_and_materialization_through_caveclient(client, served):
     tmeta = client.materialize.get_table_metadata("synapses")
     assert tmeta["voxel_resolution"] == [8.0, 8.0, 8.0] and tmeta["reference_table"] is None
     lake = open_lake(path)
-    ours = query_version(lake, "gala", 1, "synapses")
+    ours = query_version(lake, "gala", 1, "synapses").df()
     df = client.materialize.query_table("synapses")
     assert len(df) == len(ours)
     assert df["pre_pt_root_id"].astype("uint64").tolist() == ours["pre_pt_root_id"].astype("uint64").tolist()
@@ -69,7 +69,7 @@ def test_info_and_materialization_through_caveclient(client, served):
 def test_chunkedgraph_through_caveclient(client, served):
     base, path = served
     lake = open_lake(path)
-    syn = query_version(lake, "gala", 1, "synapses")
+    syn = query_version(lake, "gala", 1, "synapses").df()
     a, b = int(syn["pre_pt_supervoxel_id"].iloc[0]), int(syn["post_pt_supervoxel_id"].iloc[0])
     seg = segmentation(lake, "gala")
     ra, rb = seg.get_roots([a, b])
@@ -172,7 +172,7 @@ def test_neurolake_http_versions_and_connectome(served):
     assert r.status_code == 200, r.text
     summ = r.json()
     lake = open_lake(path)
-    syn = query_version(lake, "gala", 1, "synapses")
+    syn = query_version(lake, "gala", 1, "synapses").df()
     assert summ["synapses"] == len(syn) and summ["version"] == 1
     root = int(syn["pre_pt_root_id"].value_counts().index[0])
     p = httpx.get(f"{api}/connectome/partners/{root}", params={"version": 1}, timeout=60).json()
@@ -230,7 +230,7 @@ def test_auth_server_attributes_edits_and_checks_roles(gala_annotated, serve_lak
     acc.grant("ed", "gala", "editor")
     viewer = acc.create_token("vera")["token"]
     editor = acc.create_token("ed")["token"]
-    syn = query_version(lake, "gala", 1, "synapses")
+    syn = query_version(lake, "gala", 1, "synapses").df()
     a, b = int(syn["pre_pt_supervoxel_id"].iloc[0]), int(syn["post_pt_supervoxel_id"].iloc[0])
     lake.close()
     base = serve_lake(dst, "--auth")
@@ -255,7 +255,7 @@ def test_neurolake_http_edit_cycle(gala_annotated, serve_lake, tmp_path):
     dst = tmp_path / "lake"
     shutil.copytree(gala_annotated["path"], dst)
     lake = open_lake(dst)
-    syn = query_version(lake, "gala", 1, "synapses")
+    syn = query_version(lake, "gala", 1, "synapses").df()
     lake.close()
     base = serve_lake(dst)
     api = f"{base}/api/v1/datastacks/gala/segmentation"

@@ -55,16 +55,16 @@ def test_celegans_queries_agree_with_networkx(celegans, tmp_path):
     census = nx.triadic_census(g)
     assert chem.motifs() == {k: census[k] for k in TRIADS}
     # partners: AVAL's inputs, strongest first, equal to networkx in-edges
-    up = chem.upstream("AVAL")
+    up = chem.upstream("AVAL").df()
     ref = sorted(((d["weight"], u) for u, _, d in g.in_edges("AVAL", data=True)), key=lambda x: (-x[0], x[1]))
     assert list(zip(up["n_synapses"], up["pre"], strict=True)) == ref
-    assert (chem.upstream("AVAL", min_synapses=10)["n_synapses"] >= 10).all()
-    assert len(chem.downstream("AVAL")) == g.out_degree("AVAL")
+    assert (chem.upstream("AVAL", min_synapses=10).df()["n_synapses"] >= 10).all()
+    assert len(chem.downstream("AVAL").df()) == g.out_degree("AVAL")
     # reciprocal pairs and degrees
     recip = {(a, b) for a, b in g.edges if a < b and g.has_edge(b, a)}
-    rp = chem.reciprocal_pairs()
+    rp = chem.reciprocal_pairs().df()
     assert set(zip(rp["a"], rp["b"], strict=True)) == recip
-    dd = chem.degree_distribution("in")
+    dd = chem.degree_distribution("in").df()
     ref_in = pd.Series([d for _, d in g.in_degree()]).value_counts()
     zero = len(chem.nodes) - g.number_of_nodes()  # nodes known only from the other edge type: none here
     assert zero == 0 and dict(zip(dd["degree"], dd["count"], strict=True)) == ref_in.to_dict()
@@ -80,7 +80,7 @@ def test_celegans_queries_agree_with_networkx(celegans, tmp_path):
     ig = chem.to_igraph()
     assert ig.ecount() == 4681 and ig.is_directed()
     with pytest.raises(NotFound):
-        chem.upstream("NOT_A_NEURON")
+        chem.upstream("NOT_A_NEURON").df()
     with pytest.raises(InvalidArgument):
         chem.connectivity_matrix("cell_type")
 
@@ -106,7 +106,7 @@ def test_pinky100_counts_and_matrix(pinky):
     assert sum(d["n_synapses"] for _, _, d in g.edges(data=True)) == 1981
     census = nx.triadic_census(g)
     assert c.motifs() == {k: census[k] for k in TRIADS}
-    recip = c.reciprocal_pairs()
+    recip = c.reciprocal_pairs().df()
     assert len(recip) == sum(1 for a, b in g.edges if a < b and g.has_edge(b, a))
     strong = c.motifs(min_synapses=2)
     assert sum(strong.values()) == sum(c.motifs().values())  # same number of triads (node triples)

@@ -288,7 +288,9 @@ def test_registry_expired_materialization_warns(reg_lake, feature_files):
 def test_registry_feature_roots_restrict_locations(reg_lake, feature_files, monkeypatch, tmp_path):
     from neurolake.errors import PermissionDenied
 
-    monkeypatch.setenv("NEUROLAKE_FEATURE_ROOTS", str(tmp_path / "elsewhere"))
+    from dataclasses import replace
+
+    monkeypatch.setattr(reg_lake, "settings", replace(reg_lake.settings, feature_roots=(str(tmp_path / "elsewhere"),)))
     reg = FeatureRegistry(reg_lake)
     before = _counts(reg_lake)
     with pytest.raises(PermissionDenied) as ei:
@@ -297,6 +299,7 @@ def test_registry_feature_roots_restrict_locations(reg_lake, feature_files, monk
     with pytest.raises(PermissionDenied):
         crawl(reg_lake, str(feature_files["cell_types"].parent), "hemibrain")
     assert _counts(reg_lake) == before
-    monkeypatch.setenv("NEUROLAKE_FEATURE_ROOTS", str(feature_files["cell_types"].parent))
+    monkeypatch.setattr(reg_lake, "settings",
+                        replace(reg_lake.settings, feature_roots=(str(feature_files["cell_types"].parent),)))
     assert reg.register(name="cell_types", datastack="hemibrain",
                         location=str(feature_files["cell_types"]))["format"] == "parquet"

@@ -34,7 +34,7 @@ from sqlalchemy import insert, select
 from neurolake.access.models import ApiToken, AuditEvent, Role, User
 from neurolake.db.base import as_utc, utcnow
 from neurolake.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied, Unauthorized
-from neurolake.volumes.spec import check_name
+from neurolake.base.names import check_name
 
 ROLES = ("viewer", "editor", "admin")
 RANK = {r: i for i, r in enumerate(ROLES)}
@@ -294,7 +294,7 @@ class Access:
         """``{datastack: public}``, cached for 5 s."""
         ts, d = self._ds_cache
         if time.monotonic() - ts > CACHE_SECONDS:
-            d = {x["name"]: bool(x["public"]) for x in self.lake.datastacks()}
+            d = {x["name"]: bool(x["public"]) for x in self.lake.datastack_infos()}
             self._ds_cache = (time.monotonic(), d)
         return d
 
@@ -375,6 +375,10 @@ class Access:
             except Exception:  # noqa: BLE001 - catalog closed or busy: the events stay queued for the next try
                 pass
 
+    def close(self) -> None:
+        """Write the queued audit events (called by :meth:`neurolake.lake.Lake.close`)."""
+        self.flush_audit()
+
     def flush_audit(self) -> None:
         """Write queued (buffered) audit events, in one multi-row INSERT. On failure they stay queued."""
         with self._lock:
@@ -409,8 +413,4 @@ class Access:
 
 def access(lake) -> Access:
     """The (cached) :class:`Access` of an open lake."""
-    a = getattr(lake, "_nl_access", None)
-    if a is None:
-        a = Access(lake)
-        lake._nl_access = a
-    return a
+    return lake.access

@@ -17,7 +17,6 @@ that crosses a byte limit is still completed (a response's size is known only on
 from __future__ import annotations
 
 import datetime as dt
-import os
 import threading
 import time
 from typing import Any
@@ -30,26 +29,14 @@ from neurolake.access.models import Usage
 from neurolake.errors import QuotaExceeded
 
 
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "")
-    try:
-        return int(raw) if raw.strip() else default
-    except ValueError as exc:
-        raise ValueError(f"{name} must be a whole number, got {raw!r}") from exc
-
-
-def default_limits() -> dict[str, int]:
-    return {"bytes": _env_int("NEUROLAKE_QUOTA_BYTES", 0), "requests": _env_int("NEUROLAKE_QUOTA_REQUESTS", 0),
-            "period_s": max(1, _env_int("NEUROLAKE_QUOTA_PERIOD", 86400))}
-
-
 class Quotas:
     """Usage counters and quota checks of one lake (one instance per server process)."""
 
     def __init__(self, lake, flush_interval: float = 0.5) -> None:
         self.lake = lake
         self.flush_interval = flush_interval
-        self.defaults = default_limits()
+        st = lake.settings
+        self.defaults = {"bytes": st.quota_bytes, "requests": st.quota_requests, "period_s": st.quota_period_s}
         self._pending: dict[tuple[str, int, int], list[int]] = {}
         self._base: dict[tuple[str, int], tuple[int, int]] = {}
         self._lock = threading.Lock()

@@ -85,7 +85,7 @@ def detect_synapses(lake: Any, datastack: str, mask_layer: str, value: int, tabl
                          properties=DETECT_PROPERTIES, segmentation_layer=segmentation_layer,
                          description=description or f"connected components of value {value} in layer {mask_layer}")
     if replace:
-        old = t.query(columns=["id"], output="arrow").column("id").to_numpy()
+        old = t.query(columns=["id"]).arrow().column("id").to_numpy()
         if len(old):
             t.delete(old)
     rows["metadata"] = [None] * len(rows)

@@ -77,7 +77,7 @@ class PrecomputedAnnotations:
     def __init__(self, table: Any, rows: pa.Table | None = None, cell_target: int = 500, max_cells: int = 4096):
         self.table = table
         schema = table.schema
-        rows = rows if rows is not None else table.query(output="arrow")
+        rows = rows if rows is not None else table.query().arrow()
         self.annotation_type = schema.annotation_type
         # geometry
         if schema.annotation_type == "POINT":
@@ -252,9 +252,6 @@ class PrecomputedAnnotations:
         return None
 
 
-_cache: dict[tuple, PrecomputedAnnotations] = {}
-
-
 MAX_ROWS = 5_000_000  # built in memory: beyond this, refuse rather than exhaust the server's memory
 
 
@@ -263,6 +260,7 @@ def precomputed(table: Any) -> PrecomputedAnnotations:
 
     Raises TooLarge when the table has more than :data:`MAX_ROWS` valid rows (the index is built in
     memory; sharded, precomputed-on-write output is not implemented)."""
+    _cache = table.lake.state("annotations.precomputed", dict)  # (path, Delta version) -> index
     key = (str(table.path), table.version)
     got = _cache.get(key)
     if got is None:

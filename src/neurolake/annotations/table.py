@@ -45,17 +45,17 @@ from neurolake.annotations.schemas import (
 from neurolake.db.base import as_utc, utcnow
 from neurolake.errors import AlreadyExists, Conflict, InvalidArgument, NotFound, OutOfBounds
 from neurolake.provenance import current_user
-from neurolake.volumes.spec import check_name
+from neurolake.base.names import check_name
+from neurolake.base.results import Result
 
 ROW_GROUP_ROWS = 4096
 STREAM_SLICE = 262_144  # rows per pipelined batch when one append() is large
 SORT_ROWS = 1_000_000  # rows Morton-sorted together before a stream write
 TARGET_FILE_BYTES = 64 << 20  # Parquet data files of ~64 MB
 PERMISSIONS = ("PUBLIC", "GROUP", "PRIVATE")
+# Write locks of table folders, shared by every Lake object of this process that opens the same folder.
 _locks: dict[str, threading.Lock] = {}
 _locks_guard = threading.Lock()
-_tables: dict[tuple, Table] = {}
-_tables_guard = threading.Lock()
 
 
 def _lock(path: Path) -> threading.Lock:
@@ -627,7 +627,7 @@ class Table:
     def query(self, *, ids: Sequence[int] | None = None, bbox: Any = None, bbox_point: str | None = None,
               units: str = "nm", mip: int = 0, layer: str | None = None, filters: dict[str, Any] | None = None,
               timestamp: Any = None, include_deleted: bool = False, columns: Sequence[str] | None = None,
-              limit: int | None = None, offset: int = 0, positions: str = "voxels", output: str = "pandas"):
+              limit: int | None = None, offset: int = 0, positions: str = "voxels") -> Result:
         """Rows valid now (or at ``timestamp``) matching all given conditions, sorted by id.
 
         - ``ids``: annotation ids;
@@ -638,12 +638,20 @@ class Table:
         - ``timestamp``: datetime / ISO text / epoch seconds: the rows valid at that time;
           ``include_deleted``: every row version ever written (with ``created``/``deleted``);
         - ``positions``: "voxels" (stored, at ``voxel_resolution``) or "nm";
-        - ``output``: "pandas", "arrow" or "polars". Id columns are uint64.
+
+        Returns a :class:`~neurolake.base.results.Result` (``.df()``, ``.arrow()``, ``.pl()``; id columns
+        uint64) whose ``metadata`` names the datastack, table, Delta version, timestamp and conditions.
 
         Raises InvalidArgument (unknown column, bad bbox/units/timestamp), NotFound (layer).
         """
         names = self.arrow_schema.names
         expr = None
+        meta = {"datastack": self.datastack, "table": self.name, "delta_version": self.version,
+                "timestamp": None if timestamp is None else _as_utc_ts(timestamp).isoformat(),
+                "filters": {k: v for k, v in {"ids": None if ids is None else len(list(ids)), "bbox": bbox,
+                                               "bbox_units": units if bbox is not None else None,
+                                               "filters": filters}.items() if v is not None} or None,
+                "positions": positions}
 
         def conj(e):
             nonlocal expr
@@ -658,7 +666,7 @@ class Table:
         if ids is not None:
             arr = np.asarray(list(ids), dtype=np.uint64)
             if (arr > np.iinfo(np.int64).max).any():
-                return self._empty(columns, positions, output)
+                return self._empty(columns, positions, meta)
             conj(pc.field("id").isin(pa.array(arr.astype(np.int64), pa.int64())))
         if bbox is not None:
             point = bbox_point or self.schema.primary
@@ -704,15 +712,15 @@ class Table:
             tab = tab.slice(offset, limit)
         if columns is not None and "id" not in columns:
             tab = tab.drop_columns(["id"])
-        return self._out(tab, positions, output)
+        return self._out(tab, positions, meta)
 
-    def _empty(self, columns, positions, output):
+    def _empty(self, columns, positions, meta):
         tab = self.arrow_schema.empty_table()
         if columns is not None:
             tab = tab.select(list(columns))
-        return self._out(tab, positions, output)
+        return self._out(tab, positions, meta)
 
-    def _out(self, tab: pa.Table, positions: str, output: str):
+    def _out(self, tab: pa.Table, positions: str, meta: dict[str, Any]) -> Result:
         if positions not in ("voxels", "nm"):
             raise InvalidArgument(f"positions {positions!r} must be 'voxels' or 'nm'", field="positions")
         idc = set(self.id_columns)
@@ -724,11 +732,11 @@ class Table:
             elif positions == "nm" and "_position_" in name:
                 c = pc.multiply(c, self.voxel_resolution["xyz".index(name[-1])])
             cols.append(c)
-        return to_output(pa.table(cols, names=tab.column_names), output)
+        return Result(pa.table(cols, names=tab.column_names), meta)
 
     def count(self, timestamp: Any = None) -> int:
         """Number of rows valid now (or at ``timestamp``)."""
-        return len(self.query(timestamp=timestamp, columns=["id"], output="arrow"))
+        return len(self.query(timestamp=timestamp, columns=["id"]))
 
 
 # -- the catalog face -----------------------------------------------------------------------------
@@ -762,7 +770,7 @@ def create_table(lake: Any, datastack: str, name: str, schema: str, *, descripti
     for perm, what in ((read_permission, "read_permission"), (write_permission, "write_permission")):
         if perm not in PERMISSIONS:
             raise InvalidArgument(f"{what} {perm!r} must be one of {PERMISSIONS}", field=what, value=perm)
-    ds = lake.datastack(datastack)
+    ds = lake.datastack_info(datastack)
     if segmentation_layer is not None:
         la = lake.layer(datastack, segmentation_layer)
         if la.layer_type != "segmentation":
@@ -808,15 +816,16 @@ def get_table(lake: Any, datastack: str, name: str) -> Table:
                               .order_by(AnnotationTable.name)).all()
             raise NotFound(f"annotation table {name!r} does not exist in datastack {datastack!r} "
                            f"(known: {', '.join(known) or 'none'})", datastack=datastack, table=name)
-        key = (id(lake), str(lake.root), datastack, row.id, row.path)
-        with _tables_guard:
-            t = _tables.get(key)
+        key = (datastack, row.id, row.path)
+        tables, guard = lake.state("annotations.tables", lambda: ({}, threading.Lock()))
+        with guard:
+            t = tables.get(key)
         if t is None:  # reuse Table objects: their Delta state and row-group index stay warm
             t = Table(lake, datastack, row)
-            with _tables_guard:
-                if len(_tables) > 64:
-                    _tables.pop(next(iter(_tables)))
-                t = _tables.setdefault(key, t)
+            with guard:
+                if len(tables) > 64:
+                    tables.pop(next(iter(tables)))
+                t = tables.setdefault(key, t)
         return t
 
 
@@ -838,20 +847,3 @@ def drop_table(lake: Any, datastack: str, name: str) -> None:
         row = s.scalar(select(AnnotationTable).where(AnnotationTable.path == str(t.path.relative_to(lake.root))))
         s.delete(row)
     shutil.rmtree(t.path, ignore_errors=True)
-
-
-def to_output(tab: pa.Table, output: str):
-    """An Arrow result as ``output``: ``"arrow"``, ``"polars"`` or ``"pandas"`` (uint64 ids as ``UInt64``).
-
-    Raises InvalidArgument for any other ``output``.
-    """
-    if output == "arrow":
-        return tab
-    if output == "polars":
-        import polars as pl
-
-        return pl.from_arrow(tab)
-    if output == "pandas":
-        return tab.to_pandas(types_mapper={pa.uint64(): pd.UInt64Dtype()}.get)
-    raise InvalidArgument(f"output {output!r} must be 'pandas', 'arrow' or 'polars'", field="output",
-                          value=output)

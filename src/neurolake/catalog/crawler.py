@@ -136,7 +136,7 @@ def crawl(lake, prefix: str, datastack: str, *, principal: Principal | None = No
     reg.access.require(reg.principal, datastack, "editor", "crawling into a datastack")
     from neurolake.catalog.registry import check_allowed_root
 
-    check_allowed_root(normalize_location(prefix))
+    check_allowed_root(lake, normalize_location(prefix))
     found = find_tables(prefix)
     with lake.catalog.session() as s:
         known_locs = set(s.scalars(select(FeatureTable.location)))

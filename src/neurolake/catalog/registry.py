@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy import func, or_, select
 
-from neurolake.access.core import Principal, access, local_principal
+from neurolake.access.core import Principal, local_principal
 from neurolake.catalog import formats as fmts
 from neurolake.catalog.hooks import check_materialization, check_references
 from neurolake.catalog.models import FeatureTable
@@ -31,7 +31,7 @@ from neurolake.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
 from neurolake.provenance import record
 from neurolake.storage import is_s3, normalize_location
 from neurolake.storage.signing import Signer, check_expires_in, lake_key, presign_s3
-from neurolake.volumes.spec import check_name
+from neurolake.base.names import check_name
 
 STATUSES = ("draft", "published", "deprecated")
 TRANSITIONS = {"draft": {"published", "deprecated"}, "published": {"deprecated"}, "deprecated": set()}
@@ -258,10 +258,7 @@ def _clears_grant_cache(fn):
 
 def _grant_cache(lake) -> dict:
     """Per-lake cache ``(name, datastack) → (monotonic time, entry)`` of :meth:`FeatureRegistry._grant_entry`."""
-    c = getattr(lake, "_nl_grant_cache", None)
-    if c is None:
-        c = lake._nl_grant_cache = {}
-    return c
+    return lake.state("features.grant_cache", dict)
 
 
 class FeatureRegistry:
@@ -271,7 +268,7 @@ class FeatureRegistry:
     def __init__(self, lake, principal: Principal | None = None) -> None:
         self.lake = lake
         self.principal = principal or local_principal(lake.settings.user)
-        self.access = access(lake)
+        self.access = lake.access
 
     # -- helpers ----------------------------------------------------------------------------------
     def _row(self, s, name: str, datastack: str | None) -> FeatureTable:
@@ -324,7 +321,7 @@ class FeatureRegistry:
             if spec.get("superseded_by"):
                 self._lineage(s, ds, [spec["superseded_by"]], "superseded_by")
         location = normalize_location(spec["location"])
-        check_allowed_root(location)
+        check_allowed_root(self.lake, location)
         insp = fmts.inspect(location, spec.get("format"))
         schema = _merge_schema(insp.schema, spec.get("schema"), spec.get("column_descriptions"))
         declared_parts = spec.get("partition_columns")
@@ -468,7 +465,7 @@ class FeatureRegistry:
             insp = None
             if loc_changed:
                 location = normalize_location(changes.get("location") or row.location)
-                check_allowed_root(location)
+                check_allowed_root(self.lake, location)
                 insp = fmts.inspect(location, changes.get("format") or (row.format if "location" not in changes
                                                                         else None))
                 declared = changes.get("schema")
@@ -568,7 +565,7 @@ class FeatureRegistry:
         expires_in = check_expires_in(expires_in_s)
         tid, loc, fmt, files, fp, ds, tname = self._grant_entry(name, datastack)
         self.access.require(self.principal, ds, "editor", "issuing signed URLs")
-        check_allowed_root(loc)
+        check_allowed_root(self.lake, loc)
         if fmt == "parquet" and not is_s3(loc):
             self._check_unchanged(tname, loc, files)
         data = _data_files(fmt, files, fp)
@@ -587,7 +584,7 @@ class FeatureRegistry:
         else:
             from urllib.parse import quote
 
-            base = (base_url or os.environ.get("NEUROLAKE_PUBLIC_URL") or "http://127.0.0.1:8000").rstrip("/")
+            base = (base_url or self.lake.settings.public_url).rstrip("/")
             prefix = base + Signer(lake_key(self.lake)).prefix(tid, loc, user, expires)
             fl = [{"path": f["path"], "size": f["size"], "partition": _hive_values(f["path"]), "url": f"{prefix}/{quote(f['path'], safe='/=,')}"} for f in data]
             out.update(scheme="neurolake-signed-url-v1", prefix_url=prefix, files=fl, urls=[f["url"] for f in fl])
@@ -636,11 +633,10 @@ class FeatureRegistry:
                                "register a new version", table=name, path=f["path"])
 
 
-def check_allowed_root(location: str) -> None:
-    """Refuse local locations outside ``NEUROLAKE_FEATURE_ROOTS`` (``os.pathsep``-separated folders),
-    when that variable is set: a server then only describes and signs files under those folders.
-    Raises PermissionDenied."""
-    roots = [r for r in os.environ.get("NEUROLAKE_FEATURE_ROOTS", "").split(os.pathsep) if r.strip()]
+def check_allowed_root(lake, location: str) -> None:
+    """Refuse local locations outside the lake's ``settings.feature_roots`` (``NEUROLAKE_FEATURE_ROOTS``),
+    when set: a server then only describes and signs files under those folders. Raises PermissionDenied."""
+    roots = list(lake.settings.feature_roots)
     if not roots or is_s3(location):
         return
     from neurolake.errors import PermissionDenied

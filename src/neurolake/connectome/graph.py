@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from neurolake.base.results import Result
 from neurolake.errors import InvalidArgument, NotFound
 
 TRIADS = ("003", "012", "102", "021D", "021U", "021C", "111D", "111U", "030T", "030C", "201", "120D", "120U",
@@ -100,12 +101,12 @@ class Connectome:
 
         v = get_version(lake, datastack, version, allow_expired=False)
         syn = query_version(lake, datastack, v["version"], synapse_table,
-                            columns=["pre_pt_root_id", "post_pt_root_id"] + ([size] if size else []), output="pandas")
+                            columns=["pre_pt_root_id", "post_pt_root_id"] + ([size] if size else [])).df()
         nodes = None
         if cell_type_table:
-            ct = query_version(lake, datastack, v["version"], cell_type_table, output="pandas")
+            ct = query_version(lake, datastack, v["version"], cell_type_table).df()
             nodes = _cell_type_nodes(ct, cell_type_column)
-        meta = {"datastack": datastack, "version": v["version"], "time_stamp": v["time_stamp"],
+        meta = {"datastack": datastack, "version": v["version"], "timestamp": v["timestamp"],
                 "synapse_table": synapse_table, "cell_type_table": cell_type_table}
         syn = syn.astype({"pre_pt_root_id": "uint64", "post_pt_root_id": "uint64"})
         return cls.from_synapses(syn, size=size, nodes=nodes, meta=meta)
@@ -116,10 +117,10 @@ class Connectome:
         """The connectome at ``timestamp`` (None = now) without a materialized version (live query)."""
         from neurolake.materialize import live_query
 
-        syn = live_query(lake, datastack, synapse_table, timestamp)
+        syn = live_query(lake, datastack, synapse_table, timestamp).df()
         nodes = None
         if cell_type_table:
-            nodes = _cell_type_nodes(live_query(lake, datastack, cell_type_table, timestamp), cell_type_column)
+            nodes = _cell_type_nodes(live_query(lake, datastack, cell_type_table, timestamp).df(), cell_type_column)
         syn = syn.astype({"pre_pt_root_id": "uint64", "post_pt_root_id": "uint64"})
         return cls.from_synapses(syn, nodes=nodes, meta={"datastack": datastack, "timestamp": str(timestamp),
                                                          "synapse_table": synapse_table})
@@ -154,27 +155,35 @@ class Connectome:
         return e[m]
 
     # -- queries ----------------------------------------------------------------------------------
-    def upstream(self, node: Any, min_synapses: int = 1, min_size: float | None = None) -> pd.DataFrame:
+    def _result(self, df: pd.DataFrame, what: str, **params: Any) -> Result:
+        meta = {k: self.meta.get(k) for k in ("datastack", "version", "timestamp", "synapse_table")}
+        return Result(df, {**meta, "table": f"connectome.{what}", "filters": params or None})
+
+    def upstream(self, node: Any, min_synapses: int = 1, min_size: float | None = None) -> Result:
         """Presynaptic partners of ``node``: columns ``pre``, ``n_synapses``, ``size_sum`` (+ node
-        attributes), strongest first. Raises NotFound."""
+        attributes), strongest first, as a :class:`~neurolake.base.results.Result`. Raises NotFound."""
         node = self._check_node(node)
         e = self._filtered(min_synapses, min_size)
         out = e[e["post"] == node][["pre", "n_synapses", "size_sum"]]
         out = out.join(self.nodes, on="pre")
-        return out.sort_values(["n_synapses", "pre"], ascending=[False, True]).reset_index(drop=True)
+        out = out.sort_values(["n_synapses", "pre"], ascending=[False, True]).reset_index(drop=True)
+        return self._result(out, "upstream", node=_py(node), min_synapses=min_synapses, min_size=min_size)
 
-    def downstream(self, node: Any, min_synapses: int = 1, min_size: float | None = None) -> pd.DataFrame:
-        """Postsynaptic partners of ``node`` (columns ``post``, ``n_synapses``, ``size_sum``), strongest first."""
+    def downstream(self, node: Any, min_synapses: int = 1, min_size: float | None = None) -> Result:
+        """Postsynaptic partners of ``node`` (columns ``post``, ``n_synapses``, ``size_sum``), strongest first,
+        as a :class:`~neurolake.base.results.Result`. Raises NotFound."""
         node = self._check_node(node)
         e = self._filtered(min_synapses, min_size)
         out = e[e["pre"] == node][["post", "n_synapses", "size_sum"]]
         out = out.join(self.nodes, on="post")
-        return out.sort_values(["n_synapses", "post"], ascending=[False, True]).reset_index(drop=True)
+        out = out.sort_values(["n_synapses", "post"], ascending=[False, True]).reset_index(drop=True)
+        return self._result(out, "downstream", node=_py(node), min_synapses=min_synapses, min_size=min_size)
 
     def connectivity_matrix(self, group_by: str | None = "cell_type", weight: str = "n_synapses",
                             min_synapses: int = 1, missing: str = "unknown") -> pd.DataFrame:
         """Summed ``weight`` from row group (pre) to column group (post); ``group_by`` a node attribute
-        (None = per node). Nodes without the attribute fall into group ``missing``."""
+        (None = per node). Nodes without the attribute fall into group ``missing``. A matrix (a pandas
+        DataFrame indexed by pre group, one column per post group), not a table, so not a Result."""
         if weight not in ("n_synapses", "size_sum", "connections"):
             raise InvalidArgument(f"weight {weight!r} must be n_synapses, size_sum or connections", field="weight")
         e = self._filtered(min_synapses).copy()
@@ -191,8 +200,11 @@ class Connectome:
         m = pd.DataFrame({"pre": gp.to_numpy(), "post": gq.to_numpy(), "w": e[weight].to_numpy()})
         return m.pivot_table(index="pre", columns="post", values="w", aggfunc="sum", fill_value=0)
 
-    def reciprocal_pairs(self, min_synapses: int = 1) -> pd.DataFrame:
-        """Pairs (a, b), a < b, connected both ways: columns ``a``, ``b``, ``n_ab``, ``n_ba``."""
+    def reciprocal_pairs(self, min_synapses: int = 1) -> Result:
+        """Pairs (a, b), a < b, connected both ways: columns ``a``, ``b``, ``n_ab``, ``n_ba`` (a Result)."""
+        return self._result(self._reciprocal(min_synapses), "reciprocal_pairs", min_synapses=min_synapses)
+
+    def _reciprocal(self, min_synapses: int) -> pd.DataFrame:
         e = self._filtered(min_synapses)[["pre", "post", "n_synapses"]]
         e = e[e["pre"] != e["post"]]
         m = e.merge(e, left_on=["pre", "post"], right_on=["post", "pre"], suffixes=("_ab", "_ba"))
@@ -200,8 +212,12 @@ class Connectome:
         return pd.DataFrame({"a": m["pre_ab"].to_numpy(), "b": m["post_ab"].to_numpy(),
                              "n_ab": m["n_synapses_ab"].to_numpy(), "n_ba": m["n_synapses_ba"].to_numpy()})
 
-    def degrees(self, min_synapses: int = 1) -> pd.DataFrame:
-        """Per node: ``in_degree``, ``out_degree`` (partners), ``in_synapses``, ``out_synapses``."""
+    def degrees(self, min_synapses: int = 1) -> Result:
+        """Per node (column ``node``): ``in_degree``, ``out_degree`` (partners), ``in_synapses``,
+        ``out_synapses`` (a Result)."""
+        return self._result(self._degrees(min_synapses).reset_index(), "degrees", min_synapses=min_synapses)
+
+    def _degrees(self, min_synapses: int) -> pd.DataFrame:
         e = self._filtered(min_synapses)
         e = e[e["pre"] != e["post"]] if False else e
         d = pd.DataFrame(index=self.nodes.index)
@@ -211,14 +227,15 @@ class Connectome:
         d["out_synapses"] = e.groupby("pre")["n_synapses"].sum().reindex(d.index, fill_value=0)
         return d
 
-    def degree_distribution(self, direction: str = "out", min_synapses: int = 1) -> pd.DataFrame:
-        """Counts of nodes per degree: columns ``degree``, ``count``; ``direction`` in | out | total."""
+    def degree_distribution(self, direction: str = "out", min_synapses: int = 1) -> Result:
+        """Counts of nodes per degree: columns ``degree``, ``count``; ``direction`` in | out | total (a Result)."""
         if direction not in ("in", "out", "total"):
             raise InvalidArgument(f"direction {direction!r} must be in, out or total", field="direction")
-        d = self.degrees(min_synapses)
+        d = self._degrees(min_synapses)
         vals = d["in_degree"] + d["out_degree"] if direction == "total" else d[f"{direction}_degree"]
         c = vals.value_counts().sort_index()
-        return pd.DataFrame({"degree": c.index.to_numpy(), "count": c.to_numpy()})
+        return self._result(pd.DataFrame({"degree": c.index.to_numpy(), "count": c.to_numpy()}),
+                            "degree_distribution", direction=direction, min_synapses=min_synapses)
 
     def motifs(self, min_synapses: int = 1) -> dict[str, int]:
         """Counts of the 16 directed 3-node motif classes (triad census, MAN labels ``"003"`` … ``"300"``),
@@ -242,7 +259,7 @@ class Connectome:
 
     def summary(self) -> dict[str, Any]:
         return {"nodes": int(len(self.nodes)), "edges": int(len(self.edges)), "synapses": self.n_synapses,
-                "reciprocal_pairs": int(len(self.reciprocal_pairs())), **self.meta}
+                "reciprocal_pairs": int(len(self._reciprocal(1))), **self.meta}
 
     # -- exports ----------------------------------------------------------------------------------
     def to_networkx(self, min_synapses: int = 1):

@@ -3,7 +3,7 @@
 Public face::
 
     from neurolake.materialize import materialize, versions, get_version, expire, query_version, live_query
-    v = materialize(lake, "ds", timestamp=None)        # {"version": 1, "time_stamp": ..., "valid": True, ...}
+    v = materialize(lake, "ds", timestamp=None)        # {"version": 1, "timestamp": ..., "valid": True, ...}
     df = query_version(lake, "ds", 1, "synapses", filter_in={"pre_pt_root_id": [r]})
     df = live_query(lake, "ds", "synapses", timestamp=t)
 

@@ -6,7 +6,8 @@ annotation table, the rows valid at T (``created <= T`` and not deleted by T), w
 segmentation; without one, the supervoxel id itself). The rows are written once, as one Parquet file
 per table under ``<lake>/datastacks/<ds>/materializations/v<N>-<uid>/``, and never changed; later
 edits and annotation writes do not change a version. Version metadata follows CAVE's
-MaterializationEngine: ``version``, ``time_stamp``, ``expires_on``, ``valid``, ``status``.
+MaterializationEngine: ``version``, ``timestamp`` (CAVE routes call it ``time_stamp``), ``expires_on``, ``valid``,
+``status``.
 
 Positions in the stored tables are x, y, z voxels at each table's ``voxel_resolution`` (nm).
 """
@@ -27,7 +28,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 from sqlalchemy import func, select
 
-from neurolake.annotations.table import to_output
+from neurolake.base.results import Result
 from neurolake.db.base import as_utc, utcnow
 from neurolake.errors import InvalidArgument, NeurolakeError, NotFound
 from neurolake.materialize.models import MaterializationVersion
@@ -55,7 +56,7 @@ def _dsid(s, datastack: str) -> int:
 
 
 def _vdict(row: MaterializationVersion) -> dict[str, Any]:
-    return {"version": row.version, "time_stamp": as_utc(row.time_stamp).isoformat(),
+    return {"version": row.version, "timestamp": as_utc(row.time_stamp).isoformat(),
             "expires_on": as_utc(row.expires_on).isoformat() if row.expires_on else None,
             "valid": row.valid, "status": row.status, "created": as_utc(row.created).isoformat(),
             "tables": row.tables, "rows": row.rows, "path": row.path, "provenance": row.provenance}
@@ -396,11 +397,12 @@ def query_version(lake, datastack: str, version: int | None, table: str, *, filt
                   filter_greater: dict | None = None, filter_less: dict | None = None,
                   filter_spatial: dict | None = None, filter_greater_equal: dict | None = None,
                   filter_less_equal: dict | None = None, columns: list[str] | None = None, offset: int = 0,
-                  limit: int | None = None, output: str = "pandas"):
-    """Rows of ``table`` in materialization ``version`` (None = newest valid), sorted by id.
+                  limit: int | None = None) -> Result:
+    """Rows of ``table`` in materialization ``version`` (None = newest valid), sorted by id, as a
+    :class:`~neurolake.base.results.Result` (metadata: datastack, table, version, its timestamp, filters).
 
-    Filters as in :func:`filter_expression`; ``columns`` selects columns; ``output`` "pandas" |
-    "arrow" | "polars". Raises NotFound, VersionExpired, InvalidArgument.
+    Filters as in :func:`filter_expression`; ``columns`` selects columns. Raises NotFound, VersionExpired,
+    InvalidArgument.
     """
     v, path = _table_file(lake, datastack, version, table)
     ds = pads.dataset(path, format="parquet")
@@ -416,15 +418,22 @@ def query_version(lake, datastack: str, version: int | None, table: str, *, filt
         tab = tab.take(pc.sort_indices(tab, [("id", "ascending")]))
     if offset or limit is not None:
         tab = tab.slice(int(offset or 0), None if limit is None else int(limit))
-    return to_output(tab, output)
+    filters = {k: val for k, val in {"filter_in": filter_in, "filter_equal": filter_equal,
+                                     "filter_not_in": filter_not_in, "filter_greater": filter_greater,
+                                     "filter_less": filter_less, "filter_spatial": filter_spatial,
+                                     "filter_greater_equal": filter_greater_equal,
+                                     "filter_less_equal": filter_less_equal}.items() if val}
+    return Result(tab, {"datastack": datastack, "table": table, "version": v["version"],
+                        "timestamp": v["timestamp"], "filters": filters or None})
 
 
 def live_query(lake, datastack: str, table: str, timestamp: Any = None, *, filter_in: dict | None = None,
                filter_equal: dict | None = None, filter_not_in: dict | None = None,
                filter_spatial: dict | None = None, columns: list[str] | None = None, offset: int = 0,
-               limit: int | None = None, output: str = "pandas"):
+               limit: int | None = None) -> Result:
     """Rows of annotation ``table`` valid at ``timestamp`` (None = now), bound to root ids at that time —
-    the same answer a version materialized at ``timestamp`` would give, computed on the fly."""
+    the same answer a version materialized at ``timestamp`` would give, computed on the fly — as a
+    :class:`~neurolake.base.results.Result` (metadata: datastack, table, timestamp, filters)."""
     from neurolake.annotations import get_table
 
     t = get_table(lake, datastack, table)
@@ -457,4 +466,8 @@ def live_query(lake, datastack: str, table: str, timestamp: Any = None, *, filte
         tab = tab.select(list(columns))
     if offset or limit is not None:
         tab = tab.slice(int(offset or 0), None if limit is None else int(limit))
-    return to_output(tab, output)
+    filters = {k: val for k, val in {"filter_in": filter_in, "filter_equal": filter_equal,
+                                     "filter_not_in": filter_not_in, "filter_spatial": filter_spatial}.items()
+               if val}
+    return Result(tab, {"datastack": datastack, "table": table, "timestamp": ts.isoformat(),
+                        "filters": filters or None})

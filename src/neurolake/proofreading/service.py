@@ -15,7 +15,6 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import uuid
-import weakref
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -87,14 +86,8 @@ class _Cache:
         self.locks: dict[int, threading.RLock] = {}
 
 
-_CACHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
 def _cache(lake) -> _Cache:
-    c = _CACHES.get(lake)
-    if c is None:
-        c = _CACHES[lake] = _Cache()
-    return c
+    return lake.state("proofreading.graphs", _Cache)
 
 
 def _ds_id(s, datastack: str) -> int:

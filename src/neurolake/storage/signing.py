@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import posixpath
 import secrets
 import time
@@ -40,10 +39,11 @@ S3_MAX_EXPIRES_S = 7 * 24 * 3600
 
 def lake_key(lake) -> bytes:
     """The signing key of ``lake`` (see module docstring)."""
-    cached = getattr(lake, "_nl_signing_key", None)
-    if cached is not None:
-        return cached
-    env = os.environ.get("NEUROLAKE_SIGNING_KEY")
+    return lake.state("signing.key", lambda: _load_key(lake))
+
+
+def _load_key(lake) -> bytes:
+    env = lake.settings.signing_key
     if env:
         try:
             key = bytes.fromhex(env)
@@ -58,7 +58,6 @@ def lake_key(lake) -> bytes:
                 row = Secret(name="signed_url_key", value=secrets.token_hex(32))
                 s.add(row)
             key = bytes.fromhex(row.value)
-    lake._nl_signing_key = key
     return key
 
 

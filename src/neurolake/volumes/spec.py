@@ -11,7 +11,6 @@ ZEP 2), grouped under an OME-Zarr 0.5 ``multiscales`` group (https://ngff.openmi
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -23,19 +22,6 @@ LAYER_TYPES = ("image", "segmentation")
 COMPRESSIONS = ("zstd", "blosc")
 DEFAULT_CHUNK_ZYX = (16, 128, 128)  # 16 sections x 128 x 128: near-isotropic in nm for ssTEM/FIB
 DEFAULT_SHARD_ZYX = (16, 1024, 1024)  # 64 chunks per shard file; ingest streams one shard-deep slab
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-
-
-def check_name(kind: str, name: str) -> str:
-    """Validate a datastack, layer or table name (used in URLs and paths)."""
-    if not isinstance(name, str) or not NAME_RE.match(name):
-        raise InvalidArgument(
-            f"{kind} name {name!r} is not allowed: use 1-128 letters, digits, '_', '.' or '-', "
-            "starting with a letter or digit",
-            field=kind,
-            value=name,
-        )
-    return name
 
 
 def _triple(kind: str, value: Any, *, positive: bool = True, integer: bool = True) -> tuple:
