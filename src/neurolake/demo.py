@@ -95,9 +95,15 @@ def run_demo(lake: Lake, say: Callable[[str], None], scheduler: str | None = Non
     from neurolake.annotations.demo import demo_synapses  # synapse table from the labels (issue 4)
 
     demo_synapses(lake, say)
-    from neurolake.proofreading.demo import demo_materialize  # last: binds every table of the steps above
+    demo_materialize(lake, say)  # last: binds every table of the steps above
 
-    demo_materialize(lake, say)
+
+def demo_materialize(lake: Lake, say: Callable[[str], None]) -> None:
+    """Version 1 of each demo datastack (run after every other step, so it holds their tables)."""
+    for name in ("gerhard2013", "gala_fibsem"):
+        if name in lake and not lake[name].versions.list():
+            v = lake[name].versions.create()
+            say(f"{name}: materialization version {v['version']} ({v['rows']} rows, tables {sorted(v['tables'])})")
 
 
 def example_urls(base: str) -> list[tuple[str, str]]:

@@ -57,16 +57,3 @@ def demo_step(lake, say: Callable[[str], None]) -> None:
     if _has_layer(lake, ds, "segmentation") and not has_segmentation(lake, ds):
         seg = create_segmentation(lake, ds, layer="segmentation", agglomeration="each")
         say(f"{ds}: proofreadable ({seg.info()['supervoxels']} supervoxels, each its own root)")
-
-
-def demo_materialize(lake, say: Callable[[str], None]) -> None:
-    """Version 1 of each demo datastack (run after every other step, so it holds their tables)."""
-    from neurolake.materialize import materialize, versions
-
-    for ds in ("gerhard2013", "gala_fibsem"):
-        try:
-            if not versions(lake, ds):
-                v = materialize(lake, ds)
-                say(f"{ds}: materialization version {v['version']} ({v['rows']} rows, tables {sorted(v['tables'])})")
-        except NotFound:
-            pass
