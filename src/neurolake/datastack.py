@@ -111,18 +111,26 @@ class Datastack:
 
         return create_segmentation(self.lake, self.name, **kwargs)
 
-    def cutout(self, layer: str, x: tuple[int, int], y: tuple[int, int], z: tuple[int, int], mip: int = 0, *,
-               roots: bool = False, timestamp: Any = None):
-        """A (z, y, x) numpy cutout of ``layer`` (voxels at ``mip``, half-open ranges); with ``roots=True``
-        the supervoxel ids are replaced by the root ids at ``timestamp`` (None = now; uint64). The one
-        cutout path of Python calls and every HTTP protocol. Raises NotFound, OutOfBounds,
-        InvalidArgument (``roots`` on a layer that is not the proofreadable supervoxel layer)."""
-        arr = self.layer(layer).cutout(x, y, z, mip=mip)
+    def cutout(self, layer: str | Layer, x: tuple[int, int], y: tuple[int, int], z: tuple[int, int], mip: int = 0,
+               *, roots: bool = False, timestamp: Any = None):
+        """A (z, y, x) numpy cutout of ``layer`` (a name, or a Layer of this datastack; voxels at ``mip``,
+        half-open ranges); with ``roots=True`` the supervoxel ids are replaced by the root ids at
+        ``timestamp`` (None = now; uint64). The one cutout path of Python calls and every HTTP protocol
+        (:mod:`neurolake.server.cutouts`). Raises NotFound, OutOfBounds, InvalidArgument (``roots`` on a
+        layer that is not the proofreadable supervoxel layer)."""
+        la = self.layer(layer) if isinstance(layer, str) else layer
+        arr = la.cutout(x, y, z, mip=mip)
         if roots:
             from neurolake.proofreading import remap_to_roots
 
-            arr = remap_to_roots(self.lake, self.name, arr, timestamp=timestamp, layer=layer)
+            arr = remap_to_roots(self.lake, self.name, arr, timestamp=timestamp, layer=la.name)
         return arr
+
+    def write(self, layer: str | Layer, array, x0: int = 0, y0: int = 0, z0: int = 0, mip: int = 0) -> None:
+        """Write a (z, y, x) ``array`` into ``layer`` (a name or a Layer of this datastack) with its corner at
+        voxel (x0, y0, z0) of ``mip``; the coarser mips of the touched region follow. The write
+        counterpart of :meth:`cutout`. Raises NotFound, InvalidArgument (ndim, dtype), OutOfBounds."""
+        (self.layer(layer) if isinstance(layer, str) else layer).write(array, x0, y0, z0, mip)
 
     # -- materialization and the connectome --------------------------------------------------------
     @property
@@ -201,12 +209,22 @@ class Versions:
 
         return version_tables(self.lake, self.name, version)
 
-    def query(self, table: str, version: int | None = None, **filters: Any) -> Result:
+    def query(self, table: str, version: int | None = None, *, bbox: Any = None, x: Any = None, y: Any = None,
+              z: Any = None, bbox_point: str | None = None, **filters: Any) -> Result:
         """Rows of ``table`` in ``version`` (None = newest valid) with CAVE-style filters
         (``filter_in``, ``filter_equal``, ``filter_spatial``, …, ``columns``, ``limit``, ``offset``); see
-        :func:`neurolake.materialize.versions.query_version`. Raises NotFound, VersionExpired."""
+        :func:`neurolake.materialize.versions.query_version`.
+
+        A box — ``bbox=[[x0, y0, z0], [x1, y1, z1]]`` or ranges ``x=``, ``y=``, ``z=`` in the table's voxels
+        — filters ``bbox_point`` (default the schema's primary point, e.g. ``ctr_pt``).
+        Raises NotFound, VersionExpired, InvalidArgument."""
+        from neurolake.base.boxes import bounding_box
         from neurolake.materialize.versions import query_version
 
+        box = bounding_box(bbox, x=x, y=y, z=z)
+        if box is not None:
+            point = bbox_point or self.datastack.table(table).schema.primary
+            filters["filter_spatial"] = {**(filters.get("filter_spatial") or {}), point: [list(box[0]), list(box[1])]}
         return query_version(self.lake, self.name, version, table, **filters)
 
     def live_query(self, table: str, timestamp: Any = None, **filters: Any) -> Result:

@@ -265,3 +265,27 @@ def test_large_append_is_one_commit_and_bbox_uses_row_groups(ann_lake):
     assert t.query(bbox=[lo, hi], units="voxels", timestamp=t1).df()["id"].tolist() == want.tolist()
     # a synapse table without positions: no row group can match a box
     assert len(get_table(ann_lake, "pinky100", "synapses").query(bbox=[[0, 0, 0], [1e9, 1e9, 1e9]]).df()) == 0
+
+
+def test_boxes_as_ranges_and_positions_at_a_desired_resolution(ann_lake):
+    """The same box as bbox=[[…], […]] or as x=/y=/z= ranges; positions in voxels, nm or any resolution."""
+    t = get_table(ann_lake, "hemibrain", "da1_sites")
+    lo, hi = [10000, 10000, 8000], [20000, 22000, 20000]
+    by_bbox = t.query(bbox=[lo, hi], units="voxels").df()
+    by_ranges = t.query(x=(lo[0], hi[0]), y=(lo[1], hi[1]), z=(lo[2], hi[2]), units="voxels").df()
+    assert 0 < len(by_bbox) < t.count() and by_bbox["id"].tolist() == by_ranges["id"].tolist()
+    only_x = t.query(x=(lo[0], hi[0]), units="voxels").df()  # y and z unbounded
+    assert set(by_bbox["id"]) <= set(only_x["id"]) and len(only_x) > len(by_bbox)
+    assert ((only_x["pt_position_x"] >= lo[0]) & (only_x["pt_position_x"] < hi[0])).all()
+    vox = t.query(ids=[1, 2]).df()
+    nm = t.query(ids=[1, 2], positions="nm").df()
+    coarse = t.query(ids=[1, 2], desired_resolution=(16, 16, 16)).df()  # hemibrain voxels are 8 nm
+    assert nm["pt_position_x"].tolist() == [v * 8.0 for v in vox["pt_position_x"]]
+    assert coarse["pt_position_y"].tolist() == [v / 2.0 for v in vox["pt_position_y"]]
+    assert coarse.attrs["positions"] == [16, 16, 16] and nm.attrs["table"] == "da1_sites"
+    with pytest.raises(InvalidArgument, match="either bbox or x/y/z"):
+        t.query(bbox=[lo, hi], x=(0, 1))
+    with pytest.raises(InvalidArgument, match="x must be a range"):
+        t.query(x=5)
+    with pytest.raises(InvalidArgument, match="desired_resolution"):
+        t.query(desired_resolution=(0, 8, 8))

@@ -176,3 +176,15 @@ def test_versions_on_postgres(gala_builder, tmp_path, new_pg_database):
         assert [v["version"] for v in versions(lake, "gala")] == [2]
     finally:
         lake.close()
+
+
+def test_version_query_takes_a_box_as_ranges(gala_copy):
+    """Through the client: a version query filtered by x/y/z ranges equals the CAVE-style filter_spatial."""
+    ds = gala_copy["gala"]
+    df = ds.versions.query("synapses", 1).df()
+    xs = df["ctr_pt_position_x"].sort_values().to_numpy()
+    x0, x1 = float(xs[len(xs) // 4]), float(xs[3 * len(xs) // 4])
+    got = ds.versions.query("synapses", 1, x=(x0, x1)).df()
+    ref = ds.versions.query("synapses", 1, filter_spatial={"ctr_pt": [[x0, -1e18, -1e18], [x1, 1e18, 1e18]]}).df()
+    assert 0 < len(got) < len(df) and got["id"].tolist() == ref["id"].tolist()
+    assert got.attrs["version"] == 1 and got.attrs["datastack"] == "gala"

@@ -45,8 +45,10 @@ from neurolake.annotations.schemas import (
 from neurolake.db.base import as_utc, utcnow
 from neurolake.errors import AlreadyExists, Conflict, InvalidArgument, NotFound, OutOfBounds
 from neurolake.provenance import current_user
-from neurolake.base.names import check_name
+from neurolake.base.boxes import bounding_box
+from neurolake.base.names import check_name, not_found
 from neurolake.base.results import Result
+from neurolake.base.time import isoformat, parse_timestamp
 
 ROW_GROUP_ROWS = 4096
 STREAM_SLICE = 262_144  # rows per pipelined batch when one append() is large
@@ -72,23 +74,6 @@ def _triple_nm(value: Any, what: str) -> tuple[float, float, float]:
         raise InvalidArgument(f"{what} must be 3 positive numbers (x, y, z nm), got {value!r}",
                               field=what, value=repr(value))
     return vals  # type: ignore[return-value]
-
-
-def _as_utc_ts(value: Any, what: str = "timestamp") -> dt.datetime:
-    if isinstance(value, dt.datetime):
-        ts = value
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        ts = dt.datetime.fromtimestamp(float(value), dt.UTC)
-    elif isinstance(value, str):
-        try:
-            ts = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            raise InvalidArgument(f"{what} {value!r} is not an ISO 8601 time (e.g. 2026-11-21T10:00:00Z) or "
-                                  "seconds since the epoch", field=what, value=value) from None
-    else:
-        raise InvalidArgument(f"{what} must be a datetime, ISO 8601 text or epoch seconds, got {value!r}",
-                              field=what, value=repr(value))
-    return ts if ts.tzinfo else ts.replace(tzinfo=dt.UTC)
 
 
 def _spread3(v: np.ndarray) -> np.ndarray:
@@ -598,16 +583,7 @@ class Table:
 
     # -- reads ------------------------------------------------------------------------------------
     def _bbox_voxels(self, bbox: Any, units: str, mip: int, layer: str | None) -> tuple[np.ndarray, np.ndarray]:
-        try:
-            lo, hi = (np.asarray(bbox[0], dtype=np.float64), np.asarray(bbox[1], dtype=np.float64))
-            if lo.shape != (3,) or hi.shape != (3,):
-                raise ValueError
-        except (TypeError, ValueError, IndexError):
-            raise InvalidArgument(f"bbox must be [[x0, y0, z0], [x1, y1, z1]], got {bbox!r}", field="bbox",
-                                  value=repr(bbox)) from None
-        if not (np.isfinite(lo).all() and np.isfinite(hi).all()) or (hi <= lo).any():
-            raise InvalidArgument(f"bbox {bbox!r} is empty, inverted or not finite (need x0 < x1, y0 < y1, z0 < z1)",
-                                  field="bbox", value=repr(bbox))
+        lo, hi = (np.asarray(c, dtype=np.float64) for c in bbox)  # checked by base.boxes.bounding_box
         res = np.array(self.voxel_resolution)
         if units == "nm":
             return lo / res, hi / res
@@ -627,17 +603,21 @@ class Table:
     def query(self, *, ids: Sequence[int] | None = None, bbox: Any = None, bbox_point: str | None = None,
               units: str = "nm", mip: int = 0, layer: str | None = None, filters: dict[str, Any] | None = None,
               timestamp: Any = None, include_deleted: bool = False, columns: Sequence[str] | None = None,
-              limit: int | None = None, offset: int = 0, positions: str = "voxels") -> Result:
+              limit: int | None = None, offset: int = 0, positions: str = "voxels",
+              x: Any = None, y: Any = None, z: Any = None,
+              desired_resolution: Sequence[float] | None = None) -> Result:
         """Rows valid now (or at ``timestamp``) matching all given conditions, sorted by id.
 
         - ``ids``: annotation ids;
-        - ``bbox``: ``[[x0, y0, z0], [x1, y1, z1]]`` half-open, in ``units`` "nm" or "voxels" (voxels
+        - ``bbox``: ``[[x0, y0, z0], [x1, y1, z1]]`` half-open — or ranges ``x=(x0, x1)``, ``y=``, ``z=``
+          (an omitted axis is unbounded) — in ``units`` "nm" or "voxels" (voxels
           of ``layer`` — default the table's segmentation layer — at ``mip``, else table voxels),
           tested against ``bbox_point`` (default the schema's primary point, e.g. ``ctr_pt``);
         - ``filters``: ``{column: value}`` (equal) or ``{column: [values]}`` (in);
         - ``timestamp``: datetime / ISO text / epoch seconds: the rows valid at that time;
           ``include_deleted``: every row version ever written (with ``created``/``deleted``);
-        - ``positions``: "voxels" (stored, at ``voxel_resolution``) or "nm";
+        - ``positions``: "voxels" (stored, at ``voxel_resolution``) or "nm"; or ``desired_resolution``
+          ``(x, y, z)`` nm per voxel: positions in voxels of that size (caveclient's ``desired_resolution``);
 
         Returns a :class:`~neurolake.base.results.Result` (``.df()``, ``.arrow()``, ``.pl()``; id columns
         uint64) whose ``metadata`` names the datastack, table, Delta version, timestamp and conditions.
@@ -646,19 +626,30 @@ class Table:
         """
         names = self.arrow_schema.names
         expr = None
+        bbox = bounding_box(bbox, x=x, y=y, z=z)
+        if desired_resolution is not None:
+            scale = np.asarray(self.voxel_resolution) / np.asarray(_triple_nm(desired_resolution,
+                                                                              "desired_resolution"))
+            positions = "scaled"
+        elif positions not in ("voxels", "nm"):
+            raise InvalidArgument(f"positions {positions!r} must be 'voxels' or 'nm'", field="positions",
+                                  value=positions, allowed=["voxels", "nm"])
+        else:
+            scale = np.asarray(self.voxel_resolution) if positions == "nm" else None
         meta = {"datastack": self.datastack, "table": self.name, "delta_version": self.version,
-                "timestamp": None if timestamp is None else _as_utc_ts(timestamp).isoformat(),
+                "timestamp": isoformat(parse_timestamp(timestamp)),
                 "filters": {k: v for k, v in {"ids": None if ids is None else len(list(ids)), "bbox": bbox,
                                                "bbox_units": units if bbox is not None else None,
                                                "filters": filters}.items() if v is not None} or None,
-                "positions": positions}
+                "positions": "nm" if positions == "nm" else (
+                    list(desired_resolution) if desired_resolution is not None else "voxels")}
 
         def conj(e):
             nonlocal expr
             expr = e if expr is None else expr & e
 
-        if timestamp is not None:
-            ts = _as_utc_ts(timestamp)
+        ts = parse_timestamp(timestamp)
+        if ts is not None:
             t = pa.scalar(ts, pa.timestamp("us", tz="UTC"))
             conj((pc.field("created") <= t) & (pc.field("deleted").is_null() | (pc.field("deleted") > t)))
         elif not include_deleted:
@@ -666,7 +657,7 @@ class Table:
         if ids is not None:
             arr = np.asarray(list(ids), dtype=np.uint64)
             if (arr > np.iinfo(np.int64).max).any():
-                return self._empty(columns, positions, meta)
+                return self._empty(columns, scale, meta)
             conj(pc.field("id").isin(pa.array(arr.astype(np.int64), pa.int64())))
         if bbox is not None:
             point = bbox_point or self.schema.primary
@@ -712,25 +703,24 @@ class Table:
             tab = tab.slice(offset, limit)
         if columns is not None and "id" not in columns:
             tab = tab.drop_columns(["id"])
-        return self._out(tab, positions, meta)
+        return self._out(tab, scale, meta)
 
-    def _empty(self, columns, positions, meta):
+    def _empty(self, columns, scale, meta):
         tab = self.arrow_schema.empty_table()
         if columns is not None:
             tab = tab.select(list(columns))
-        return self._out(tab, positions, meta)
+        return self._out(tab, scale, meta)
 
-    def _out(self, tab: pa.Table, positions: str, meta: dict[str, Any]) -> Result:
-        if positions not in ("voxels", "nm"):
-            raise InvalidArgument(f"positions {positions!r} must be 'voxels' or 'nm'", field="positions")
+    def _out(self, tab: pa.Table, scale: np.ndarray | None, meta: dict[str, Any]) -> Result:
+        """``scale``: factors (x, y, z) applied to stored positions (None = stored voxels)."""
         idc = set(self.id_columns)
         cols = []
         for name in tab.column_names:
             c = tab.column(name)
             if name in idc:
                 c = c.cast(pa.uint64())
-            elif positions == "nm" and "_position_" in name:
-                c = pc.multiply(c, self.voxel_resolution["xyz".index(name[-1])])
+            elif scale is not None and "_position_" in name:
+                c = pc.multiply(c.cast(pa.float64()), float(scale["xyz".index(name[-1])]))
             cols.append(c)
         return Result(pa.table(cols, names=tab.column_names), meta)
 
@@ -814,8 +804,7 @@ def get_table(lake: Any, datastack: str, name: str) -> Table:
         if row is None:
             known = s.scalars(select(AnnotationTable.name).where(AnnotationTable.datastack_id == dsrow.id)
                               .order_by(AnnotationTable.name)).all()
-            raise NotFound(f"annotation table {name!r} does not exist in datastack {datastack!r} "
-                           f"(known: {', '.join(known) or 'none'})", datastack=datastack, table=name)
+            raise not_found("annotation table", name, known, within=("datastack", datastack), table=name)
         key = (datastack, row.id, row.path)
         tables, guard = lake.state("annotations.tables", lambda: ({}, threading.Lock()))
         with guard:
