@@ -1,7 +1,8 @@
 """Where a layer's bytes live and how tensorstore opens them.
 
 A layer is an OME-Zarr group folder ``<lake>/datastacks/<ds>/volumes/<layer>/`` with ``zarr.json``
-and one Zarr v3 array per mip (``0/``, ``1/``, …). :func:`array_spec` gives the tensorstore spec
+and one Zarr v3 array per mip (``0/``, ``1/``, …); after an ``--overwrite`` the folder is
+``volumes/<layer>@<token>/`` (the catalog row's ``path`` says which). :func:`array_spec` gives the tensorstore spec
 (JSON) of one mip, which is also what Dask workers receive to open it themselves.
 """
 
@@ -32,7 +33,9 @@ def array_spec(root: Path | str, mip: int) -> dict[str, Any]:
         "driver": "zarr3",
         "kvstore": {"driver": "file", "path": str(Path(root) / str(mip)) + "/"},
         "recheck_cached_metadata": False,
-        "recheck_cached_data": "open",
+        # Revalidate cached chunks on every read (one stat of the shard file: its generation is the file's
+        # mtime/size/inode), so a write by another process is seen by the next read in every process.
+        "recheck_cached_data": True,
     }
 
 

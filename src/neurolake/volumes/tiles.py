@@ -41,7 +41,8 @@ TILE_FORMATS = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg"}
 
 @dataclass(frozen=True)
 class TileKey:
-    """Identifies one encoded tile. ``layer_id`` separates re-created layers of the same name."""
+    """Identifies one encoded tile. ``layer_id`` separates re-created layers of the same name and layer
+    generations (a write in any process changes it, so tiles rendered before are never served again)."""
 
     datastack: str
     layer: str
@@ -59,7 +60,8 @@ class TileCache:
 
     Counters: ``hits``, ``misses``, ``evictions``, ``prefetched`` (tiles inserted by the
     prefetcher), ``prefetch_hits`` (hits on tiles that the prefetcher inserted). Entries older than
-    ``max_age_s`` seconds count as misses, so writes by other processes show up eventually.
+    ``max_age_s`` seconds count as misses. Writes in any process change the layer generation in the key
+    (:meth:`neurolake.volumes.layer.Layer.generation`), so a landed write is never hidden by this cache.
     """
 
     def __init__(self, max_bytes: int, max_age_s: float = 300.0) -> None:
@@ -237,7 +239,7 @@ class TileService:
 
     @staticmethod
     def key(layer: Layer, plane: str, index: int, row: int, col: int, mip: int, fmt: str) -> TileKey:
-        ident = f"{layer.root}:{layer.created}"
+        ident = f"{layer.root}:{layer.created}:{layer.generation()}"  # a landed write changes the key
         return TileKey(layer.datastack, layer.name, ident, plane, index, row, col, mip,
                        "jpg" if fmt == "jpeg" else fmt)
 
