@@ -222,6 +222,8 @@ class Lake:
 
     # -- layers -----------------------------------------------------------------------------------
     def layer_path(self, datastack: str, name: str) -> Path:
+        """Where a new layer ``name`` is created. An overwritten layer lives elsewhere (``<name>@<token>``):
+        use ``lake.layer(ds, name).root`` for the current folder."""
         return self.root / "datastacks" / datastack / "volumes" / name
 
     def layers(self, datastack: str) -> list[Layer]:

@@ -9,12 +9,22 @@ whole shards (no read-modify-write), and the catalog records how many units are 
   as complete); running the same ingest again **resumes** after the last durable slab;
 - bad data found part-way (a corrupt or mismatched slice) **rolls back**: the partial layer is
   deleted and the error says so.
+
+``overwrite`` of a *ready* layer is atomic: the new volume is built aside in a fresh folder
+``volumes/<layer>@<token>`` (recorded in the row's ``progress["replacing"]``) while the row keeps
+pointing at the old data, then one catalog transaction switches the row's ``path``/``spec`` to it
+(:meth:`neurolake.lake.Lake.replace_layer`) and the old folder is removed. Bad data part-way removes
+only the new folder; a kill part-way leaves the old layer ready and readable, and the same
+``--overwrite`` command resumes the replacement.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
+import shutil
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,7 +35,7 @@ from neurolake.volumes.layer import Layer
 from neurolake.volumes.pyramid import build_pyramid
 from neurolake.volumes.sources import Source, open_source
 from neurolake.volumes.spec import DEFAULT_CHUNK_ZYX, DEFAULT_SHARD_ZYX, IMAGE_DTYPES, LayerSpec
-from neurolake.volumes.store import make_context, open_array
+from neurolake.volumes.store import create_arrays, make_context, open_array
 
 log = logging.getLogger("neurolake.ingest")
 
@@ -85,7 +95,8 @@ def ingest(lake, source: str | Source, datastack: str, layer: str, *, voxel_size
 
     Raises NotFound/InvalidArgument/CorruptData for a bad source (nothing is kept), AlreadyExists
     when a ready layer of that name exists (unless ``overwrite``), NotReady when an interrupted ingest
-    of a *different* source holds the name.
+    of a *different* source holds the name. With ``overwrite`` a ready layer is replaced atomically:
+    on any error or kill it keeps its previous data (see the module docstring).
     """
     say = say or log.info
     src = source if isinstance(source, Source) else open_source(source)
@@ -98,6 +109,11 @@ def ingest(lake, source: str | Source, datastack: str, layer: str, *, voxel_size
         src.close()
 
 
+def _voxel_size_of(ds: Any) -> Any:
+    info = ds.info() if hasattr(ds, "info") else ds  # a Datastack object, or the older info dict
+    return info["voxel_size_nm"]
+
+
 def _ingest(lake, src: Source, datastack: str, layer: str, *, voxel_size, layer_type, dtype, chunk, shard,
             compression, compression_level, num_mips, description, overwrite, scheduler, client, buffer_bytes,
             progress, say) -> Layer:
@@ -108,7 +124,7 @@ def _ingest(lake, src: Source, datastack: str, layer: str, *, voxel_size, layer_
             raise InvalidArgument(f"datastack {datastack!r} does not exist yet: give --voxel-size X,Y,Z (nm) to "
                                   "create it", field="voxel_size") from None
         ds = lake.create_datastack(datastack, voxel_size)
-    vs = voxel_size if voxel_size is not None else ds["voxel_size_nm"]
+    vs = voxel_size if voxel_size is not None else _voxel_size_of(ds)
     z, y, x = src.shape
     spec = LayerSpec(layer_type=layer_type, dtype=target_dtype(src.dtype, layer_type, dtype), size_xyz=(x, y, z),
                      voxel_size_nm=tuple(vs), chunk_zyx=tuple(chunk or DEFAULT_CHUNK_ZYX),
@@ -129,10 +145,16 @@ def _ingest(lake, src: Source, datastack: str, layer: str, *, voxel_size, layer_
         existing = lake.layer(datastack, layer)
     except NotFound:
         existing = None
+    # Overwriting a ready layer builds the new one aside (under a fresh folder recorded in the row's
+    # progress as "replacing") and swaps the row to it in one catalog transaction once complete: until
+    # then readers keep the old data, and a failure or kill part-way leaves the old layer as it was.
+    replacing = existing is not None and overwrite and existing.status == "ready"
+    resumed = False
     if existing is not None and not overwrite:
         prog = existing.progress
         if existing.status == "ready":
-            raise AlreadyExists(f"layer {datastack}/{layer} already exists; use --overwrite to replace it",
+            pending = " (an interrupted overwrite of it can be resumed with --overwrite)" if prog.get("replacing") else ""
+            raise AlreadyExists(f"layer {datastack}/{layer} already exists; use --overwrite to replace it{pending}",
                                 datastack=datastack, layer=layer)
         if prog.get("fingerprint") != src.fingerprint or prog.get("params") != params:
             raise NotReady(f"layer {datastack}/{layer} holds an interrupted ingest of another source or with other "
@@ -142,16 +164,50 @@ def _ingest(lake, src: Source, datastack: str, layer: str, *, voxel_size, layer_
         band_rows = int(prog.get("band_rows", band_rows))
         fresh_progress["band_rows"] = band_rows
         spec = existing.spec
+        resumed = True
+    elif replacing:
+        prev = existing.progress.get("replacing") or {}
+        if (prev.get("fingerprint") == src.fingerprint and prev.get("params") == params and prev.get("path")
+                and (lake.root / prev["path"] / "zarr.json").exists()):
+            start = int(prev.get("slabs_done", 0))
+            band_rows = int(prev.get("band_rows", band_rows))
+            fresh_progress["band_rows"] = band_rows
+            spec = LayerSpec.from_json(prev["spec"])
+            resumed = True
+    elif existing is not None:  # --overwrite of an unfinished ingest: nothing readable to keep
+        lake.delete_layer(datastack, layer)
     n_bands = -(-y // band_rows)
     total = -(-z // slab) * n_bands
     fresh_progress["slabs_total"] = total
-    if start or (existing is not None and not overwrite):
-        say(f"resuming the interrupted ingest of {datastack}/{layer} after slab {start}/{total}")
-    else:
-        lake.create_layer(datastack, layer, spec, description=description, progress=fresh_progress,
-                          overwrite=overwrite)
 
-    root = lake.layer_path(datastack, layer)
+    if replacing:
+        if resumed:
+            rel = prev["path"]
+            say(f"resuming the interrupted overwrite of {datastack}/{layer} after slab {start}/{total}; "
+                "the layer keeps its previous data until the new one is complete")
+        else:
+            # '@' is not allowed in layer names, so this folder can belong to no other layer
+            rel = str(lake.layer_path(datastack, f"{layer}@{secrets.token_hex(6)}").relative_to(lake.root))
+            # record the folder before creating it: every folder that exists is known to the catalog
+            lake.update_layer(datastack, layer, progress={"replacing": fresh_progress | {"path": rel,
+                                                                                          "spec": spec.to_json()}})
+            create_arrays(lake.root / rel, spec, layer, lake.context)
+        fresh_progress |= {"path": rel, "spec": spec.to_json()}
+
+        def save(p: dict) -> None:
+            lake.update_layer(datastack, layer, progress={"replacing": p})
+    else:
+        if resumed:
+            say(f"resuming the interrupted ingest of {datastack}/{layer} after slab {start}/{total}")
+        else:
+            lake.create_layer(datastack, layer, spec, description=description, progress=fresh_progress)
+        rel = lake.layer(datastack, layer).root.relative_to(lake.root)
+
+        def save(p: dict) -> None:
+            lake.update_layer(datastack, layer, progress=p)
+    root = lake.root / rel
+    sweep_layer_folders(lake, datastack, layer, keep=(root,))
+
     mip0 = open_array(root, 0, make_context(0))  # no chunk cache: written data is not kept in memory
     try:
         for i in range(start, total):
@@ -161,20 +217,30 @@ def _ingest(lake, src: Source, datastack: str, layer: str, *, voxel_size, layer_
             block = convert(src.read(z0, z1, y0, y1), spec.dtype, layer_type, z0)
             mip0[z0:z1, y0:y1].write(block).result()
             del block
-            lake.update_layer(datastack, layer, progress=fresh_progress | {"slabs_done": i + 1})
+            save(fresh_progress | {"slabs_done": i + 1})
             if progress:
                 progress("mip0", i + 1, total)
     except NeurolakeError as exc:
-        lake.delete_layer(datastack, layer)
-        exc.message = f"{exc.message} (ingest rolled back: layer {datastack}/{layer} was removed)"
+        if replacing:
+            lake.update_layer(datastack, layer, progress={})  # forget the replacement, then remove it
+            shutil.rmtree(root, ignore_errors=True)
+            exc.message = (f"{exc.message} (overwrite rolled back: layer {datastack}/{layer} keeps its previous "
+                           "data)")
+        else:
+            lake.delete_layer(datastack, layer)
+            exc.message = f"{exc.message} (ingest rolled back: layer {datastack}/{layer} was removed)"
         exc.args = (exc.message,)
         raise
     except BaseException:
-        say(f"ingest of {datastack}/{layer} interrupted; it stays incomplete and is not readable. "
-            "Run the same command again to resume.")
+        if replacing:
+            say(f"overwrite of {datastack}/{layer} interrupted; the layer keeps its previous data. "
+                "Run the same command again to resume the overwrite.")
+        else:
+            say(f"ingest of {datastack}/{layer} interrupted; it stays incomplete and is not readable. "
+                "Run the same command again to resume.")
         raise
 
-    lake.update_layer(datastack, layer, progress=fresh_progress | {"slabs_done": total, "phase": "pyramid"})
+    save(fresh_progress | {"slabs_done": total, "phase": "pyramid"})
     done = {"n": 0, "total": 0}
 
     def on_level(mip: int, n: int) -> None:
@@ -188,7 +254,38 @@ def _ingest(lake, src: Source, datastack: str, layer: str, *, voxel_size, layer_
     build_pyramid(root, spec, scheduler=scheduler, client=client, on_level=on_level, on_task=on_task)
     prov = record("ingest", inputs={"source": src.description, "fingerprint": src.fingerprint}, params=params,
                   scheduler=scheduler or "local")
+    if replacing:
+        return lake.replace_layer(datastack, layer, root, spec, description=description or existing.description,
+                                  progress={}, provenance=prov)
     return lake.update_layer(datastack, layer, status="ready", progress={}, provenance=prov)
+
+
+def sweep_layer_folders(lake, datastack: str, layer: str, keep: tuple[Path, ...] = ()) -> list[Path]:
+    """Remove folders of layer ``datastack/layer`` that its catalog row no longer points to.
+
+    They are left behind by a process killed between an overwrite's catalog swap and the removal of
+    the folder it replaced, or by an abandoned overwrite: ``volumes/<layer>`` and ``volumes/<layer>@*``
+    other than the row's ``path``, its recorded replacement, and ``keep``. Returns the removed folders.
+    Called by :func:`ingest` once it holds the layer's row; not on open (a running ingest in another
+    process could own the folder).
+    """
+    keep_set = {Path(p).resolve() for p in keep}
+    try:
+        la = lake.layer(datastack, layer)
+    except NotFound:
+        return []
+    keep_set.add(la.root.resolve())
+    repl = la.progress.get("replacing") or {}
+    if repl.get("path"):
+        keep_set.add((lake.root / repl["path"]).resolve())
+    base = lake.layer_path(datastack, layer)
+    removed = []
+    if base.parent.is_dir():
+        for p in base.parent.iterdir():
+            if (p.name == layer or p.name.startswith(layer + "@")) and p.resolve() not in keep_set:
+                shutil.rmtree(p, ignore_errors=True)
+                removed.append(p)
+    return removed
 
 
 def rebuild_pyramid(lake, datastack: str, layer: str, scheduler: str | None = None) -> Layer:

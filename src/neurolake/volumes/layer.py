@@ -7,7 +7,9 @@ Coordinates are named x, y, z in voxels of the requested mip, as half-open ``(st
 
 from __future__ import annotations
 
+import os
 import threading
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +17,13 @@ import numpy as np
 import tensorstore as ts
 
 from neurolake.db.base import as_utc
-from neurolake.errors import InvalidArgument, NotReady, OutOfBounds
+from neurolake.errors import Conflict, InvalidArgument, NotReady, OutOfBounds
 from neurolake.volumes.pyramid import update_region
 from neurolake.volumes.spec import LayerSpec
 from neurolake.volumes.store import open_array
 
 Range = tuple[int, int]
+GENERATION = "generation"  # file in the layer folder replaced after every landed write (see Layer.generation)
 
 
 def check_range(axis: str, value: Any, size: int) -> Range:
@@ -141,6 +144,30 @@ class Layer:
                 "run the same `neurolake ingest` command again to resume, or use --overwrite",
                 datastack=self.datastack, layer=self.name, status=self.status)
 
+    def _check_current(self) -> None:
+        """After a read: the layer's folder must still exist. ``--overwrite`` swaps the catalog row to a new
+        folder and renames the old one away, so a reader holding this (old) object would otherwise get
+        fill values for the vanished files instead of an error."""
+        if not self.root.is_dir():
+            raise Conflict(f"layer {self.datastack}/{self.name} was replaced or deleted while it was read; "
+                           "get it again (lake.layer) and repeat the read", datastack=self.datastack,
+                           layer=self.name)
+
+    def generation(self) -> str:
+        """A token that changes whenever a write to this layer lands, in this process or any other
+        (the identity of the ``generation`` file the writer replaces). Caches of derived bytes (tiles,
+        encoded chunks) key on it, so nothing stale is served after an acknowledged write."""
+        try:
+            st = os.stat(self.root / GENERATION)
+        except FileNotFoundError:
+            return "0"
+        return f"{st.st_ino}.{st.st_mtime_ns}.{st.st_size}"
+
+    def _bump_generation(self) -> None:
+        tmp = self.root / f".{GENERATION}.{os.getpid()}.{threading.get_ident()}"
+        tmp.write_text(uuid.uuid4().hex)
+        os.replace(tmp, self.root / GENERATION)
+
     def array(self, mip: int = 0) -> ts.TensorStore:
         """The tensorstore array (axes z, y, x) of ``mip``, opened once and cached."""
         mip = self._check_mip(mip)
@@ -161,16 +188,20 @@ class Layer:
         """Read the box ``x × y × z`` (half-open voxel ranges at ``mip``).
 
         Returns a C-order array of shape (z1 - z0, y1 - y0, x1 - x0) and the layer's dtype.
-        Raises InvalidArgument (malformed/inverted range, unknown mip), OutOfBounds, NotReady.
+        Raises InvalidArgument (malformed/inverted range, unknown mip), OutOfBounds, NotReady, Conflict
+        (the layer was replaced by an overwrite, or deleted, during the read).
         """
         self._check_ready()
         (x0, x1), (y0, y1), (z0, z1) = self.check_box(x, y, z, mip)
-        return self.array(mip)[z0:z1, y0:y1, x0:x1].read().result()
+        out = self.array(mip)[z0:z1, y0:y1, x0:x1].read().result()
+        self._check_current()
+        return out
 
     def read_points(self, points_zyx: np.ndarray, mip: int = 0) -> np.ndarray:
         """Values at integer voxel positions; ``points_zyx`` is (N, 3) in (z, y, x) order at ``mip``.
 
-        Returns an (N,) array of the layer's dtype. Raises OutOfBounds naming the first bad row.
+        Returns an (N,) array of the layer's dtype. Raises OutOfBounds naming the first bad row, Conflict
+        (the layer was replaced by an overwrite, or deleted, during the read).
         """
         self._check_ready()
         pts = np.asarray(points_zyx)
@@ -186,7 +217,9 @@ class Layer:
             raise OutOfBounds(f"point {pts[bad[0]].tolist()} (z, y, x; row {int(bad[0])}) is outside the layer "
                               f"shape {shape.tolist()}", field="points", row=int(bad[0]), bounds=shape.tolist())
         arr = self.array(mip)
-        return arr.vindex[pts[:, 0], pts[:, 1], pts[:, 2]].read().result()
+        out = arr.vindex[pts[:, 0], pts[:, 1], pts[:, 2]].read().result()
+        self._check_current()
+        return out
 
     def __getitem__(self, key: Any) -> np.ndarray:
         """``layer[z0:z1, y0:y1, x0:x1]`` at mip 0 (axes z, y, x; integers drop that axis)."""
@@ -236,7 +269,11 @@ class Layer:
         z, y, x = arr.shape
         box = self.check_box((x0, x0 + x), (y0, y0 + y), (z0, z0 + z), mip)
         (bx0, bx1), (by0, by1), (bz0, bz1) = box
-        self.array(mip)[bz0:bz1, by0:by1, bx0:bx1].write(arr).result()
-        if update_mips and mip + 1 < self.num_mips:
-            arrays = [self.array(m) for m in range(mip, self.num_mips)]
-            update_region(arrays, self.spec.mips[mip:], self.layer_type, ((bz0, bz1), (by0, by1), (bx0, bx1)))
+        try:
+            self.array(mip)[bz0:bz1, by0:by1, bx0:bx1].write(arr).result()
+            if update_mips and mip + 1 < self.num_mips:
+                arrays = [self.array(m) for m in range(mip, self.num_mips)]
+                update_region(arrays, self.spec.mips[mip:], self.layer_type,
+                              ((bz0, bz1), (by0, by1), (bx0, bx1)))
+        finally:  # also after a partial failure: whatever landed must not be hidden by caches
+            self._bump_generation()

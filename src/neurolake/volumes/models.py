@@ -32,7 +32,10 @@ class Layer(Base):
 
     ``spec`` is the JSON-able :class:`neurolake.volumes.spec.LayerSpec` (dtype, shape, voxel size,
     chunking, compression, mips); ``status`` is ``ingesting`` until the whole volume and its pyramid
-    are written, then ``ready`` (``failed`` after a rolled-back ingest).
+    are written, then ``ready`` (``failed`` after a rolled-back ingest). ``path`` is the layer's folder
+    relative to the lake root (``datastacks/<ds>/volumes/<layer>``, or ``…/<layer>@<token>`` after an
+    overwrite); while an overwrite of a ready layer is built aside, ``progress["replacing"]`` records
+    its folder, spec and durable slabs (see :mod:`neurolake.volumes.ingest`).
     """
 
     __tablename__ = "layers"
