@@ -90,7 +90,7 @@ class Lake:
         self.catalog.migrate()
         self.context = make_context(self.settings.cache_bytes)
         self._layers: dict[tuple, Layer] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entrant: a state() factory may use another state (features → access)
         self._state: dict[str, Any] = {}
 
     def __repr__(self) -> str:
@@ -242,6 +242,8 @@ class Lake:
                               root=self.root / row.path, status=row.status, context=self.context,
                               description=row.description, progress=dict(row.progress),
                               provenance=dict(row.provenance), created=row.created)
+                if row.status == "ready":
+                    layer.repair()  # finish pyramid updates a killed writer left (see Layer.pending_updates)
                 with self._lock:
                     self._forget(datastack, name)
                     self._layers[key] = layer
@@ -333,6 +335,18 @@ class Lake:
             trash = trash.rename(trash.with_name(f"{name}@old-{secrets.token_hex(6)}"))
             shutil.rmtree(trash, ignore_errors=True)
         return self.layer(datastack, name)
+
+    def repair(self) -> dict[str, int]:
+        """Finish the pyramid updates that killed writers left pending, in every ready layer;
+        returns ``{"ds/layer": number finished}`` for the layers that had any."""
+        out = {}
+        for ds in self.datastacks():
+            for info in self.datastack_info(ds)["layers"]:
+                if info["status"] == "ready":
+                    n = self.layer(ds, info["name"]).repair()
+                    if n:
+                        out[f"{ds}/{info['name']}"] = n
+        return out
 
     def ingest(self, source: str, datastack: str, layer: str, **kwargs: Any) -> Layer:
         """Ingest ``source`` as a new layer; see :func:`neurolake.volumes.ingest.ingest`."""

@@ -7,6 +7,7 @@ Coordinates are named x, y, z in voxels of the requested mip, as half-open ``(st
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import uuid
@@ -24,6 +25,7 @@ from neurolake.volumes.store import open_array
 
 Range = tuple[int, int]
 GENERATION = "generation"  # file in the layer folder replaced after every landed write (see Layer.generation)
+DIRTY = "dirty"  # folder of pending pyramid updates: one JSON file per write whose coarser mips may be stale
 
 
 def check_range(axis: str, value: Any, size: int) -> Range:
@@ -193,6 +195,8 @@ class Layer:
         """
         self._check_ready()
         (x0, x1), (y0, y1), (z0, z1) = self.check_box(x, y, z, mip)
+        if mip > 0:
+            self._repair_overlapping(mip, ((z0, z1), (y0, y1), (x0, x1)))
         out = self.array(mip)[z0:z1, y0:y1, x0:x1].read().result()
         self._check_current()
         return out
@@ -211,6 +215,8 @@ class Layer:
         if len(pts) == 0:
             return np.zeros(0, dtype=self.dtype)
         pts = pts.astype(np.int64)
+        if mip > 0 and self.pending_updates():
+            self.repair()
         shape = np.array(self.shape(mip))
         bad = np.nonzero(((pts < 0) | (pts >= shape)).any(axis=1))[0]
         if len(bad):
@@ -269,11 +275,78 @@ class Layer:
         z, y, x = arr.shape
         box = self.check_box((x0, x0 + x), (y0, y0 + y), (z0, z0 + z), mip)
         (bx0, bx1), (by0, by1), (bz0, bz1) = box
+        region = ((bz0, bz1), (by0, by1), (bx0, bx1))
+        pending = self._mark_dirty(mip, region) if update_mips and mip + 1 < self.num_mips else None
         try:
             self.array(mip)[bz0:bz1, by0:by1, bx0:bx1].write(arr).result()
-            if update_mips and mip + 1 < self.num_mips:
-                arrays = [self.array(m) for m in range(mip, self.num_mips)]
-                update_region(arrays, self.spec.mips[mip:], self.layer_type,
-                              ((bz0, bz1), (by0, by1), (bx0, bx1)))
+            if pending is not None:
+                self._update_pyramid(mip, region)
+                pending.unlink(missing_ok=True)  # only now are the coarser mips right again
         finally:  # also after a partial failure: whatever landed must not be hidden by caches
             self._bump_generation()
+
+    # -- pending pyramid updates (crash safety of writes) -----------------------------------------
+    def _update_pyramid(self, mip: int, region: tuple[Range, Range, Range]) -> None:
+        arrays = [self.array(m) for m in range(mip, self.num_mips)]
+        update_region(arrays, self.spec.mips[mip:], self.layer_type, region)
+
+    def _mark_dirty(self, mip: int, region: tuple[Range, Range, Range]) -> Path:
+        """Record, durably and before the write, that the coarser mips over ``region`` ((z, y, x) voxel
+        ranges at ``mip``) are about to be stale; removed once the pyramid update has landed."""
+        folder = self.root / DIRTY
+        folder.mkdir(exist_ok=True)
+        path = folder / f"{uuid.uuid4().hex}.json"
+        tmp = folder / f".{path.name}.tmp"
+        with open(tmp, "w") as f:
+            json.dump({"mip": mip, "box_zyx": [list(r) for r in region]}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        return path
+
+    def pending_updates(self) -> list[tuple[Path, int, tuple[Range, Range, Range]]]:
+        """Writes whose coarser mips were not updated yet (a writer killed between its mip and its pyramid
+        update, or one in progress): ``(entry file, mip, ((z0, z1), (y0, y1), (x0, x1)))``."""
+        try:
+            names = os.listdir(self.root / DIRTY)
+        except FileNotFoundError:
+            return []
+        out = []
+        for n in names:
+            if n.endswith(".json") and not n.startswith("."):
+                try:
+                    doc = json.loads((self.root / DIRTY / n).read_text())
+                except (FileNotFoundError, ValueError):  # finished meanwhile, or a torn temp file
+                    continue
+                out.append((self.root / DIRTY / n, int(doc["mip"]), tuple(tuple(r) for r in doc["box_zyx"])))
+        return out
+
+    def repair(self) -> int:
+        """Recompute the coarser mips of every pending update (see :meth:`pending_updates`); returns how many
+        were finished. ``neurolake repair`` and reads of a stale region at a coarser mip call this."""
+        done = 0
+        for path, mip, region in self.pending_updates():
+            self._update_pyramid(mip, region)
+            path.unlink(missing_ok=True)
+            done += 1
+        if done:
+            self._bump_generation()
+        return done
+
+    def _repair_overlapping(self, mip: int, box: tuple[Range, Range, Range]) -> None:
+        """Before reading ``box`` at coarse ``mip``: finish the pending updates that overlap it, so a read
+        never returns a coarser mip that a killed write left stale."""
+        pending = self.pending_updates()
+        if not pending:
+            return
+        f_to = self.spec.mips[mip].factor_xyz
+        for path, m, region in pending:
+            if m >= mip:
+                continue
+            f_from = self.spec.mips[m].factor_xyz
+            scaled = [(a * ff // ft, -(-b * ff // ft)) for (a, b), ff, ft in
+                      zip(region, f_from[::-1], f_to[::-1], strict=True)]
+            if all(a < hi and lo < b for (a, b), (lo, hi) in zip(scaled, box, strict=True)):
+                self._update_pyramid(m, region)
+                path.unlink(missing_ok=True)
+                self._bump_generation()
