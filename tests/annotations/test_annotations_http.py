@@ -213,7 +213,7 @@ def test_precomputed_refuses_tables_over_the_memory_limit(ann_lake, monkeypatch)
     from neurolake.errors import TooLarge
 
     monkeypatch.setattr(pre, "MAX_ROWS", 100)
-    monkeypatch.setattr(pre, "_cache", {})
+    ann_lake.state("annotations.precomputed", dict).clear()  # no index built before the limit was lowered
     with pytest.raises(TooLarge, match="da1_sites"):
         pre.precomputed(get_table(ann_lake, "hemibrain", "da1_sites"))
     assert pre.precomputed(get_table(ann_lake, "gerhard2013", "synapses")).count == 50

@@ -11,6 +11,7 @@ import datetime as dt
 import importlib
 from typing import Any
 
+from neurolake.base.time import parse_timestamp
 from neurolake.errors import InvalidArgument, NeurolakeError, NotFound
 
 
@@ -78,8 +79,8 @@ def check_materialization(lake, datastack: str, version: int) -> list[str]:
     expires = d.get("expires_on") or d.get("expires") or d.get("expires_at")
     if isinstance(expires, str):
         try:
-            expires = dt.datetime.fromisoformat(expires)
-        except ValueError:
+            expires = parse_timestamp(expires, "expires_on")
+        except InvalidArgument:
             expires = None
     if isinstance(expires, dt.datetime):
         e = expires if expires.tzinfo else expires.replace(tzinfo=dt.UTC)

@@ -31,7 +31,8 @@ from neurolake.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
 from neurolake.provenance import record
 from neurolake.storage import is_s3, normalize_location
 from neurolake.storage.signing import Signer, check_expires_in, lake_key, presign_s3
-from neurolake.base.names import check_name
+from neurolake.base.names import check_name, not_found
+from neurolake.base.time import parse_timestamp
 
 STATUSES = ("draft", "published", "deprecated")
 TRANSITIONS = {"draft": {"published", "deprecated"}, "published": {"deprecated"}, "deprecated": set()}
@@ -75,17 +76,6 @@ REQUIRED = ("name", "datastack", "location")
 
 def _bad(field: str, value: Any, what: str, **extra) -> InvalidArgument:
     return InvalidArgument(f"{field} {value!r} is not allowed: {what}", field=field, value=repr(value)[:200], **extra)
-
-
-def _time(field: str, value: Any) -> dt.datetime:
-    if isinstance(value, dt.datetime):
-        t = value
-    else:
-        try:
-            t = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-        except ValueError:
-            raise _bad(field, value, "use an ISO 8601 time like 2024-05-01T12:00:00Z") from None
-    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
 
 
 TYPE_ALIASES = {"int": "int64", "bigint": "int64", "integer": "int32", "long": "int64", "float": "float",
@@ -139,12 +129,14 @@ def _check_fields(spec: dict[str, Any], partial: bool = False) -> dict[str, Any]
     if out.get("retention_days") is not None and out["retention_days"] < 1:
         raise _bad("retention_days", out["retention_days"], "must be ≥ 1 day")
     if out.get("snapshot_time") is not None:
-        out["snapshot_time"] = _time("snapshot_time", out["snapshot_time"])
+        out["snapshot_time"] = parse_timestamp(out["snapshot_time"], "snapshot_time")
     if out.get("time_range") is not None:
         tr = out["time_range"]
         if len(tr) != 2:
             raise _bad("time_range", tr, "give [start, end] as two ISO 8601 times")
-        a, b = _time("time_range", tr[0]), _time("time_range", tr[1])
+        a, b = parse_timestamp(tr[0], "time_range"), parse_timestamp(tr[1], "time_range")
+        if a is None or b is None:
+            raise _bad("time_range", tr, "give [start, end] as two ISO 8601 times")
         if a > b:
             raise _bad("time_range", tr, "start must not be after end")
         out["time_range"] = [a.isoformat(), b.isoformat()]
@@ -277,8 +269,11 @@ class FeatureRegistry:
             q = q.where(FeatureTable.datastack == datastack)
         rows = s.scalars(q).all()
         if not rows:
-            where = f" in datastack {datastack!r}" if datastack else ""
-            raise NotFound(f"feature table {name!r} is not registered{where}", table=name, datastack=datastack)
+            known = s.execute(select(FeatureTable.name, FeatureTable.datastack).where(
+                FeatureTable.datastack == datastack) if datastack else select(FeatureTable.name, FeatureTable.datastack))
+            names = sorted({n for n, ds in known if self.access.allowed(self.principal, ds, "viewer")})
+            raise not_found("feature table", name, names, within=("datastack", datastack) if datastack else None,
+                            hint="register it first", table=name, datastack=datastack)
         if len(rows) > 1:
             raise InvalidArgument(f"feature table {name!r} exists in several datastacks "
                                   f"({', '.join(r.datastack for r in rows)}); give datastack=", field="datastack",
@@ -613,6 +608,13 @@ class FeatureRegistry:
             cache.clear()
         cache[(name, datastack)] = (now, entry)
         return entry
+
+    def location_of(self, table_id: int) -> tuple[str, str, str] | None:
+        """``(location, name, datastack)`` of the registered table with catalog id ``table_id`` (the id in a
+        signed URL), or None when no such table is registered (any more)."""
+        with self.lake.catalog.session() as s:
+            row = s.get(FeatureTable, table_id)
+            return (row.location, row.name, row.datastack) if row is not None else None
 
     @staticmethod
     def _check_unchanged(name: str, loc: str, files: list[dict[str, Any]]) -> None:

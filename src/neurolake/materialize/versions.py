@@ -28,7 +28,9 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 from sqlalchemy import func, select
 
+from neurolake.base.names import not_found
 from neurolake.base.results import Result
+from neurolake.base.time import parse_timestamp
 from neurolake.db.base import as_utc, utcnow
 from neurolake.errors import InvalidArgument, NeurolakeError, NotFound
 from neurolake.materialize.models import MaterializationVersion
@@ -42,16 +44,10 @@ class VersionExpired(NeurolakeError):
     http_status = 410
 
 
-def _ts(value: Any, field: str = "timestamp") -> dt.datetime | None:
-    from neurolake.proofreading import to_timestamp
-
-    return to_timestamp(value, field)
-
-
 def _dsid(s, datastack: str) -> int:
     dsid = s.scalar(select(Datastack.id).where(Datastack.name == datastack))
     if dsid is None:
-        raise NotFound(f"datastack {datastack!r} does not exist", datastack=datastack)
+        raise not_found("datastack", datastack, s.scalars(select(Datastack.name).order_by(Datastack.name)).all())
     return dsid
 
 
@@ -131,15 +127,20 @@ def materialize(lake, datastack: str, timestamp: Any = None, tables: list[str] |
 
     ``tables``: the annotation tables to include (default all); ``expires_in``: a timedelta or days
     until ``expires_on`` (default none); ``progress(phase, done, total)`` is called per table.
-    Rows are streamed in batches of ``batch_rows``. Raises NotFound (datastack, table),
-    InvalidArgument (timestamp in the future).
+    Rows are streamed in batches of ``batch_rows``, each table read at the Delta version recorded in
+    the version's provenance. Idempotent for an explicit ``timestamp``: when a valid version already
+    froze the same tables at that same time from the same table Delta versions and the same
+    segmentation operation, that version is returned (``"reused": True``, its own ``expires_on``)
+    instead of a duplicate; ``timestamp=None`` always makes a new version (time moves on). The dict
+    has ``"reused": False`` for a new version. Raises NotFound (datastack, table), InvalidArgument
+    (timestamp in the future).
     """
     from neurolake.annotations import get_table, list_tables
     from neurolake.provenance import record
 
     lake.datastack(datastack)
     now = utcnow()
-    ts = _ts(timestamp) or now
+    ts = parse_timestamp(timestamp) or now
     if ts > now + dt.timedelta(seconds=1):
         raise InvalidArgument(f"timestamp {ts.isoformat()} is in the future", field="timestamp",
                               value=ts.isoformat())
@@ -148,6 +149,11 @@ def materialize(lake, datastack: str, timestamp: Any = None, tables: list[str] |
     seg = _segmentation(lake, datastack)
     if seg is not None:
         seg.state().seq_at(ts)  # InvalidArgument before the segmentation existed
+    delta_versions = {t.name: t.version for t in tabs}  # each table is read at exactly this version
+    if timestamp is not None:
+        same = _same_version(lake, datastack, ts, delta_versions, seg)
+        if same is not None:
+            return {**same, "reused": True}
     base = lake.root / "datastacks" / datastack / "materializations"
     base.mkdir(parents=True, exist_ok=True)
     for old in base.glob("tmp-*"):  # left by a materialization killed more than a day ago
@@ -162,7 +168,7 @@ def materialize(lake, datastack: str, timestamp: Any = None, tables: list[str] |
     total = 0
     try:
         for i, t in enumerate(tabs):
-            ds = t.dataset()
+            ds = t.dataset(delta_versions[t.name])
             writer = None
             rows = 0
             target_schema = None
@@ -199,8 +205,7 @@ def materialize(lake, datastack: str, timestamp: Any = None, tables: list[str] |
                 pq.write_table(empty, tmp / f"{t.name}.parquet", compression="zstd")
             else:
                 writer.close()
-            md = t.metadata()
-            meta[t.name] = {"rows": rows, "schema": t.schema.name, "delta_version": md.get("version"),
+            meta[t.name] = {"rows": rows, "schema": t.schema.name, "delta_version": delta_versions[t.name],
                             "voxel_resolution_nm": list(t.voxel_resolution), "description": t.description,
                             "segmentation_layer": t.segmentation_layer}
             total += rows
@@ -231,10 +236,28 @@ def materialize(lake, datastack: str, timestamp: Any = None, tables: list[str] |
                                          provenance=prov)
             s.add(row)
             s.flush()
-            return _vdict(row)
+            return {**_vdict(row), "reused": False}
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _same_version(lake, datastack: str, ts: dt.datetime, delta_versions: dict[str, int], seg) -> dict | None:
+    """The valid version frozen at ``ts`` from exactly these table Delta versions and segmentation
+    operation (what :func:`materialize` would write again), or None."""
+    seg_info = {"layer": seg._row().layer, "operation_id": seg.state().seq_at(ts)} if seg is not None else None
+    inputs = {"tables": {k: {"delta_version": v} for k, v in delta_versions.items()}, "segmentation": seg_info}
+    with lake.catalog.session() as s:
+        rows = s.scalars(select(MaterializationVersion).where(
+            MaterializationVersion.datastack_id == _dsid(s, datastack), MaterializationVersion.valid.is_(True))
+            .order_by(MaterializationVersion.version)).all()
+        for r in rows:
+            got = (r.provenance or {}).get("inputs") or {}
+            if (as_utc(r.time_stamp) == ts and got.get("tables") == inputs["tables"]
+                    and got.get("segmentation") == inputs["segmentation"]
+                    and (lake.root / r.path).is_dir()):
+                return _vdict(r)
+    return None
 
 
 def versions(lake, datastack: str, expired: bool = False) -> list[dict[str, Any]]:
@@ -323,6 +346,13 @@ def expire(lake, datastack: str, version: int) -> dict[str, Any]:
 def version_tables(lake, datastack: str, version: int) -> list[str]:
     """Names of the tables frozen in ``version``. Raises NotFound, VersionExpired."""
     return sorted(get_version(lake, datastack, version, allow_expired=False)["tables"])
+
+
+def root_columns(lake, datastack: str, version: int | None, table: str) -> list[str]:
+    """The ``*_root_id`` columns of ``table`` in materialization ``version`` (None = newest valid).
+    Raises NotFound, VersionExpired."""
+    _, path = _table_file(lake, datastack, version, table)
+    return [c for c in pq.read_schema(path).names if c.endswith("_root_id")]
 
 
 def _table_file(lake, datastack: str, version: int, table: str) -> tuple[dict, Path]:
@@ -437,7 +467,7 @@ def live_query(lake, datastack: str, table: str, timestamp: Any = None, *, filte
     from neurolake.annotations import get_table
 
     t = get_table(lake, datastack, table)
-    ts = _ts(timestamp) or utcnow()
+    ts = parse_timestamp(timestamp) or utcnow()
     ds = t.dataset()
     expr = filter_expression(ds.schema, filter_in, None, filter_not_in, None, None, filter_spatial, table)
     root_filters = {}

@@ -18,7 +18,6 @@ from neurolake.proofreading.service import (
     create_segmentation,
     has_segmentation,
     segmentation,
-    to_timestamp,
 )
 
 
@@ -31,7 +30,7 @@ def remap_to_roots(lake, datastack: str, array, timestamp=None, layer: str | Non
     from neurolake.errors import InvalidArgument
 
     seg = segmentation(lake, datastack)
-    sv_layer = seg._row().layer
+    sv_layer = seg.layer
     if layer is not None and layer != sv_layer:
         raise InvalidArgument(f"layer {layer!r} is not the supervoxel layer of {datastack!r} ({sv_layer!r}); "
                               "root ids are only defined for the supervoxel layer", field="layer", value=layer,
@@ -39,5 +38,4 @@ def remap_to_roots(lake, datastack: str, array, timestamp=None, layer: str | Non
     return seg.remap_to_roots(array, timestamp)
 
 
-__all__ = ["Segmentation", "create_segmentation", "has_segmentation", "remap_to_roots", "segmentation",
-           "to_timestamp"]
+__all__ = ["Segmentation", "create_segmentation", "has_segmentation", "remap_to_roots", "segmentation"]

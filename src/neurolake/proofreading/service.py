@@ -24,6 +24,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlalchemy import select, update
 
+from neurolake.base.names import not_found
+from neurolake.base.time import parse_timestamp
 from neurolake.db.base import as_utc, utcnow
 from neurolake.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
 from neurolake.proofreading.models import Operation, Root, SegmentationGraph
@@ -35,27 +37,6 @@ MAX_SV = ROOT_BASE - 1
 AGGLOMERATIONS = ("each", "mapping", "threshold", "edges")
 USER_EDGE_AFFINITY = 1.0
 _CRASH_HOOK = None  # tests: called inside the edit transaction just before commit (e.g. to kill the process)
-
-
-def to_timestamp(value: Any, field: str = "timestamp") -> dt.datetime | None:
-    """A UTC datetime from a datetime (naive = UTC), unix seconds, or an ISO-8601 string; None stays None."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, dt.datetime):
-        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-    if isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool):
-        return dt.datetime.fromtimestamp(float(value), dt.UTC)
-    if isinstance(value, str):
-        try:
-            return to_timestamp(float(value), field)
-        except ValueError:
-            pass
-        try:
-            return to_timestamp(dt.datetime.fromisoformat(value.replace("Z", "+00:00")), field)
-        except ValueError:
-            pass
-    raise InvalidArgument(f"{field} {value!r} is not a time; give an ISO-8601 string, unix seconds or a datetime",
-                          field=field, value=repr(value))
 
 
 def _ids(values: Any, field: str) -> np.ndarray:
@@ -93,9 +74,7 @@ def _cache(lake) -> _Cache:
 def _ds_id(s, datastack: str) -> int:
     ds = s.scalar(select(Datastack.id).where(Datastack.name == datastack))
     if ds is None:
-        known = s.scalars(select(Datastack.name).order_by(Datastack.name)).all()
-        raise NotFound(f"datastack {datastack!r} does not exist (known: {', '.join(known) or 'none'})",
-                       datastack=datastack)
+        raise not_found("datastack", datastack, s.scalars(select(Datastack.name).order_by(Datastack.name)).all())
     return ds
 
 
@@ -361,6 +340,11 @@ class Segmentation:
         with self.lake.catalog.session() as sess:
             return get(sess)
 
+    @property
+    def layer(self) -> str:
+        """Name of the supervoxel layer (a segmentation layer of the datastack) whose ids this graph joins."""
+        return self._row().layer
+
     def info(self) -> dict[str, Any]:
         """Metadata: supervoxel layer, counts, agglomeration, created, number of operations."""
         row = self._row()
@@ -419,7 +403,7 @@ class Segmentation:
         CAVE's ``roots_binary`` does). Raises InvalidArgument for a timestamp before the segmentation existed.
         """
         ids = _ids(supervoxel_ids, "supervoxel_ids")
-        ts = to_timestamp(timestamp)
+        ts = parse_timestamp(timestamp)
         st = self.state()
         with st.lock:
             seq = st.seq_at(ts)
@@ -459,7 +443,7 @@ class Segmentation:
     def is_latest(self, root_ids: Any, timestamp: Any = None) -> np.ndarray:
         """(N,) bool: is each root current at ``timestamp`` (None = now)? Raises NotFound for unknown roots."""
         st = self.state()
-        seq = st.seq_at(to_timestamp(timestamp))
+        seq = st.seq_at(parse_timestamp(timestamp))
         out = []
         for r in _ids(root_ids, "root_ids"):
             info = st.root_info(int(r))
@@ -469,7 +453,7 @@ class Segmentation:
     def latest_roots(self, root_id: int, timestamp: Any = None) -> np.ndarray:
         """The current (or at ``timestamp``) roots descending from ``root_id`` (uint64, sorted)."""
         st = self.state()
-        seq = st.seq_at(to_timestamp(timestamp))
+        seq = st.seq_at(parse_timestamp(timestamp))
         out, todo, seen = set(), [int(root_id)], set()
         st.root_info(int(root_id))
         while todo:
@@ -494,8 +478,8 @@ class Segmentation:
         (going back) and after ``timestamp_future`` (going forward), like CAVE's ``lineage_graph``.
         """
         st = self.state()
-        past = to_timestamp(timestamp_past, "timestamp_past")
-        future = to_timestamp(timestamp_future, "timestamp_future")
+        past = parse_timestamp(timestamp_past, "timestamp_past")
+        future = parse_timestamp(timestamp_future, "timestamp_future")
         nodes: dict[int, dict] = {}
         links: set[tuple[int, int]] = set()
 
@@ -549,8 +533,8 @@ class Segmentation:
         at ``timestamp_past`` (default the creation) that share supervoxels with it, and for each of those
         the roots at ``timestamp_future`` that share supervoxels with them. Keys and values are ints."""
         st = self.state()
-        past = to_timestamp(timestamp_past, "timestamp_past") or st.created
-        future = to_timestamp(timestamp_future, "timestamp_future")
+        past = parse_timestamp(timestamp_past, "timestamp_past") or st.created
+        future = parse_timestamp(timestamp_future, "timestamp_future")
         past_map: dict[int, list[int]] = {}
         future_map: dict[int, list[int]] = {}
         for r in _ids(root_ids, "root_ids"):
@@ -585,7 +569,7 @@ class Segmentation:
     def operations(self, author: str | None = None, since: Any = None, until: Any = None,
                    root_id: int | None = None) -> list[dict[str, Any]]:
         """The edit log (oldest first), filtered by author, time range and/or a root it made or expired."""
-        since, until = to_timestamp(since, "since"), to_timestamp(until, "until")
+        since, until = parse_timestamp(since, "since"), parse_timestamp(until, "until")
         with self.lake.catalog.session() as s:
             row = self._row(s)
             q = select(Operation).where(Operation.graph_id == row.id)
@@ -823,7 +807,7 @@ class Segmentation:
         edits of others on the same edges are overwritten for those edges. Raises InvalidArgument when
         the author made no (not yet undone) edit since then.
         """
-        since_ts = to_timestamp(since, "since")
+        since_ts = parse_timestamp(since, "since")
         if since_ts is None:
             raise InvalidArgument("rollback needs a start time (since)", field="since")
 

@@ -17,31 +17,37 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import Annotated, Any
 
 import pandas as pd
 import pyarrow as pa
 from fastapi import Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
 from neurolake.annotations import create_table, list_tables
 from neurolake.annotations.precomputed import precomputed
 from neurolake.errors import CorruptData, InvalidArgument, NotFound, PermissionDenied
 from neurolake.lake import Lake
-from neurolake.server.deps import annotation_table, get_lake, principal_of
+from neurolake.server.access import Need
+from neurolake.server.bodies import read_arrow
+from neurolake.server.deps import annotation_table, author_of, get_lake, principal_of, read_body
 from neurolake.server.http import bytes_response
+from neurolake.server.models import (
+    Also,
+    PrecomputedAnnotationInfo,
+    RowsAnswer,
+    RowsDeleted,
+    RowsWritten,
+    TableCommit,
+    TableMetadata,
+)
 from neurolake.server.routing import APIRouter
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 router = APIRouter(tags=["annotations"])
 API = "/api/v1/datastacks/{datastack}/tables"
-
-
-def _author(request: Request) -> str | None:
-    """Who a write is recorded as: the token's user under ``--auth``; else ``X-Neurolake-User`` if sent."""
-    p = principal_of(request)
-    return (request.headers.get("x-neurolake-user") or None) if p.local else p.name
 
 
 class TableCreate(BaseModel):
@@ -73,8 +79,9 @@ class RowsQuery(BaseModel):
     format: str = "json"
 
 
-@router.get(API, summary="Annotation tables of a datastack (metadata; tables the user may not read are left out)")
-def tables(datastack: str, request: Request, lake: Lake = Depends(get_lake)) -> list[dict]:
+@router.get(API, access=Need.read(),
+            summary="Annotation tables of a datastack (metadata; tables the user may not read are left out)")
+def tables(datastack: str, request: Request, lake: Lake = Depends(get_lake)) -> list[TableMetadata]:
     out = []
     for n in list_tables(lake, datastack):
         try:
@@ -84,8 +91,8 @@ def tables(datastack: str, request: Request, lake: Lake = Depends(get_lake)) -> 
     return out
 
 
-@router.post(API, status_code=201, summary="Create an annotation table")
-def create(datastack: str, body: TableCreate, request: Request, lake: Lake = Depends(get_lake)) -> dict:
+@router.post(API, access=Need.write(), status_code=201, summary="Create an annotation table")
+def create(datastack: str, body: TableCreate, request: Request, lake: Lake = Depends(get_lake)) -> TableMetadata:
     p = principal_of(request)
     t = create_table(lake, datastack, body.name, body.schema_type, description=body.description,
                      owner=None if p.local else p.name,
@@ -95,29 +102,24 @@ def create(datastack: str, body: TableCreate, request: Request, lake: Lake = Dep
     return t.metadata()
 
 
-@router.get(API + "/{table}", summary="Table metadata (schema, voxel resolution, version)")
-def table_meta(datastack: str, table: str, request: Request, lake: Lake = Depends(get_lake)) -> dict:
+@router.get(API + "/{table}", access=Need.read(),
+            summary="Table metadata (schema, voxel resolution, version)")
+def table_meta(datastack: str, table: str, request: Request, lake: Lake = Depends(get_lake)) -> TableMetadata:
     return annotation_table(request, lake, datastack, table).metadata()
 
 
-@router.get(API + "/{table}/history", summary="Commits of the table, newest first")
+@router.get(API + "/{table}/history", access=Need.read(), summary="Commits of the table, newest first")
 def history(datastack: str, table: str, request: Request, limit: int | None = None,
-            lake: Lake = Depends(get_lake)) -> list[dict]:
+            lake: Lake = Depends(get_lake)) -> list[TableCommit]:
     return annotation_table(request, lake, datastack, table).history(limit)
 
 
-async def _rows(request: Request) -> Any:
-    body = await request.body()
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+def _rows(body: bytes, content_type: str, max_bytes: int = 64 * 2**20) -> Any:
+    """The rows of a write body: an Arrow table (Arrow IPC stream or file; refused (413) when its batches
+    declare more than ``max_bytes`` once decompressed) or a DataFrame (JSON)."""
+    ctype = content_type.split(";")[0].strip().lower()
     if ctype in (ARROW_STREAM, "application/vnd.apache.arrow.file", "application/x-arrow"):
-        try:
-            return pa.ipc.open_stream(body).read_all()
-        except pa.ArrowInvalid:
-            try:
-                return pa.ipc.open_file(pa.BufferReader(body)).read_all()
-            except pa.ArrowInvalid as exc:
-                raise CorruptData(f"the body is not a readable Arrow IPC stream or file ({exc})",
-                                  field="body", bytes=len(body)) from None
+        return read_arrow(body, max_bytes)
     try:
         doc = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -136,32 +138,37 @@ async def _rows(request: Request) -> Any:
     return pd.DataFrame.from_records(doc)
 
 
-@router.post(API + "/{table}/rows", status_code=201, summary="Insert rows (JSON or Arrow IPC); one commit")
-async def insert(datastack: str, table: str, request: Request, lake: Lake = Depends(get_lake)) -> dict:
-    from starlette.concurrency import run_in_threadpool
-
-    rows = await _rows(request)
-    t = annotation_table(request, lake, datastack, table, "write")
-    ids = await run_in_threadpool(t.append, rows, author=_author(request))
-    return {"count": int(len(ids)), "ids": [int(i) for i in ids], "version": t.version}
+@router.post(API + "/{table}/rows", access=Need.write(),
+             status_code=201, summary="Insert rows (JSON or Arrow IPC); one commit")
+async def insert(datastack: str, table: str, request: Request, lake: Lake = Depends(get_lake)) -> RowsWritten:
+    return await _write(request, lake, datastack, table, "append")
 
 
-@router.patch(API + "/{table}/rows", summary="Update rows by id (new rows supersede the old ones)")
-async def update(datastack: str, table: str, request: Request, lake: Lake = Depends(get_lake)) -> dict:
-    from starlette.concurrency import run_in_threadpool
+@router.patch(API + "/{table}/rows", access=Need.write(),
+              summary="Update rows by id (new rows supersede the old ones)")
+async def update(datastack: str, table: str, request: Request, lake: Lake = Depends(get_lake)) -> RowsWritten:
+    return await _write(request, lake, datastack, table, "update")
 
-    rows = await _rows(request)
-    t = annotation_table(request, lake, datastack, table, "write")
-    ids = await run_in_threadpool(t.update, rows, author=_author(request))
-    return {"count": int(len(ids)), "ids": [int(i) for i in ids], "version": t.version}
+
+async def _write(request: Request, lake: Lake, datastack: str, table: str, how: str) -> dict:
+    """Read the body on the event loop; parse it, check the permission and commit in the thread pool."""
+    body = await read_body(request)  # 413 beyond NEUROLAKE_MAX_BODY_BYTES
+
+    def run() -> dict:
+        rows = _rows(body, request.headers.get("content-type", ""), request.app.state.max_body_bytes)
+        t = annotation_table(request, lake, datastack, table, "write")
+        ids = getattr(t, how)(rows, author=author_of(request))
+        return {"count": int(len(ids)), "ids": [int(i) for i in ids], "version": t.version}
+
+    return await run_in_threadpool(run)
 
 
 class DeleteBody(BaseModel):
     ids: list[int]
 
 
-@router.post(API + "/{table}/rows/delete", summary="Soft-delete rows by id")
-def delete(datastack: str, table: str, body: DeleteBody, request: Request, lake: Lake = Depends(get_lake)) -> dict:
+@router.post(API + "/{table}/rows/delete", access=Need.write(), summary="Soft-delete rows by id")
+def delete(datastack: str, table: str, body: DeleteBody, request: Request, lake: Lake = Depends(get_lake)) -> RowsDeleted:
     t = annotation_table(request, lake, datastack, table, "write")
     n = t.delete(body.ids)
     return {"count": n, "version": t.version}
@@ -172,7 +179,7 @@ def _answer(t, q: RowsQuery):
         raise InvalidArgument(f"format {q.format!r} must be 'json' or 'arrow'", field="format", value=q.format)
     tab = t.query(ids=q.ids, bbox=q.bbox, bbox_point=q.bbox_point, units=q.units, mip=q.mip, layer=q.layer,
                   filters=q.filters or None, timestamp=q.timestamp, include_deleted=q.include_deleted,
-                  columns=q.columns, limit=q.limit, offset=q.offset, positions=q.positions, output="arrow")
+                  columns=q.columns, limit=q.limit, offset=q.offset, positions=q.positions).arrow()
     if q.format == "arrow":
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, tab.schema) as w:
@@ -204,7 +211,8 @@ def _parse_list(name: str, text: str | None, kind=int) -> list | None:
         raise InvalidArgument(f"{name} {text!r} must be comma-separated numbers", field=name, value=text) from None
 
 
-@router.get(API + "/{table}/rows", summary="Query rows: ids, bbox (nm or voxels), filters, timestamp")
+@router.get(API + "/{table}/rows", access=Need.read(),
+            summary="Query rows: ids, bbox (nm or voxels), filters, timestamp")
 def query_get(datastack: str, table: str, request: Request,
               ids: str | None = Query(None, description="comma-separated ids"),
               bbox: str | None = Query(None, description="x0,y0,z0,x1,y1,z1 (half-open)"),
@@ -212,7 +220,7 @@ def query_get(datastack: str, table: str, request: Request,
               timestamp: str | None = None, include_deleted: bool = False,
               columns: str | None = None, limit: int | None = None, offset: int = 0,
               positions: str = "voxels", format: str = "json",
-              lake: Lake = Depends(get_lake)):
+              lake: Lake = Depends(get_lake)) -> Annotated[RowsAnswer, Also(ARROW_STREAM)]:
     """Any other query parameter ``col=value`` (or ``col=v1,v2``… for text use repeated params) filters
     rows on that column."""
     known = {"ids", "bbox", "units", "mip", "layer", "bbox_point", "timestamp", "include_deleted", "columns",
@@ -240,15 +248,18 @@ def query_get(datastack: str, table: str, request: Request,
     return _answer(t, q)
 
 
-@router.post(API + "/{table}/query", summary="Query rows with a JSON body")
-def query_post(datastack: str, table: str, body: RowsQuery, request: Request, lake: Lake = Depends(get_lake)):
+@router.post(API + "/{table}/query", access=Need.read(), summary="Query rows with a JSON body")
+def query_post(datastack: str, table: str, body: RowsQuery, request: Request,
+               lake: Lake = Depends(get_lake)) -> Annotated[RowsAnswer, Also(ARROW_STREAM)]:
     return _answer(annotation_table(request, lake, datastack, table), body)
 
 
 # -- Neuroglancer precomputed annotations --------------------------------------------------------
-@router.api_route("/precomputed/{datastack}/annotations/{table}/{key:path}", methods=["GET", "HEAD"],
+@router.api_route("/precomputed/{datastack}/annotations/{table}/{key:path}", access=Need.read(),
+                  methods=["GET", "HEAD"],
                   summary="Precomputed annotations: info, by_id/<id>, rel_<name>/<segment>, spatial0/<i>_<j>_<k>")
-def precomputed_file(datastack: str, table: str, key: str, request: Request, lake: Lake = Depends(get_lake)):
+def precomputed_file(datastack: str, table: str, key: str, request: Request, lake: Lake = Depends(get_lake)
+                     ) -> Annotated[PrecomputedAnnotationInfo, Also("application/octet-stream")]:
     t = annotation_table(request, lake, datastack, table)
     body = precomputed(t).get(key)
     if body is None:

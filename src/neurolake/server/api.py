@@ -5,23 +5,25 @@ from __future__ import annotations
 from fastapi import Depends
 
 from neurolake.lake import Lake
+from neurolake.server.access import Need
 from neurolake.server.deps import get_lake
+from neurolake.server.models import DatastackInfo, DatastackSummary, LayerInfo
 from neurolake.server.routing import APIRouter
 
 router = APIRouter(prefix="/api/v1", tags=["datastacks"])
 
 
-@router.get("/datastacks", summary="List datastacks")
-def list_datastacks(lake: Lake = Depends(get_lake)) -> list[dict]:
-    return lake.datastacks()
+@router.get("/datastacks", access=Need.authenticated(), summary="List datastacks")
+def list_datastacks(lake: Lake = Depends(get_lake)) -> list[DatastackSummary]:
+    return lake.datastack_infos()
 
 
-@router.get("/datastacks/{datastack}", summary="One datastack with its layers")
-def get_datastack(datastack: str, lake: Lake = Depends(get_lake)) -> dict:
-    return lake.datastack(datastack)
+@router.get("/datastacks/{datastack}", access=Need.read(), summary="One datastack with its layers")
+def get_datastack(datastack: str, lake: Lake = Depends(get_lake)) -> DatastackInfo:
+    return lake.datastack_info(datastack)
 
 
-@router.get("/datastacks/{datastack}/layers/{layer}",
+@router.get("/datastacks/{datastack}/layers/{layer}", access=Need.read(),
             summary="Layer metadata: type, dtype, bounds, and size, voxel size (nm) and chunking per mip")
-def get_layer(datastack: str, layer: str, lake: Lake = Depends(get_lake)) -> dict:
+def get_layer(datastack: str, layer: str, lake: Lake = Depends(get_lake)) -> LayerInfo:
     return lake.layer(datastack, layer).info()

@@ -11,6 +11,7 @@ from neurolake.lake import Lake, open_lake
 from neurolake.server import (
     annotations,
     api,
+    bodies,
     boss,
     cave,
     errors,
@@ -23,13 +24,17 @@ from neurolake.server import (
     zarr,
 )
 from neurolake.server import http as http_hygiene
+from neurolake.server.access import Need, check_app_routes
+from neurolake.server.routing import APIRouter
 
 
 def create_app(lake: Lake | str | Path, max_cutout_bytes: int | None = None, auth: bool = False) -> FastAPI:
     """Build the app for ``lake`` (an open Lake or its path).
 
     ``max_cutout_bytes`` overrides ``NEUROLAKE_MAX_CUTOUT_BYTES`` for this app. ``auth=True`` requires an
-    API token on every route (see ``neurolake.access.http``); otherwise one local user has every right.
+    API token (``neurolake.access.http``) and the role each route declares (``access=Need...`` on its
+    decorator, :mod:`neurolake.server.access`); otherwise one local user has every right. Raises
+    RuntimeError when a route declares no access need.
     """
     if not isinstance(lake, Lake):
         lake = open_lake(lake)
@@ -39,6 +44,7 @@ def create_app(lake: Lake | str | Path, max_cutout_bytes: int | None = None, aut
     app.state.lake = lake
     app.state.max_cutout_bytes = max_cutout_bytes or lake.settings.max_cutout_bytes
     errors.install(app)
+    bodies.install(app, lake.settings.max_body_bytes)  # 413 beyond NEUROLAKE_MAX_BODY_BYTES, as bodies arrive
     app.include_router(api.router)  # /api/v1/datastacks: JSON metadata
     app.include_router(ocp.router)  # /ocp/ca: OCP cutouts and planes
     # Fixed segments under /precomputed/{ds}/ (annotations) must come BEFORE precomputed.router,
@@ -54,11 +60,16 @@ def create_app(lake: Lake | str | Path, max_cutout_bytes: int | None = None, aut
     app.include_router(proofreading.router)  # /api/v1/.../segmentation, versions, connectome
     app.include_router(proofreading.roots_router)  # /precomputed-roots
 
-    @app.get("/", include_in_schema=False)
+    root = APIRouter()
+
+    @root.get("/", include_in_schema=False, access=Need.authenticated())
     def index() -> dict:
-        return {"neurolake": __version__, "datastacks": [d["name"] for d in lake.datastacks()], "docs": "/docs"}
+        return {"neurolake": __version__, "datastacks": lake.datastacks(), "docs": "/docs"}
+
+    app.include_router(root)
 
     # CORS + Accept-Ranges on every response, OPTIONS -> 204. Keep this the LAST add_middleware call
     # (the outermost one) so responses of other middleware (e.g. 401) carry CORS headers too.
     http_hygiene.install(app)
+    check_app_routes(app)  # every route declares its access need (RuntimeError otherwise)
     return app

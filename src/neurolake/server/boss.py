@@ -31,13 +31,31 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 
-from neurolake.errors import InvalidArgument, NeurolakeError, NotFound
+from neurolake.base.names import not_found
+from neurolake.errors import InvalidArgument, NeurolakeError
 from neurolake.lake import Lake
+from neurolake.server import cutouts
+from neurolake.server.access import Need
 from neurolake.server.deps import check_size, parse_int, parse_range
 from neurolake.server.http import count
+from neurolake.server.models import (
+    BloscBody,
+    BossBoundingBox,
+    BossChannel,
+    BossChannels,
+    BossCollection,
+    BossCollections,
+    BossDownsample,
+    BossExperiment,
+    BossExperiments,
+    BossFrame,
+    BossFrames,
+    BossIds,
+    BossReserved,
+    Created,
+)
 from neurolake.server.routing import APIRouter
 from neurolake.volumes import segments
-from neurolake.volumes.formats import decode, encode
 from neurolake.volumes.layer import Layer
 
 # BossDB error codes by HTTP status (bossutils ErrorCodes); cutout argument errors use 1001.
@@ -73,10 +91,9 @@ def _lake(request: Request) -> Lake:
 
 
 def _stack(lake: Lake, c: str, e: str | None = None) -> dict:
-    ds = lake.datastack(c)
+    ds = lake.datastack_info(c)
     if e is not None and e != c:
-        raise NotFound(f"experiment {e!r} does not exist in collection {c!r}; its one experiment is {c!r}",
-                       experiment=e)
+        raise not_found("experiment", e, [c], within=("collection", c))
     return ds
 
 
@@ -91,7 +108,7 @@ def boss_dtype(layer: Layer) -> str:
 
 
 def _frame(lake: Lake, name: str) -> dict:
-    ds = lake.datastack(name)
+    ds = lake.datastack_info(name)
     layers = lake.layers(name)
     vx, vy, vz = ds.get("voxel_size_nm") or (layers[0].voxel_size if layers else (1, 1, 1))
     sx = max((la.size(0)[0] for la in layers), default=0)
@@ -111,7 +128,7 @@ def _channel(c: str, la: Layer) -> dict:
 
 
 def _experiment(lake: Lake, c: str) -> dict:
-    ds = lake.datastack(c)
+    ds = lake.datastack_info(c)
     layers = lake.layers(c)
     iso = any(m.factor_xyz[2] > 1 for la in layers for m in la.spec.mips)
     return {"name": c, "description": ds.get("description", "") or "", "collection": c, "coord_frame": c,
@@ -121,54 +138,55 @@ def _experiment(lake: Lake, c: str) -> dict:
 
 
 # -- metadata -------------------------------------------------------------------------------------
-@router.get("/collection/", summary="List collections (datastacks)")
-@router.get("/collection//", include_in_schema=False)
-def list_collections(request: Request) -> dict:
-    return {"collections": [d["name"] for d in _lake(request).datastacks()]}
+@router.get("/collection/", access=Need.authenticated(), summary="List collections (datastacks)")
+@router.get("/collection//", access=Need.authenticated(), include_in_schema=False)
+def list_collections(request: Request) -> BossCollections:
+    return {"collections": _lake(request).datastacks()}
 
 
-@router.get("/collection/{c}", summary="Collection")
-@router.get("/collection/{c}/", include_in_schema=False)
-def get_collection(c: str, request: Request) -> dict:
+@router.get("/collection/{c}", access=Need.read("c"), summary="Collection")
+@router.get("/collection/{c}/", access=Need.read("c"), include_in_schema=False)
+def get_collection(c: str, request: Request) -> BossCollection:
     ds = _stack(_lake(request), c)
     return {"name": c, "description": ds.get("description", "") or "", "creator": "neurolake", "experiments": [c],
             "public": True}
 
 
-@router.get("/collection/{c}/experiment/", summary="List experiments")
-def list_experiments(c: str, request: Request) -> dict:
+@router.get("/collection/{c}/experiment/", access=Need.read("c"), summary="List experiments")
+def list_experiments(c: str, request: Request) -> BossExperiments:
     _stack(_lake(request), c)
     return {"experiments": [c]}
 
 
-@router.get("/collection/{c}/experiment/{e}", summary="Experiment")
-@router.get("/collection/{c}/experiment/{e}/", include_in_schema=False)
-def get_experiment(c: str, e: str, request: Request) -> dict:
+@router.get("/collection/{c}/experiment/{e}", access=Need.read("c"), summary="Experiment")
+@router.get("/collection/{c}/experiment/{e}/", access=Need.read("c"), include_in_schema=False)
+def get_experiment(c: str, e: str, request: Request) -> BossExperiment:
     _stack(_lake(request), c, e)
     return _experiment(_lake(request), c)
 
 
-@router.get("/collection/{c}/experiment/{e}/channel/", summary="List channels (layers)")
-def list_channels(c: str, e: str, request: Request) -> dict:
+@router.get("/collection/{c}/experiment/{e}/channel/", access=Need.read("c"),
+            summary="List channels (layers)")
+def list_channels(c: str, e: str, request: Request) -> BossChannels:
     lake = _lake(request)
     _stack(lake, c, e)
     return {"channels": [la.name for la in lake.layers(c)]}
 
 
-@router.get("/collection/{c}/experiment/{e}/channel/{ch}", summary="Channel")
-@router.get("/collection/{c}/experiment/{e}/channel/{ch}/", include_in_schema=False)
-def get_channel(c: str, e: str, ch: str, request: Request) -> dict:
+@router.get("/collection/{c}/experiment/{e}/channel/{ch}", access=Need.read("c"), summary="Channel")
+@router.get("/collection/{c}/experiment/{e}/channel/{ch}/", access=Need.read("c"), include_in_schema=False)
+def get_channel(c: str, e: str, ch: str, request: Request) -> BossChannel:
     return _channel(c, _layer(_lake(request), c, e, ch))
 
 
-@router.get("/coord/", summary="List coordinate frames")
-def list_frames(request: Request) -> dict:
-    return {"coords": [d["name"] for d in _lake(request).datastacks()]}
+@router.get("/coord/", access=Need.authenticated(), summary="List coordinate frames")
+def list_frames(request: Request) -> BossFrames:
+    return {"coords": _lake(request).datastacks()}
 
 
-@router.get("/coord/{frame}", summary="Coordinate frame")
-@router.get("/coord/{frame}/", include_in_schema=False)
-def get_frame(frame: str, request: Request) -> dict:
+@router.get("/coord/{frame}", access=Need.read("frame"), summary="Coordinate frame")
+@router.get("/coord/{frame}/", access=Need.read("frame"), include_in_schema=False)
+def get_frame(frame: str, request: Request) -> BossFrame:
     return _frame(_lake(request), frame)
 
 
@@ -187,17 +205,14 @@ def _box(la: Layer, res: str, parts: list[str]):
     return mip, la.check_box(x, y, z, mip)
 
 
-@router.get("/cutout/{c}/{e}/{ch}/{res}/{ranges:path}", summary="Cutout (blosc, C-order z, y, x)")
+@router.get("/cutout/{c}/{e}/{ch}/{res}/{ranges:path}", access=Need.read("c"),
+            summary="Cutout (blosc, C-order z, y, x)")
 def get_cutout(c: str, e: str, ch: str, res: str, ranges: str, request: Request,
-               filter: str | None = None, roots: bool = False, timestamp: str | None = None) -> Response:
+               filter: str | None = None, roots: bool = False, timestamp: str | None = None) -> BloscBody:
     la = _layer(_lake(request), c, e, ch)
-    mip, ((x0, x1), (y0, y1), (z0, z1)) = _box(la, res, ranges.split("/"))
-    check_size(request, la, (z1 - z0, y1 - y0, x1 - x0))
-    arr = la.cutout(x=(x0, x1), y=(y0, y1), z=(z0, z1), mip=mip)
-    if roots:  # ?roots=true[&timestamp=T]: supervoxels remapped to proofread root ids (issue 5)
-        from neurolake.proofreading import remap_to_roots
-
-        arr = remap_to_roots(_lake(request), c, arr, timestamp, layer=ch)
+    mip, (x, y, z) = _box(la, res, ranges.split("/"))
+    # ?roots=true[&timestamp=T]: supervoxels remapped to proofread root ids (issue 5)
+    arr = cutouts.read(request, la, x, y, z, mip, roots=roots, timestamp=timestamp)
     if filter:
         if la.layer_type != "segmentation":
             raise InvalidArgument("filter= applies to annotation (segmentation) channels only", field="filter")
@@ -210,40 +225,31 @@ def get_cutout(c: str, e: str, ch: str, res: str, ranges: str, request: Request,
     if arr.dtype == np.uint32:
         arr = arr.astype(np.uint64)
     count(request, "boss_cutouts")
-    return Response(encode(arr, "blosc"), media_type="application/blosc")
+    return cutouts.response(arr, "blosc")
 
 
-@router.post("/cutout/{c}/{e}/{ch}/{res}/{ranges:path}", status_code=201, summary="Write a cutout (blosc)")
-async def post_cutout(c: str, e: str, ch: str, res: str, ranges: str, request: Request) -> Response:
-    la = _layer(_lake(request), c, e, ch)
-    mip, ((x0, x1), (y0, y1), (z0, z1)) = _box(la, res, ranges.split("/"))
-    shape = (z1 - z0, y1 - y0, x1 - x0)
-    check_size(request, la, shape, "upload")
-    arr = decode(await request.body(), "blosc", np.dtype(boss_dtype(la)), shape)
-    if arr.dtype != la.dtype:
-        if arr.size and int(arr.max()) > int(np.iinfo(la.dtype).max):
-            raise InvalidArgument(f"ids up to {int(arr.max())} do not fit the {la.dtype} layer {c}/{ch}",
-                                  field="body", max_id=int(arr.max()), allowed=int(np.iinfo(la.dtype).max))
-        arr = arr.astype(la.dtype)
-    await run_in_threadpool(la.write, arr, x0, y0, z0, mip)
-    from neurolake.server.tiles import invalidate
-
-    invalidate(request.app, c, ch)
+@router.post("/cutout/{c}/{e}/{ch}/{res}/{ranges:path}", access=Need.write("c"),
+             status_code=201, summary="Write a cutout (blosc)")
+async def post_cutout(c: str, e: str, ch: str, res: str, ranges: str, request: Request) -> Created:
+    la = await run_in_threadpool(_layer, _lake(request), c, e, ch)  # catalog read: off the event loop
+    mip, (x, y, z) = _box(la, res, ranges.split("/"))
+    await cutouts.write(request, la, x, y, z, mip, "blosc", wire_dtype=boss_dtype(la))
     return Response(status_code=201)
 
 
-@router.get("/ids/{c}/{e}/{ch}/{res}/{ranges:path}", summary="Ids in a region")
-def get_ids(c: str, e: str, ch: str, res: str, ranges: str, request: Request) -> dict:
+@router.get("/ids/{c}/{e}/{ch}/{res}/{ranges:path}", access=Need.read("c"), summary="Ids in a region")
+def get_ids(c: str, e: str, ch: str, res: str, ranges: str, request: Request) -> BossIds:
     la = _layer(_lake(request), c, e, ch)
     mip, (x, y, z) = _box(la, res, ranges.split("/"))
     check_size(request, la, (z[1] - z[0], y[1] - y[0], x[1] - x[0]), "ids region")
     return {"ids": [str(int(i)) for i in segments.ids_in_box(la, x, y, z, mip)]}
 
 
-@router.get("/boundingbox/{c}/{e}/{ch}/{res}/{segment_id}/", summary="Bounding box of an id")
-@router.get("/boundingbox/{c}/{e}/{ch}/{res}/{segment_id}", include_in_schema=False)
+@router.get("/boundingbox/{c}/{e}/{ch}/{res}/{segment_id}/", access=Need.read("c"),
+            summary="Bounding box of an id")
+@router.get("/boundingbox/{c}/{e}/{ch}/{res}/{segment_id}", access=Need.read("c"), include_in_schema=False)
 def get_bounding_box(c: str, e: str, ch: str, res: str, segment_id: str, request: Request,
-                     type: str = "loose") -> dict:
+                     type: str = "loose") -> BossBoundingBox:
     if type not in ("loose", "tight"):
         raise InvalidArgument(f"type {type!r} must be loose or tight", field="type", value=type,
                               allowed=["loose", "tight"])
@@ -252,18 +258,18 @@ def get_bounding_box(c: str, e: str, ch: str, res: str, segment_id: str, request
     return {**box, "t_range": [0, 1]}
 
 
-@router.get("/reserve/{c}/{e}/{ch}/{n}", summary="Reserve ids")
-@router.get("/reserve/{c}/{e}/{ch}/{n}/", include_in_schema=False)
-def reserve(c: str, e: str, ch: str, n: str, request: Request) -> dict:
+@router.get("/reserve/{c}/{e}/{ch}/{n}", access=Need.write("c"), summary="Reserve ids")
+@router.get("/reserve/{c}/{e}/{ch}/{n}/", access=Need.write("c"), include_in_schema=False)
+def reserve(c: str, e: str, ch: str, n: str, request: Request) -> BossReserved:
     lake = _lake(request)
     la = _layer(lake, c, e, ch)
     count = parse_int("count", n)
     return {"start_id": segments.reserve_ids(lake.root, la, count), "count": count}
 
 
-@router.get("/downsample/{c}/{e}/{ch}", summary="Downsample status")
-@router.get("/downsample/{c}/{e}/{ch}/", include_in_schema=False)
-def downsample_status(c: str, e: str, ch: str, request: Request) -> dict:
+@router.get("/downsample/{c}/{e}/{ch}", access=Need.read("c"), summary="Downsample status")
+@router.get("/downsample/{c}/{e}/{ch}/", access=Need.read("c"), include_in_schema=False)
+def downsample_status(c: str, e: str, ch: str, request: Request) -> BossDownsample:
     la = _layer(_lake(request), c, e, ch)
     m0 = la.spec.mips[0]
     return {"num_hierarchy_levels": la.num_mips,
@@ -274,8 +280,9 @@ def downsample_status(c: str, e: str, ch: str, request: Request) -> dict:
             "voxel_unit": "nanometers", "base_voxel_size": list(m0.voxel_size_nm)}
 
 
-@router.post("/downsample/{c}/{e}/{ch}", status_code=201, summary="Start downsampling (already done)")
-@router.post("/downsample/{c}/{e}/{ch}/", status_code=201, include_in_schema=False)
-def start_downsample(c: str, e: str, ch: str, request: Request) -> Response:
+@router.post("/downsample/{c}/{e}/{ch}", access=Need.write("c"),
+             status_code=201, summary="Start downsampling (already done)")
+@router.post("/downsample/{c}/{e}/{ch}/", access=Need.write("c"), status_code=201, include_in_schema=False)
+def start_downsample(c: str, e: str, ch: str, request: Request) -> Created:
     _layer(_lake(request), c, e, ch)
     return Response(status_code=201)

@@ -23,9 +23,29 @@ from fastapi import Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from neurolake import __version__
+from neurolake.base.names import not_found
+from neurolake.base.time import parse_timestamp
 from neurolake.errors import InvalidArgument, NotFound
 from neurolake.lake import Lake
-from neurolake.server.deps import annotation_table, check_readable, get_lake
+from neurolake.server.access import Need
+from neurolake.server.deps import annotation_table, author_of, check_readable, get_lake, read_body
+from neurolake.server.models import (
+    CaveAlignedVolume,
+    CaveArrowBody,
+    CaveDatastackInfo,
+    CaveEdit,
+    CaveIsLatest,
+    CaveLeafIds,
+    CavePastIdMapping,
+    CaveRootId,
+    CaveRootIds,
+    CaveRootTimestamps,
+    CaveTableMetadata,
+    CaveVersion,
+    LineageGraph,
+    OctetStream,
+    PcgInfo,
+)
 from neurolake.server.routing import APIRouter
 
 router = APIRouter(tags=["cave"])
@@ -38,17 +58,8 @@ def _base(request: Request) -> str:
     return str(request.base_url).rstrip("/")
 
 
-def _author(request: Request, given: str | None = None) -> str | None:
-    """Who edits: the authenticated user (``--auth`` servers; only an admin may name someone else),
-    else the ``author`` given in the body, else the ``X-Neurolake-User`` header, else the server's user."""
-    p = getattr(request.state, "principal", None)
-    if p is not None and not getattr(p, "local", True):
-        return given if (given and getattr(p, "is_admin", False)) else p.name
-    return given or request.headers.get("X-Neurolake-User")
-
-
 async def _json(request: Request) -> Any:
-    body = await request.body()
+    body = await read_body(request)  # 413 beyond NEUROLAKE_MAX_BODY_BYTES
     if not body:
         return {}
     try:
@@ -59,13 +70,13 @@ async def _json(request: Request) -> Any:
 
 # -- info service ----------------------------------------------------------------------------------
 def _datastack_info(lake: Lake, ds: str, base: str) -> dict[str, Any]:
-    d = lake.datastack(ds)
+    d = lake.datastack_info(ds)
     from neurolake.proofreading import has_segmentation, segmentation
 
     vx, vy, vz = d["voxel_size_nm"]
     layers = {la["name"]: la for la in d["layers"]}
     image = next((n for n, la in layers.items() if la["type"] == "image"), None)
-    seg_layer = segmentation(lake, ds)._row().layer if has_segmentation(lake, ds) else None
+    seg_layer = segmentation(lake, ds).layer if has_segmentation(lake, ds) else None
     tables = []
     try:
         from neurolake.annotations import get_table, list_tables
@@ -88,88 +99,88 @@ def _datastack_info(lake: Lake, ds: str, base: str) -> dict[str, Any]:
     }
 
 
-@router.get("/info/api/v2/datastack/full/{datastack}", summary="CAVE info: datastack")
-def info_datastack(datastack: str, request: Request, lake: Lake = Depends(get_lake)) -> dict:
+@router.get("/info/api/v2/datastack/full/{datastack}", access=Need.read(), summary="CAVE info: datastack")
+def info_datastack(datastack: str, request: Request, lake: Lake = Depends(get_lake)) -> CaveDatastackInfo:
     return _datastack_info(lake, datastack, _base(request))
 
 
-@router.get("/info/api/v2/datastacks", summary="CAVE info: datastack names")
-def info_datastacks(lake: Lake = Depends(get_lake)) -> list:
-    return [d["name"] for d in lake.datastacks()]
+@router.get("/info/api/v2/datastacks", access=Need.authenticated(), summary="CAVE info: datastack names")
+def info_datastacks(lake: Lake = Depends(get_lake)) -> list[str]:
+    return lake.datastacks()
 
 
-@router.get("/info/api/v2/aligned_volume/{name}", summary="CAVE info: aligned volume")
-def info_aligned_volume(name: str, request: Request, lake: Lake = Depends(get_lake)) -> dict:
+@router.get("/info/api/v2/aligned_volume/{name}", access=Need.read("name"),
+            summary="CAVE info: aligned volume")
+def info_aligned_volume(name: str, request: Request, lake: Lake = Depends(get_lake)) -> CaveAlignedVolume:
     return _datastack_info(lake, name, _base(request))["aligned_volume"]
 
 
-@router.get("/info/version", summary="CAVE info: service version")
+@router.get("/info/version", access=Need.authenticated(), summary="CAVE info: service version")
 def info_version() -> str:
     return __version__
 
 
 # -- materialization engine ------------------------------------------------------------------------
-@router.get("/materialize/api/versions", summary="CAVE materialize: API versions")
-def mat_api_versions() -> list:
+@router.get("/materialize/api/versions", access=Need.authenticated(),
+            summary="CAVE materialize: API versions")
+def mat_api_versions() -> list[int]:
     return [2, 3]
 
 
-@router.get("/materialize/version", summary="CAVE materialize: service version")
+@router.get("/materialize/version", access=Need.authenticated(), summary="CAVE materialize: service version")
 def mat_version() -> str:
     return MAT_VERSION
 
 
 def _cave_ts(iso: str | None) -> str | None:
     """CAVE's timestamp text: naive UTC ``%Y-%m-%dT%H:%M:%S.%f`` (caveclient parses exactly that)."""
-    import datetime as dt
-
-    if iso is None:
-        return None
-    return dt.datetime.fromisoformat(iso).astimezone(dt.UTC).replace(tzinfo=None).strftime("%Y-%m-%dT%H:%M:%S.%f")
+    ts = parse_timestamp(iso)
+    return None if ts is None else ts.replace(tzinfo=None).strftime("%Y-%m-%dT%H:%M:%S.%f")
 
 
 def _cave_version(v: dict, ds: str) -> dict:
-    return {"version": v["version"], "time_stamp": _cave_ts(v["time_stamp"]), "expires_on": _cave_ts(v["expires_on"]),
+    return {"version": v["version"], "time_stamp": _cave_ts(v["timestamp"]), "expires_on": _cave_ts(v["expires_on"]),
             "valid": v["valid"], "status": v["status"], "datastack": ds, "id": v["version"],
             "is_merged": True, "parent_version": None}
 
 
 for _api in ("v2", "v3"):
-    @router.get(f"/materialize/api/{_api}/datastack/{{datastack}}/versions", summary="CAVE materialize: versions")
-    def mat_versions(datastack: str, expired: bool = False, lake: Lake = Depends(get_lake)) -> list:
+    @router.get(f"/materialize/api/{_api}/datastack/{{datastack}}/versions", access=Need.read(),
+                summary="CAVE materialize: versions")
+    def mat_versions(datastack: str, expired: bool = False, lake: Lake = Depends(get_lake)) -> list[int]:
         from neurolake.materialize import versions
 
         return [v["version"] for v in versions(lake, datastack, expired=expired)]
 
-    @router.get(f"/materialize/api/{_api}/datastack/{{datastack}}/version/{{version}}",
+    @router.get(f"/materialize/api/{_api}/datastack/{{datastack}}/version/{{version}}", access=Need.read(),
                 summary="CAVE materialize: version metadata")
-    def mat_version_meta(datastack: str, version: int, lake: Lake = Depends(get_lake)) -> dict:
+    def mat_version_meta(datastack: str, version: int, lake: Lake = Depends(get_lake)) -> CaveVersion:
         from neurolake.materialize import get_version
 
         return _cave_version(get_version(lake, datastack, version), datastack)
 
-    @router.get(f"/materialize/api/{_api}/datastack/{{datastack}}/metadata",
+    @router.get(f"/materialize/api/{_api}/datastack/{{datastack}}/metadata", access=Need.read(),
                 summary="CAVE materialize: metadata of all versions")
-    def mat_versions_meta(datastack: str, expired: bool = False, lake: Lake = Depends(get_lake)) -> list:
+    def mat_versions_meta(datastack: str, expired: bool = False, lake: Lake = Depends(get_lake)) -> list[CaveVersion]:
         from neurolake.materialize import versions
 
         return [_cave_version(v, datastack) for v in versions(lake, datastack, expired=expired)]
 
-    @router.get(f"/materialize/api/{_api}/datastack/{{datastack}}/version/{{version}}/tables",
+    @router.get(f"/materialize/api/{_api}/datastack/{{datastack}}/version/{{version}}/tables", access=Need.read(),
                 summary="CAVE materialize: tables of a version")
-    def mat_tables(datastack: str, version: int, lake: Lake = Depends(get_lake)) -> list:
+    def mat_tables(datastack: str, version: int, lake: Lake = Depends(get_lake)) -> list[str]:
         from neurolake.materialize import version_tables
 
         return version_tables(lake, datastack, version)
 
-    @router.get(f"/materialize/api/{_api}/datastack/{{datastack}}/version/{{version}}/table/{{table}}/metadata",
+    @router.get(f"/materialize/api/{_api}/datastack/{{datastack}}/version/{{version}}/table/{{table}}/metadata", access=Need.read(),
                 summary="CAVE materialize: table metadata")
-    def mat_table_meta(datastack: str, version: int, table: str, lake: Lake = Depends(get_lake)) -> dict:
+    def mat_table_meta(datastack: str, version: int, table: str, lake: Lake = Depends(get_lake)) -> CaveTableMetadata:
         return _table_meta(lake, datastack, version, table)
 
-    @router.get(f"/materialize/api/{_api}/datastack/{{datastack}}/version/{{version}}/tables/metadata",
+    @router.get(f"/materialize/api/{_api}/datastack/{{datastack}}/version/{{version}}/tables/metadata", access=Need.read(),
                 summary="CAVE materialize: metadata of every table")
-    def mat_tables_meta(datastack: str, version: int, lake: Lake = Depends(get_lake)) -> list:
+    def mat_tables_meta(datastack: str, version: int, lake: Lake = Depends(get_lake)) -> list[CaveTableMetadata]:
         from neurolake.materialize import version_tables
 
         return [_table_meta(lake, datastack, version, t) for t in version_tables(lake, datastack, version)]
@@ -180,12 +191,12 @@ def _table_meta(lake: Lake, ds: str, version: int, table: str) -> dict:
 
     v = get_version(lake, ds, version, allow_expired=False)
     if table not in v["tables"]:
-        raise NotFound(f"table {table!r} is not in version {version} of {ds!r}", table=table, version=version)
+        raise not_found("table", table, sorted(v["tables"]), within=("version", version), datastack=ds)
     t = v["tables"][table]
     vx, vy, vz = t["voxel_resolution_nm"]
     return {"table_name": table, "schema": t["schema"], "schema_type": t["schema"], "description": t["description"],
             "reference_table": None, "voxel_resolution_x": vx, "voxel_resolution_y": vy, "voxel_resolution_z": vz,
-            "voxel_resolution": [vx, vy, vz], "valid": True, "aligned_volume": ds, "created": _cave_ts(v["time_stamp"]),
+            "voxel_resolution": [vx, vy, vz], "valid": True, "aligned_volume": ds, "created": _cave_ts(v["timestamp"]),
             "row_count": t["rows"], "segmentation_source": None, "id": zlib.crc32(f"{ds}/{table}".encode()) % 100000,
             "annotation_table": table, "datastack": ds, "version": v["version"]}
 
@@ -240,31 +251,34 @@ def _arrow_response(tab: pa.Table, body: dict, res: list[float] | None) -> Respo
     return Response(sink.getvalue().to_pybytes(), media_type="data.arrow", headers=headers)
 
 
-@router.post("/materialize/api/v3/datastack/{datastack}/version/{version}/table/{table}/query",
+@router.post("/materialize/api/v3/datastack/{datastack}/version/{version}/table/{table}/query", access=Need.read(),
              summary="CAVE materialize: query a table of a version (Arrow IPC stream)")
-@router.post("/materialize/api/v2/datastack/{datastack}/version/{version}/table/{table}/query",
+@router.post("/materialize/api/v2/datastack/{datastack}/version/{version}/table/{table}/query", access=Need.read(),
              include_in_schema=False)
 async def mat_query(datastack: str, version: int, table: str, request: Request,
-                    lake: Lake = Depends(get_lake)) -> Response:
+                    lake: Lake = Depends(get_lake)) -> CaveArrowBody:
     from neurolake.materialize import get_version, query_version
 
     body = await _json(request)
     f = _table_filters(body, table)
-    check_readable(request, lake, datastack, table)
-    v = await run_in_threadpool(get_version, lake, datastack, version, False)
-    tab = await run_in_threadpool(lambda: query_version(
-        lake, datastack, version, table, filter_in=f["filter_in"], filter_equal=f["filter_equal"],
-        filter_not_in=f["filter_not_in"], filter_greater=f["filter_greater"], filter_less=f["filter_less"],
-        filter_greater_equal=f["filter_greater_equal"], filter_less_equal=f["filter_less_equal"],
-        filter_spatial=f["filter_spatial"], columns=f["columns"], offset=f["offset"], limit=f["limit"],
-        output="arrow"))
-    meta = v["tables"].get(table, {})
-    return _arrow_response(tab, body, meta.get("voxel_resolution_nm"))
+
+    def run() -> Response:  # catalog, Parquet and Arrow encoding: off the event loop
+        check_readable(request, lake, datastack, table)
+        v = get_version(lake, datastack, version, allow_expired=False)
+        tab = query_version(
+            lake, datastack, version, table, filter_in=f["filter_in"], filter_equal=f["filter_equal"],
+            filter_not_in=f["filter_not_in"], filter_greater=f["filter_greater"], filter_less=f["filter_less"],
+            filter_greater_equal=f["filter_greater_equal"], filter_less_equal=f["filter_less_equal"],
+            filter_spatial=f["filter_spatial"], columns=f["columns"], offset=f["offset"], limit=f["limit"]).arrow()
+        return _arrow_response(tab, body, v["tables"].get(table, {}).get("voxel_resolution_nm"))
+
+    return await run_in_threadpool(run)
 
 
-@router.post("/materialize/api/v3/datastack/{datastack}/query", summary="CAVE materialize: live query at a timestamp")
+@router.post("/materialize/api/v3/datastack/{datastack}/query", access=Need.read(),
+             summary="CAVE materialize: live query at a timestamp")
 async def mat_live_query(datastack: str, request: Request, timestamp: str | None = None,
-                         lake: Lake = Depends(get_lake)) -> Response:
+                         lake: Lake = Depends(get_lake)) -> CaveArrowBody:
     from neurolake.materialize import live_query
 
     body = await _json(request)
@@ -272,40 +286,46 @@ async def mat_live_query(datastack: str, request: Request, timestamp: str | None
     if not isinstance(table, str):
         raise InvalidArgument("live query needs 'table' in the body", field="table")
     f = _table_filters(body, table)
-    t = annotation_table(request, lake, datastack, table)
     ts = body.get("timestamp") or timestamp
-    tab = await run_in_threadpool(lambda: live_query(
-        lake, datastack, table, ts, filter_in=f["filter_in"], filter_equal=f["filter_equal"],
-        filter_not_in=f["filter_not_in"], filter_spatial=f["filter_spatial"], columns=f["columns"],
-        offset=f["offset"], limit=f["limit"], output="arrow"))
-    return _arrow_response(tab, body, list(t.voxel_resolution))
+
+    def run() -> Response:  # catalog, Delta and Arrow encoding: off the event loop
+        t = annotation_table(request, lake, datastack, table)
+        tab = live_query(
+            lake, datastack, table, ts, filter_in=f["filter_in"], filter_equal=f["filter_equal"],
+            filter_not_in=f["filter_not_in"], filter_spatial=f["filter_spatial"], columns=f["columns"],
+            offset=f["offset"], limit=f["limit"]).arrow()
+        return _arrow_response(tab, body, list(t.voxel_resolution))
+
+    return await run_in_threadpool(run)
 
 
 # -- chunkedgraph ----------------------------------------------------------------------------------
 PCG = "/segmentation/api/v1/table/{table_id}"
 
 
-def _seg(lake: Lake, table_id: str):
-    from neurolake.proofreading import segmentation
+def _datastack(lake: Lake, table_id: str):
+    """The datastack of a chunkedgraph table id (neurolake names the table after its datastack)."""
+    return lake.datastack(table_id)
 
-    return segmentation(lake, table_id)
 
-
-@router.get("/segmentation/api/versions", summary="CAVE chunkedgraph: API versions")
-def pcg_api_versions() -> list:
+@router.get("/segmentation/api/versions", access=Need.authenticated(),
+            summary="CAVE chunkedgraph: API versions")
+def pcg_api_versions() -> list[int]:
     return [1]
 
 
-@router.get("/segmentation/api/version", summary="CAVE chunkedgraph: service version")
+@router.get("/segmentation/api/version", access=Need.authenticated(),
+            summary="CAVE chunkedgraph: service version")
 def pcg_version() -> str:
     return PCG_VERSION
 
 
-@router.get("/segmentation/table/{table_id}/info", summary="CAVE chunkedgraph: segmentation info")
-def pcg_info(table_id: str, lake: Lake = Depends(get_lake)) -> dict:
-    seg = _seg(lake, table_id)
+@router.get("/segmentation/table/{table_id}/info", access=Need.read("table_id"),
+            summary="CAVE chunkedgraph: segmentation info")
+def pcg_info(table_id: str, lake: Lake = Depends(get_lake)) -> PcgInfo:
+    seg = _datastack(lake, table_id).segmentation
     info = seg.info()
-    ds = lake.datastack(table_id)
+    ds = lake.datastack_info(table_id)
     out = {"app": {"supported_api_versions": [0, 1]}, "chunks_start_at_voxel_offset": True,
            "data_dir": None, "type": "segmentation", "graph": {"chunk_size": [256, 256, 512], "n_layers": 2},
            "verify_mesh": False, "mesh": None, "num_channels": 1, "data_type": "uint64",
@@ -318,29 +338,36 @@ def pcg_info(table_id: str, lake: Lake = Depends(get_lake)) -> dict:
     return out
 
 
-@router.post(PCG + "/roots_binary", summary="CAVE chunkedgraph: roots of supervoxels (raw uint64)")
+@router.post(PCG + "/roots_binary", access=Need.read("table_id"),
+             summary="CAVE chunkedgraph: roots of supervoxels (raw uint64)")
 async def pcg_roots_binary(table_id: str, request: Request, timestamp: str | None = None,
-                           lake: Lake = Depends(get_lake)) -> Response:
-    body = await request.body()
+                           lake: Lake = Depends(get_lake)) -> OctetStream:
+    body = await read_body(request)  # 413 beyond NEUROLAKE_MAX_BODY_BYTES
     if len(body) % 8:
         raise InvalidArgument(f"body of {len(body)} bytes is not a whole number of uint64 ids", field="body")
     svs = np.frombuffer(body, dtype="<u8")
-    roots = await run_in_threadpool(_seg(lake, table_id).get_roots, svs, timestamp, "zero")
-    return Response(np.ascontiguousarray(roots, dtype="<u8").tobytes(), media_type="application/octet-stream")
+
+    def run() -> bytes:
+        roots = _datastack(lake, table_id).segmentation.get_roots(svs, timestamp, "zero")
+        return np.ascontiguousarray(roots, dtype="<u8").tobytes()
+
+    return Response(await run_in_threadpool(run), media_type="application/octet-stream")
 
 
-@router.post(PCG + "/roots", summary="CAVE chunkedgraph: roots of supervoxels (JSON)")
+@router.post(PCG + "/roots", access=Need.read("table_id"),
+             summary="CAVE chunkedgraph: roots of supervoxels (JSON)")
 async def pcg_roots(table_id: str, request: Request, timestamp: str | None = None,
-                    lake: Lake = Depends(get_lake)) -> dict:
+                    lake: Lake = Depends(get_lake)) -> CaveRootIds:
     body = await _json(request)
     svs = body.get("node_ids", body) if isinstance(body, dict) else body
-    roots = _seg(lake, table_id).get_roots(svs, timestamp, unknown="zero")
+    roots = await run_in_threadpool(_datastack(lake, table_id).segmentation.get_roots, svs, timestamp, "zero")
     return {"root_ids": [int(r) for r in roots]}
 
 
-@router.get(PCG + "/node/{node_id}/root", summary="CAVE chunkedgraph: root of one supervoxel")
-def pcg_root(table_id: str, node_id: int, timestamp: str | None = None, lake: Lake = Depends(get_lake)) -> dict:
-    return {"root_id": int(_seg(lake, table_id).get_roots([node_id], timestamp)[0])}
+@router.get(PCG + "/node/{node_id}/root", access=Need.read("table_id"),
+            summary="CAVE chunkedgraph: root of one supervoxel")
+def pcg_root(table_id: str, node_id: int, timestamp: str | None = None, lake: Lake = Depends(get_lake)) -> CaveRootId:
+    return {"root_id": int(_datastack(lake, table_id).segmentation.get_roots([node_id], timestamp)[0])}
 
 
 def _bounds(text: str | None):
@@ -354,61 +381,71 @@ def _bounds(text: str | None):
         raise InvalidArgument(f"bounds {text!r} must be x0-x1_y0-y1_z0-z1", field="bounds", value=text) from None
 
 
-@router.get(PCG + "/node/{node_id}/leaves", summary="CAVE chunkedgraph: supervoxels of a root")
+@router.get(PCG + "/node/{node_id}/leaves", access=Need.read("table_id"),
+            summary="CAVE chunkedgraph: supervoxels of a root")
 def pcg_leaves(table_id: str, node_id: int, bounds: str | None = None, stop_layer: int | None = None,
-               lake: Lake = Depends(get_lake)) -> dict:
+               lake: Lake = Depends(get_lake)) -> CaveLeafIds:
     if stop_layer not in (None, 1):
         raise InvalidArgument("neurolake has no chunk hierarchy: stop_layer must be 1 (supervoxels)",
                               field="stop_layer", value=stop_layer)
-    leaves = _seg(lake, table_id).get_leaves(node_id, _bounds(bounds))
+    leaves = _datastack(lake, table_id).segmentation.get_leaves(node_id, _bounds(bounds))
     return {"leaf_ids": [int(x) for x in leaves]}
 
 
-@router.post(PCG + "/lineage_graph_multiple", summary="CAVE chunkedgraph: lineage graph (node-link JSON)")
+@router.post(PCG + "/lineage_graph_multiple", access=Need.read("table_id"),
+             summary="CAVE chunkedgraph: lineage graph (node-link JSON)")
 async def pcg_lineage(table_id: str, request: Request, timestamp_past: float | None = None,
-                      timestamp_future: float | None = None, lake: Lake = Depends(get_lake)) -> dict:
+                      timestamp_future: float | None = None, lake: Lake = Depends(get_lake)) -> LineageGraph:
     body = await _json(request)
     roots = body.get("root_ids") if isinstance(body, dict) else None
     if roots is None:
         raise InvalidArgument("body needs root_ids", field="root_ids")
-    return _seg(lake, table_id).lineage(roots, timestamp_past, timestamp_future)
+    return await run_in_threadpool(
+        lambda: _datastack(lake, table_id).segmentation.lineage(roots, timestamp_past, timestamp_future))
 
 
-@router.get(PCG + "/root/{root_id}/lineage_graph", summary="CAVE chunkedgraph: lineage graph of one root")
+@router.get(PCG + "/root/{root_id}/lineage_graph", access=Need.read("table_id"),
+            summary="CAVE chunkedgraph: lineage graph of one root")
 def pcg_lineage_one(table_id: str, root_id: int, timestamp_past: float | None = None,
-                    timestamp_future: float | None = None, lake: Lake = Depends(get_lake)) -> dict:
-    return _seg(lake, table_id).lineage([root_id], timestamp_past, timestamp_future)
+                    timestamp_future: float | None = None, lake: Lake = Depends(get_lake)) -> LineageGraph:
+    return _datastack(lake, table_id).segmentation.lineage([root_id], timestamp_past, timestamp_future)
 
 
-@router.get(PCG + "/past_id_mapping", summary="CAVE chunkedgraph: past and future ids of roots")
-@router.post(PCG + "/past_id_mapping", include_in_schema=False)
+@router.get(PCG + "/past_id_mapping", access=Need.read("table_id"),
+            summary="CAVE chunkedgraph: past and future ids of roots")
+@router.post(PCG + "/past_id_mapping", access=Need.read("table_id"), include_in_schema=False)
 async def pcg_past_ids(table_id: str, request: Request, timestamp_past: float | None = None,
-                       timestamp_future: float | None = None, lake: Lake = Depends(get_lake)) -> dict:
+                       timestamp_future: float | None = None, lake: Lake = Depends(get_lake)) -> CavePastIdMapping:
     body = await _json(request)
     roots = body.get("root_ids") if isinstance(body, dict) else None
     if roots is None:
         raise InvalidArgument("body needs root_ids", field="root_ids")
-    out = await run_in_threadpool(_seg(lake, table_id).past_ids, roots, timestamp_past, timestamp_future)
+    out = await run_in_threadpool(
+        lambda: _datastack(lake, table_id).segmentation.past_ids(roots, timestamp_past, timestamp_future))
     return {k: {str(r): v for r, v in m.items()} for k, m in out.items()}
 
 
-@router.post(PCG + "/is_latest_roots", summary="CAVE chunkedgraph: are roots current")
+@router.post(PCG + "/is_latest_roots", access=Need.read("table_id"),
+             summary="CAVE chunkedgraph: are roots current")
 async def pcg_is_latest(table_id: str, request: Request, timestamp: str | None = None,
-                        lake: Lake = Depends(get_lake)) -> dict:
+                        lake: Lake = Depends(get_lake)) -> CaveIsLatest:
     body = await _json(request)
     ids = body.get("node_ids") if isinstance(body, dict) else body
-    return {"is_latest": [bool(x) for x in _seg(lake, table_id).is_latest(ids or [], timestamp)]}
+    latest = await run_in_threadpool(lambda: _datastack(lake, table_id).segmentation.is_latest(ids or [], timestamp))
+    return {"is_latest": [bool(x) for x in latest]}
 
 
-@router.post(PCG + "/root_timestamps", summary="CAVE chunkedgraph: creation times of roots")
-async def pcg_root_timestamps(table_id: str, request: Request, lake: Lake = Depends(get_lake)) -> dict:
-    import datetime as dt
-
+@router.post(PCG + "/root_timestamps", access=Need.read("table_id"),
+             summary="CAVE chunkedgraph: creation times of roots")
+async def pcg_root_timestamps(table_id: str, request: Request, lake: Lake = Depends(get_lake)) -> CaveRootTimestamps:
     body = await _json(request)
-    seg = _seg(lake, table_id)
     ids = body.get("node_ids") if isinstance(body, dict) else body
-    ts = [dt.datetime.fromisoformat(seg.root_info(int(r))["created"]).timestamp() for r in ids or []]
-    return {"timestamp": ts}
+
+    def run() -> list[float]:
+        seg = _datastack(lake, table_id).segmentation
+        return [parse_timestamp(seg.root_info(int(r))["created"]).timestamp() for r in ids or []]
+
+    return {"timestamp": await run_in_threadpool(run)}
 
 
 def _sv_points(data: Any, what: str) -> tuple[list[int], list]:
@@ -434,28 +471,36 @@ def _resolve(seg, svs: list[int], pos: list) -> list[int]:
     return svs
 
 
-@router.post(PCG + "/merge", summary="CAVE chunkedgraph: merge two supervoxels' roots")
-async def pcg_merge(table_id: str, request: Request, lake: Lake = Depends(get_lake)) -> dict:
+@router.post(PCG + "/merge", access=Need.write("table_id"),
+             summary="CAVE chunkedgraph: merge two supervoxels' roots")
+async def pcg_merge(table_id: str, request: Request, lake: Lake = Depends(get_lake)) -> CaveEdit:
     body = await _json(request)
     svs, pos = _sv_points(body, "body")
     if len(svs) != 2:
         raise InvalidArgument(f"a merge needs exactly 2 [supervoxel_id, x, y, z] rows, got {len(svs)}", field="body")
-    seg = _seg(lake, table_id)
-    svs = await run_in_threadpool(_resolve, seg, svs, pos)
-    op = await run_in_threadpool(lambda: seg.merge(svs[0], svs[1], author=_author(request), positions=pos))
+
+    def run() -> dict:
+        seg = _datastack(lake, table_id).segmentation
+        a, b = _resolve(seg, svs, pos)
+        return seg.merge(a, b, author=author_of(request), positions=pos)
+
+    op = await run_in_threadpool(run)
     return {"operation_id": op["operation_id"], "new_root_ids": op["new_roots"], "new_lvl2_ids": []}
 
 
-@router.post(PCG + "/split", summary="CAVE chunkedgraph: split by a minimum cut")
-async def pcg_split(table_id: str, request: Request, lake: Lake = Depends(get_lake)) -> dict:
+@router.post(PCG + "/split", access=Need.write("table_id"),
+             summary="CAVE chunkedgraph: split by a minimum cut")
+async def pcg_split(table_id: str, request: Request, lake: Lake = Depends(get_lake)) -> CaveEdit:
     body = await _json(request)
     if not isinstance(body, dict):
         raise InvalidArgument("body must be {sources: [[sv, x, y, z]...], sinks: [...]}", field="body")
     src, spos = _sv_points(body.get("sources", []), "sources")
     snk, tpos = _sv_points(body.get("sinks", []), "sinks")
-    seg = _seg(lake, table_id)
-    src = await run_in_threadpool(_resolve, seg, src, spos)
-    snk = await run_in_threadpool(_resolve, seg, snk, tpos)
-    op = await run_in_threadpool(lambda: seg.split(src, snk, author=_author(request), source_positions=spos,
-                                                   sink_positions=tpos))
+
+    def run() -> dict:
+        seg = _datastack(lake, table_id).segmentation
+        return seg.split(_resolve(seg, src, spos), _resolve(seg, snk, tpos), author=author_of(request),
+                         source_positions=spos, sink_positions=tpos)
+
+    op = await run_in_threadpool(run)
     return {"operation_id": op["operation_id"], "new_root_ids": op["new_roots"], "new_lvl2_ids": []}

@@ -21,9 +21,9 @@ import anyio
 from fastapi import Request
 from starlette.responses import FileResponse
 
-from neurolake.access.core import access
-from neurolake.catalog.models import FeatureTable
 from neurolake.errors import NotFound, PermissionDenied
+from neurolake.server.access import Need
+from neurolake.server.models import OctetStream
 from neurolake.server.routing import APIRouter
 from neurolake.storage import is_s3
 from neurolake.storage.signing import Signer, lake_key, safe_relpath
@@ -76,9 +76,8 @@ class DataState:
         hit = self.tables.get(tid)
         if hit and now - hit[0] < CACHE_SECONDS:
             return hit[1]
-        with self.lake.catalog.session() as s:
-            row = s.get(FeatureTable, tid)
-            val = (row.location, row.name + "\0" + row.datastack) if row is not None else None
+        found = self.lake.features.location_of(tid)
+        val = (found[0], found[1] + "\0" + found[2]) if found is not None else None
         self.tables[tid] = (now, val)
         return val
 
@@ -87,7 +86,7 @@ class DataState:
         hit = self.principals.get(user)
         if hit and now - hit[0] < 5.0:
             return hit[1]
-        p = access(self.lake).principal(user)
+        p = self.lake.access.principal(user)
         self.principals[user] = (now, p)
         return p
 
@@ -110,7 +109,7 @@ class DataState:
         with self.lock:
             served, self.served = self.served, {}
             self.last_audit = time.monotonic()
-        acc = access(self.lake)
+        acc = self.lake.access
         for (user, tid, table, ds), (req, nb) in served.items():
             acc.audit(user, "data.bytes_served", table, ds, id=tid, requests=req, bytes=nb)
 
@@ -146,9 +145,9 @@ def _resolve(st: DataState, table_id: int, expires: str, user: str, signature: s
     return target, key, st.principal(user), None
 
 
-@router.api_route("/v1/{table_id}/{expires}/{user}/{signature}/{path:path}", methods=["GET", "HEAD"],
+@router.api_route("/v1/{table_id}/{expires}/{user}/{signature}/{path:path}", access=Need.public("signed URL: the signature is the credential, checked by the handler"), methods=["GET", "HEAD"],
                   summary="A file of a feature table, through a signed URL (Range, HEAD)")
-async def signed_file(request: Request, table_id: int, expires: str, user: str, signature: str, path: str):
+async def signed_file(request: Request, table_id: int, expires: str, user: str, signature: str, path: str) -> OctetStream:
     st = data_state(request)
     quotas = request.app.state.quotas
     # the common case (table and user cached, no quota I/O) runs inline: no thread hop per request

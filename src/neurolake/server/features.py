@@ -15,7 +15,17 @@ from fastapi.responses import JSONResponse
 from neurolake.access.core import access
 from neurolake.catalog.registry import FeatureRegistry
 from neurolake.errors import InvalidArgument
+from neurolake.server.access import Need
 from neurolake.server.deps import principal_of
+from neurolake.server.models import (
+    AuditLog,
+    CrawlReport,
+    FeatureEntry,
+    FeatureSearch,
+    SignedUrls,
+    Usage,
+    Verification,
+)
 from neurolake.server.routing import APIRouter
 
 router = APIRouter(prefix="/api/v1", tags=["features"])
@@ -29,24 +39,26 @@ async def _run(fn, *a, **kw):
     return await anyio.to_thread.run_sync(lambda: fn(*a, **kw))
 
 
-@router.get("/features", summary="Search feature tables")
+@router.get("/features", access=Need.self_checked("the feature registry authorises the principal per entry"),
+            summary="Search feature tables")
 async def search(request: Request, name: str | None = None, tag: str | None = None, datastack: str | None = None,
                  version: int | None = Query(None, description="materialization version"),
                  status: str | None = None, owner: str | None = None, column: str | None = None,
                  q: str | None = Query(None, description="words searched in names, descriptions, columns, tags"),
-                 limit: int = 100, offset: int = 0) -> dict[str, Any]:
+                 limit: int = 100, offset: int = 0) -> FeatureSearch:
     items = await _run(_reg(request).search, name=name, tag=tag, datastack=datastack, version=version, status=status,
                        owner=owner, column=column, q=q, limit=limit, offset=offset)
     return {"count": len(items), "features": items}
 
 
-@router.post("/features", status_code=201, summary="Register (and validate) a feature table")
-async def register(request: Request, spec: dict[str, Any] = Body(...)) -> dict[str, Any]:
+@router.post("/features", access=Need.self_checked("the feature registry authorises the principal per entry"),
+             status_code=201, summary="Register (and validate) a feature table")
+async def register(request: Request, spec: dict[str, Any] = Body(...)) -> FeatureEntry:
     return await _run(_reg(request).register, spec)
 
 
-@router.post("/features/crawl", summary="Find tables under a folder or s3:// prefix and register drafts")
-async def crawl_(request: Request, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
+@router.post("/features/crawl", access=Need.self_checked("the feature registry authorises the principal per entry"), summary="Find tables under a folder or s3:// prefix and register drafts")
+async def crawl_(request: Request, body: dict[str, Any] = Body(...)) -> CrawlReport:
     from neurolake.catalog.crawler import crawl
 
     allowed = {"prefix", "datastack", "tags", "dry_run"}
@@ -58,32 +70,32 @@ async def crawl_(request: Request, body: dict[str, Any] = Body(...)) -> dict[str
                       principal=principal_of(request), tags=body.get("tags"), dry_run=bool(body.get("dry_run")))
 
 
-@router.get("/features/{name}", summary="One feature table")
-async def get(request: Request, name: str, datastack: str | None = None, files: bool = False) -> dict[str, Any]:
+@router.get("/features/{name}", access=Need.self_checked("the feature registry authorises the principal per entry"), summary="One feature table")
+async def get(request: Request, name: str, datastack: str | None = None, files: bool = False) -> FeatureEntry:
     return await _run(_reg(request).get, name, datastack, with_files=files)
 
 
-@router.patch("/features/{name}", summary="Change a feature table (status, lineage, or any field of a draft)")
+@router.patch("/features/{name}", access=Need.self_checked("the feature registry authorises the principal per entry"), summary="Change a feature table (status, lineage, or any field of a draft)")
 async def update(request: Request, name: str, changes: dict[str, Any] = Body(...),
-                 datastack: str | None = None) -> dict[str, Any]:
+                 datastack: str | None = None) -> FeatureEntry:
     changes = dict(changes)
     ds = changes.pop("datastack", None) or datastack
     return await _run(_reg(request).update, name, ds, **changes)
 
 
-@router.delete("/features/{name}", status_code=204, summary="Delete a draft feature table")
+@router.delete("/features/{name}", access=Need.self_checked("the feature registry authorises the principal per entry"), status_code=204, summary="Delete a draft feature table")
 async def delete(request: Request, name: str, datastack: str | None = None) -> None:
     await _run(_reg(request).delete, name, datastack)
 
 
-@router.get("/features/{name}/verify", summary="Compare the data with the registered fingerprint")
-async def verify(request: Request, name: str, datastack: str | None = None) -> dict[str, Any]:
+@router.get("/features/{name}/verify", access=Need.self_checked("the feature registry authorises the principal per entry"), summary="Compare the data with the registered fingerprint")
+async def verify(request: Request, name: str, datastack: str | None = None) -> Verification:
     return await _run(_reg(request).verify, name, datastack)
 
 
-@router.post("/features/{name}/signed-urls", summary="Temporary signed URLs for the table's files")
+@router.post("/features/{name}/signed-urls", access=Need.self_checked("the feature registry authorises the principal per entry"), summary="Temporary signed URLs for the table's files")
 async def signed_urls(request: Request, name: str, body: dict[str, Any] | None = Body(None),
-                      datastack: str | None = None) -> dict[str, Any]:
+                      datastack: str | None = None) -> SignedUrls:
     body = dict(body or {})
     unknown = sorted(set(body) - {"expires_in_s", "datastack"})
     if unknown:
@@ -98,8 +110,9 @@ async def signed_urls(request: Request, name: str, body: dict[str, Any] | None =
     return JSONResponse(grant)  # plain JSON types already: skip FastAPI's jsonable_encoder
 
 
-@router.get("/usage", summary="Requests and bytes served in the current quota window")
-async def usage(request: Request, user: str | None = None) -> dict[str, Any]:
+@router.get("/usage", access=Need.authenticated(),
+            summary="Requests and bytes served in the current quota window")
+async def usage(request: Request, user: str | None = None) -> Usage:
     p = principal_of(request)
     quotas = request.app.state.quotas
     if user and user != p.name:
@@ -108,9 +121,10 @@ async def usage(request: Request, user: str | None = None) -> dict[str, Any]:
     return await _run(quotas.usage, p)
 
 
-@router.get("/audit", summary="Audit log (lake admins; others see their own events)")
+@router.get("/audit", access=Need.self_checked("lake admins see every event, others their own"),
+            summary="Audit log (lake admins; others see their own events)")
 async def audit(request: Request, action: str | None = None, datastack: str | None = None, user: str | None = None,
-                limit: int = 200) -> dict[str, Any]:
+                limit: int = 200) -> AuditLog:
     p = principal_of(request)
     acc = access(request.app.state.lake)
     if not p.is_admin:
@@ -124,9 +138,12 @@ async def audit(request: Request, action: str | None = None, datastack: str | No
 def install(app, lake, auth: bool = False) -> None:
     """Wire the registry, ``/data`` and access control into ``app`` (called by ``create_app``).
 
-    Always: the ``/api/v1/features…``, ``/api/v1/usage``, ``/api/v1/audit`` and ``/data/…`` routes and
-    ``app.state.quotas``. With ``auth``: :class:`neurolake.access.http.AuthMiddleware` on every route.
-    Call it before the CORS middleware is added, so that CORS stays the outermost layer.
+    Always: the ``/api/v1/features…``, ``/api/v1/usage``, ``/api/v1/audit`` and ``/data/…`` routes,
+    ``app.state.quotas`` and ``app.state.auth``. With ``auth``: :class:`neurolake.access.http.AuthMiddleware`
+    (authentication and quotas) on every request; each route's declared need is checked by the route itself
+    (:mod:`neurolake.server.access`), which refuses every non-public route when ``app.state.auth`` is set
+    and the middleware left no principal. Call it before the CORS middleware is added, so that CORS stays
+    the outermost layer.
     """
     from neurolake.access.quotas import Quotas
     from neurolake.server import data

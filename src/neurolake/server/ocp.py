@@ -11,19 +11,16 @@
 from __future__ import annotations
 
 from fastapi import Depends, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from neurolake.errors import InvalidArgument
 from neurolake.lake import Lake
-from neurolake.server.deps import check_size, get_lake, parse_int, parse_range
+from neurolake.server import cutouts
+from neurolake.server.access import Need
+from neurolake.server.deps import get_lake, parse_int, parse_range
+from neurolake.server.models import Created, CutoutBody
 from neurolake.server.routing import APIRouter
-from neurolake.volumes.formats import (
-    CUTOUT_FORMATS,
-    MEDIA_TYPES,
-    UPLOAD_FORMATS,
-    decode,
-    encode,
-    encode_plane,
-)
+from neurolake.volumes.formats import CUTOUT_FORMATS, UPLOAD_FORMATS, encode_plane
 
 router = APIRouter(prefix="/ocp/ca", tags=["ocp"])
 PLANES = ("xy", "xz", "yz")
@@ -49,43 +46,27 @@ def _check_fmt(fmt: str, allowed) -> None:
                               field="format", value=fmt, allowed=list(allowed))
 
 
-@router.get("/{datastack}/{layer}/{fmt}/{mip}/{a}/{b}/{c}/", summary="Cutout or plane image")
+@router.get("/{datastack}/{layer}/{fmt}/{mip}/{a}/{b}/{c}/", access=Need.read(),
+            summary="Cutout or plane image")
 def get_cutout(datastack: str, layer: str, fmt: str, mip: str, a: str, b: str, c: str, request: Request,
-               roots: bool = False, timestamp: str | None = None, lake: Lake = Depends(get_lake)) -> Response:
+               roots: bool = False, timestamp: str | None = None, lake: Lake = Depends(get_lake)) -> CutoutBody:
     _check_fmt(fmt, CUTOUT_FORMATS + PLANES)
-    la = lake.layer(datastack, layer)
+    la = cutouts.layer_of(request, datastack, layer)
     m = parse_int("mip", mip)
-    x, y, z = _box(fmt, a, b, c)
-    (x0, x1), (y0, y1), (z0, z1) = la.check_box(x, y, z, m)
-    check_size(request, la, (z1 - z0, y1 - y0, x1 - x0))
-    arr = la.cutout(x=(x0, x1), y=(y0, y1), z=(z0, z1), mip=m)
-    if roots:  # ?roots=true[&timestamp=T]: supervoxels remapped to proofread root ids (issue 5)
-        from neurolake.proofreading import remap_to_roots
-
-        arr = remap_to_roots(lake, datastack, arr, timestamp, layer=layer)
+    # ?roots=true[&timestamp=T]: supervoxels remapped to proofread root ids (issue 5)
+    arr = cutouts.read(request, la, *_box(fmt, a, b, c), m, roots=roots, timestamp=timestamp)
     if fmt in PLANES:
         plane = arr[0] if fmt == "xy" else (arr[:, 0, :] if fmt == "xz" else arr[:, :, 0])
         return Response(encode_plane(plane, la.layer_type, "png"), media_type="image/png")
-    headers = {"X-Neurolake-Dtype": str(arr.dtype), "X-Neurolake-Shape": ",".join(map(str, arr.shape)),
-               "X-Neurolake-Axes": "z,y,x"}
-    return Response(encode(arr, fmt), media_type=MEDIA_TYPES[fmt], headers=headers)
+    return cutouts.response(arr, fmt)
 
 
-@router.post("/{datastack}/{layer}/{fmt}/{mip}/{a}/{b}/{c}/", status_code=201, summary="Write a cutout")
+@router.post("/{datastack}/{layer}/{fmt}/{mip}/{a}/{b}/{c}/", access=Need.write(),
+             status_code=201, summary="Write a cutout")
 async def post_cutout(datastack: str, layer: str, fmt: str, mip: str, a: str, b: str, c: str, request: Request,
-                      lake: Lake = Depends(get_lake)) -> Response:
+                      lake: Lake = Depends(get_lake)) -> Created:
     _check_fmt(fmt, UPLOAD_FORMATS)
-    la = lake.layer(datastack, layer)
+    la = await run_in_threadpool(cutouts.layer_of, request, datastack, layer)  # catalog read: off the event loop
     m = parse_int("mip", mip)
-    (x0, x1), (y0, y1), (z0, z1) = la.check_box(*_box(fmt, a, b, c), m)
-    shape = (z1 - z0, y1 - y0, x1 - x0)
-    check_size(request, la, shape, "upload")
-    body = await request.body()
-    arr = decode(body, fmt, la.dtype, shape)
-    from starlette.concurrency import run_in_threadpool
-
-    await run_in_threadpool(la.write, arr, x0, y0, z0, m)
-    from neurolake.server.tiles import invalidate  # cached tiles of this layer are stale now
-
-    invalidate(request.app, datastack, layer)
+    await cutouts.write(request, la, *_box(fmt, a, b, c), m, fmt)
     return Response(status_code=201)

@@ -19,8 +19,11 @@ import json
 from fastapi import Depends, Request, Response
 
 from neurolake.lake import Lake
+from neurolake.server import cutouts
+from neurolake.server.access import Need
 from neurolake.server.deps import get_lake
-from neurolake.server.http import bytes_response, count
+from neurolake.server.http import bytes_response
+from neurolake.server.models import ChunkBody, PrecomputedInfo, PrecomputedProvenance
 from neurolake.server.routing import APIRouter
 from neurolake.volumes import precomputed as pc
 
@@ -32,36 +35,36 @@ def _json(request: Request, doc: dict) -> Response:
     return bytes_response(request, json.dumps(doc).encode(), "application/json")
 
 
-@router.api_route("/{datastack}/{layer}/info", methods=GET, summary="precomputed info")
-def get_info(datastack: str, layer: str, request: Request, lake: Lake = Depends(get_lake)) -> Response:
-    return _json(request, pc.info(lake.layer(datastack, layer)))
+@router.api_route("/{datastack}/{layer}/info", access=Need.read(), methods=GET, summary="precomputed info")
+def get_info(datastack: str, layer: str, request: Request, lake: Lake = Depends(get_lake)) -> PrecomputedInfo:
+    return cutouts.precomputed_info(request, cutouts.layer_of(request, datastack, layer))
 
 
-@router.api_route("/{datastack}/{layer}/jpeg/info", methods=GET, summary="precomputed info, JPEG chunks")
-def get_info_jpeg(datastack: str, layer: str, request: Request, lake: Lake = Depends(get_lake)) -> Response:
-    return _json(request, pc.info(lake.layer(datastack, layer), "jpeg"))
+@router.api_route("/{datastack}/{layer}/jpeg/info", access=Need.read(),
+                  methods=GET, summary="precomputed info, JPEG chunks")
+def get_info_jpeg(datastack: str, layer: str, request: Request, lake: Lake = Depends(get_lake)) -> PrecomputedInfo:
+    return cutouts.precomputed_info(request, cutouts.layer_of(request, datastack, layer), "jpeg")
 
 
-@router.api_route("/{datastack}/{layer}/provenance", methods=GET, summary="precomputed provenance")
-@router.api_route("/{datastack}/{layer}/jpeg/provenance", methods=GET, include_in_schema=False)
-def get_provenance(datastack: str, layer: str, request: Request, lake: Lake = Depends(get_lake)) -> Response:
-    return _json(request, pc.provenance(lake.layer(datastack, layer)))
+@router.api_route("/{datastack}/{layer}/provenance", access=Need.read(),
+                  methods=GET, summary="precomputed provenance")
+@router.api_route("/{datastack}/{layer}/jpeg/provenance", access=Need.read(),
+                  methods=GET, include_in_schema=False)
+def get_provenance(datastack: str, layer: str, request: Request, lake: Lake = Depends(get_lake)) -> PrecomputedProvenance:
+    return _json(request, pc.provenance(cutouts.layer_of(request, datastack, layer)))
 
 
-@router.api_route("/{datastack}/{layer}/jpeg/{key}/{chunk}", methods=GET, summary="JPEG chunk")
+@router.api_route("/{datastack}/{layer}/jpeg/{key}/{chunk}", access=Need.read(),
+                  methods=GET, summary="JPEG chunk")
 def get_chunk_jpeg(datastack: str, layer: str, key: str, chunk: str, request: Request,
-                   lake: Lake = Depends(get_lake)) -> Response:
-    body = pc.read_chunk(lake.layer(datastack, layer), key, chunk, "jpeg")
-    count(request, "precomputed_chunks")
-    return bytes_response(request, body, "image/jpeg")
+                   lake: Lake = Depends(get_lake)) -> ChunkBody:
+    return cutouts.precomputed_chunk(request, cutouts.layer_of(request, datastack, layer), key, chunk, "jpeg",
+                                     counter="precomputed_chunks")
 
 
-@router.api_route("/{datastack}/{layer}/{key}/{chunk}", methods=GET, summary="precomputed chunk")
+@router.api_route("/{datastack}/{layer}/{key}/{chunk}", access=Need.read(),
+                  methods=GET, summary="precomputed chunk")
 def get_chunk(datastack: str, layer: str, key: str, chunk: str, request: Request,
-              lake: Lake = Depends(get_lake)) -> Response:
-    la = lake.layer(datastack, layer)
-    body = pc.read_chunk(la, key, chunk)
-    count(request, "precomputed_chunks")
-    # raw EM gains ~4 % from gzip at ~5 ms per 256 KiB chunk: not worth it; segmentations gain ~80 %
-    return bytes_response(request, body, "application/octet-stream",
-                          compress=False if la.layer_type == "image" else None)
+              lake: Lake = Depends(get_lake)) -> ChunkBody:
+    return cutouts.precomputed_chunk(request, cutouts.layer_of(request, datastack, layer), key, chunk,
+                                     counter="precomputed_chunks")

@@ -27,24 +27,46 @@ from __future__ import annotations
 import io
 import tempfile
 from pathlib import Path
+from typing import Annotated
 
-import numpy as np
 from fastapi import Depends, Request, Response
 from pydantic import BaseModel, Field
 
 from neurolake.errors import InvalidArgument
 from neurolake.lake import Lake
-from neurolake.server.cave import _author
-from neurolake.server.deps import check_readable, check_size, get_lake, parse_range
+from neurolake.server import cutouts
+from neurolake.server.access import Need
+from neurolake.server.deps import author_of, check_readable, get_lake, parse_range
+from neurolake.server.models import (
+    PARQUET,
+    Also,
+    ChunkBody,
+    ConnectivityMatrix,
+    ConnectomeSummary,
+    DegreeCount,
+    EditResult,
+    GraphMLBody,
+    LayerInfo,
+    LineageGraph,
+    Motifs,
+    NpzBody,
+    Operation,
+    ParquetBody,
+    Partners,
+    PrecomputedInfo,
+    ReciprocalPair,
+    RootInfo,
+    RootLatest,
+    RootLeaves,
+    Row,
+    SegmentationInfo,
+    ShortestPath,
+    SupervoxelRoots,
+    VersionInfo,
+)
 from neurolake.server.routing import APIRouter
 
 router = APIRouter(prefix="/api/v1/datastacks/{datastack}", tags=["proofreading"])
-
-
-def _seg(lake: Lake, ds: str):
-    from neurolake.proofreading import segmentation
-
-    return segmentation(lake, ds)
 
 
 class CreateBody(BaseModel):
@@ -105,116 +127,124 @@ def _int_list(text: str | None, field: str) -> list[int]:
 
 
 # -- segmentation ----------------------------------------------------------------------------------
-@router.get("/segmentation", summary="Proofreadable segmentation: info")
-def seg_info(datastack: str, lake: Lake = Depends(get_lake)) -> dict:
-    return _seg(lake, datastack).info()
+@router.get("/segmentation", access=Need.read(), summary="Proofreadable segmentation: info")
+def seg_info(datastack: str, lake: Lake = Depends(get_lake)) -> SegmentationInfo:
+    return lake.datastack(datastack).segmentation.info()
 
 
-@router.post("/segmentation", status_code=201, summary="Make the datastack proofreadable")
-def seg_create(datastack: str, body: CreateBody, request: Request, lake: Lake = Depends(get_lake)) -> dict:
+@router.post("/segmentation", access=Need.write(),
+             status_code=201, summary="Make the datastack proofreadable")
+def seg_create(datastack: str, body: CreateBody, request: Request, lake: Lake = Depends(get_lake)) -> SegmentationInfo:
     from neurolake.proofreading import create_segmentation
 
     mapping = {int(k): v for k, v in body.mapping.items()} if body.mapping else None
     seg = create_segmentation(lake, datastack, layer=body.layer, boundary_layer=body.boundary_layer,
                               agglomeration=body.agglomeration, threshold=body.threshold, mapping=mapping,
-                              overwrite=body.overwrite, author=_author(request))
+                              overwrite=body.overwrite, author=author_of(request))
     return seg.info()
 
 
-@router.post("/segmentation/merge", summary="Merge the roots of two supervoxels")
-def seg_merge(datastack: str, body: MergeBody, request: Request, lake: Lake = Depends(get_lake)) -> dict:
+@router.post("/segmentation/merge", access=Need.write(), summary="Merge the roots of two supervoxels")
+def seg_merge(datastack: str, body: MergeBody, request: Request, lake: Lake = Depends(get_lake)) -> EditResult:
     if len(body.supervoxels) != 2:
         raise InvalidArgument(f"a merge needs exactly 2 supervoxels, got {len(body.supervoxels)}",
                               field="supervoxels", value=body.supervoxels)
     a, b = body.supervoxels
-    return _seg(lake, datastack).merge(a, b, author=_author(request, body.author), roots=body.roots,
-                                       positions=body.positions)
+    seg = lake.datastack(datastack).segmentation
+    return seg.merge(a, b, author=author_of(request, body.author), roots=body.roots, positions=body.positions)
 
 
-@router.post("/segmentation/split", summary="Split a root by a minimum cut between sources and sinks")
-def seg_split(datastack: str, body: SplitBody, request: Request, lake: Lake = Depends(get_lake)) -> dict:
-    return _seg(lake, datastack).split(body.sources, body.sinks, author=_author(request, body.author),
-                                       roots=body.roots)
+@router.post("/segmentation/split", access=Need.write(),
+             summary="Split a root by a minimum cut between sources and sinks")
+def seg_split(datastack: str, body: SplitBody, request: Request, lake: Lake = Depends(get_lake)) -> EditResult:
+    seg = lake.datastack(datastack).segmentation
+    return seg.split(body.sources, body.sinks, author=author_of(request, body.author), roots=body.roots)
 
 
-@router.get("/segmentation/operations", summary="The edit log")
+@router.get("/segmentation/operations", access=Need.read(), summary="The edit log")
 def seg_operations(datastack: str, author: str | None = None, since: str | None = None, until: str | None = None,
-                   root_id: int | None = None, lake: Lake = Depends(get_lake)) -> list:
-    return _seg(lake, datastack).operations(author=author, since=since, until=until, root_id=root_id)
+                   root_id: int | None = None, lake: Lake = Depends(get_lake)) -> list[Operation]:
+    seg = lake.datastack(datastack).segmentation
+    return seg.operations(author=author, since=since, until=until, root_id=root_id)
 
 
-@router.get("/segmentation/operations/{operation_id}", summary="One operation")
-def seg_operation(datastack: str, operation_id: int, lake: Lake = Depends(get_lake)) -> dict:
-    return _seg(lake, datastack).operation(operation_id)
+@router.get("/segmentation/operations/{operation_id}", access=Need.read(), summary="One operation")
+def seg_operation(datastack: str, operation_id: int, lake: Lake = Depends(get_lake)) -> Operation:
+    return lake.datastack(datastack).segmentation.operation(operation_id)
 
 
-@router.post("/segmentation/operations/{operation_id}/undo", summary="Undo an operation")
+@router.post("/segmentation/operations/{operation_id}/undo", access=Need.write(), summary="Undo an operation")
 def seg_undo(datastack: str, operation_id: int, request: Request, body: UndoBody | None = None,
-             lake: Lake = Depends(get_lake)) -> dict:
-    return _seg(lake, datastack).undo(operation_id, author=_author(request, body.author if body else None))
+             lake: Lake = Depends(get_lake)) -> EditResult:
+    seg = lake.datastack(datastack).segmentation
+    return seg.undo(operation_id, author=author_of(request, body.author if body else None))
 
 
-@router.post("/segmentation/operations/{operation_id}/redo", summary="Redo an undone operation")
+@router.post("/segmentation/operations/{operation_id}/redo", access=Need.write(),
+             summary="Redo an undone operation")
 def seg_redo(datastack: str, operation_id: int, request: Request, body: UndoBody | None = None,
-             lake: Lake = Depends(get_lake)) -> dict:
-    return _seg(lake, datastack).redo(operation_id, author=_author(request, body.author if body else None))
+             lake: Lake = Depends(get_lake)) -> EditResult:
+    seg = lake.datastack(datastack).segmentation
+    return seg.redo(operation_id, author=author_of(request, body.author if body else None))
 
 
-@router.post("/segmentation/rollback", summary="Revert all edits of one user since a time")
-def seg_rollback(datastack: str, body: RollbackBody, request: Request, lake: Lake = Depends(get_lake)) -> dict:
-    return _seg(lake, datastack).rollback(body.user, body.since, author=_author(request, body.author))
+@router.post("/segmentation/rollback", access=Need.write(),
+             summary="Revert all edits of one user since a time")
+def seg_rollback(datastack: str, body: RollbackBody, request: Request, lake: Lake = Depends(get_lake)) -> EditResult:
+    seg = lake.datastack(datastack).segmentation
+    return seg.rollback(body.user, body.since, author=author_of(request, body.author))
 
 
-@router.get("/segmentation/roots", summary="Root ids of supervoxels at a timestamp")
-def seg_roots(datastack: str, supervoxels: str, timestamp: str | None = None, lake: Lake = Depends(get_lake)) -> dict:
+@router.get("/segmentation/roots", access=Need.read(), summary="Root ids of supervoxels at a timestamp")
+def seg_roots(datastack: str, supervoxels: str, timestamp: str | None = None, lake: Lake = Depends(get_lake)) -> SupervoxelRoots:
     svs = _int_list(supervoxels, "supervoxels")
-    roots = _seg(lake, datastack).get_roots(svs, timestamp)
+    roots = lake.datastack(datastack).segmentation.get_roots(svs, timestamp)
     return {"supervoxels": svs, "root_ids": [int(r) for r in roots], "timestamp": timestamp}
 
 
-@router.get("/segmentation/roots/{root_id}", summary="Creation, expiry and lineage links of a root")
-def seg_root(datastack: str, root_id: int, lake: Lake = Depends(get_lake)) -> dict:
-    return _seg(lake, datastack).root_info(root_id)
+@router.get("/segmentation/roots/{root_id}", access=Need.read(),
+            summary="Creation, expiry and lineage links of a root")
+def seg_root(datastack: str, root_id: int, lake: Lake = Depends(get_lake)) -> RootInfo:
+    return lake.datastack(datastack).segmentation.root_info(root_id)
 
 
-@router.get("/segmentation/roots/{root_id}/leaves", summary="Supervoxels of a root")
-def seg_leaves(datastack: str, root_id: int, bounds: str | None = None, lake: Lake = Depends(get_lake)) -> dict:
+@router.get("/segmentation/roots/{root_id}/leaves", access=Need.read(), summary="Supervoxels of a root")
+def seg_leaves(datastack: str, root_id: int, bounds: str | None = None, lake: Lake = Depends(get_lake)) -> RootLeaves:
     from neurolake.server.cave import _bounds
 
-    return {"root_id": root_id, "leaf_ids": [int(x) for x in _seg(lake, datastack).get_leaves(root_id, _bounds(bounds))]}
+    leaves = lake.datastack(datastack).segmentation.get_leaves(root_id, _bounds(bounds))
+    return {"root_id": root_id, "leaf_ids": [int(x) for x in leaves]}
 
 
-@router.get("/segmentation/roots/{root_id}/latest", summary="Current roots descending from a root")
-def seg_latest(datastack: str, root_id: int, timestamp: str | None = None, lake: Lake = Depends(get_lake)) -> dict:
-    seg = _seg(lake, datastack)
+@router.get("/segmentation/roots/{root_id}/latest", access=Need.read(),
+            summary="Current roots descending from a root")
+def seg_latest(datastack: str, root_id: int, timestamp: str | None = None, lake: Lake = Depends(get_lake)) -> RootLatest:
+    seg = lake.datastack(datastack).segmentation
     return {"root_id": root_id, "is_latest": bool(seg.is_latest([root_id])[0]),
             "latest_roots": [int(r) for r in seg.latest_roots(root_id, timestamp)]}
 
 
-@router.get("/segmentation/roots/{root_id}/lineage", summary="Lineage graph (networkx node-link JSON)")
+@router.get("/segmentation/roots/{root_id}/lineage", access=Need.read(),
+            summary="Lineage graph (networkx node-link JSON)")
 def seg_lineage(datastack: str, root_id: int, timestamp_past: str | None = None, timestamp_future: str | None = None,
-                lake: Lake = Depends(get_lake)) -> dict:
-    return _seg(lake, datastack).lineage([root_id], timestamp_past, timestamp_future)
+                lake: Lake = Depends(get_lake)) -> LineageGraph:
+    return lake.datastack(datastack).segmentation.lineage([root_id], timestamp_past, timestamp_future)
 
 
-@router.get("/segmentation/cutout/{x}/{y}/{z}", summary="Cutout of root ids at a timestamp (npz, axes z, y, x)")
+@router.get("/segmentation/cutout/{x}/{y}/{z}", access=Need.read(),
+            summary="Cutout of root ids at a timestamp (npz, axes z, y, x)")
 def seg_cutout(datastack: str, x: str, y: str, z: str, request: Request, mip: int = 0, timestamp: str | None = None,
-               lake: Lake = Depends(get_lake)) -> Response:
-    seg = _seg(lake, datastack)
-    la = lake.layer(datastack, seg.info()["layer"] or "")
-    (x0, x1), (y0, y1), (z0, z1) = la.check_box(parse_range("x", x), parse_range("y", y), parse_range("z", z), mip)
-    check_size(request, la, (z1 - z0, y1 - y0, x1 - x0))
-    arr = seg.cutout(x=(x0, x1), y=(y0, y1), z=(z0, z1), mip=mip, timestamp=timestamp)
-    buf = io.BytesIO()
-    np.savez_compressed(buf, arr)
-    return Response(buf.getvalue(), media_type="application/npz",
-                    headers={"X-Neurolake-Dtype": "uint64", "X-Neurolake-Shape": ",".join(map(str, arr.shape)),
-                             "X-Neurolake-Axes": "z,y,x"})
+               lake: Lake = Depends(get_lake)) -> NpzBody:
+    sv_layer = lake.datastack(datastack).segmentation.info()["layer"] or ""
+    la = cutouts.layer_of(request, datastack, sv_layer)
+    arr = cutouts.read(request, la, parse_range("x", x), parse_range("y", y), parse_range("z", z), mip,
+                       roots=True, timestamp=timestamp)
+    return cutouts.response(arr, "npz", media_type="application/npz")
 
 
-@router.post("/segment/watershed", status_code=201,
+@router.post("/segment/watershed", access=Need.write(), status_code=201,
              summary="Supervoxels by per-section seeded watershed of a boundary map (runs to completion)")
-def seg_watershed(datastack: str, body: WatershedBody, lake: Lake = Depends(get_lake)) -> dict:
+def seg_watershed(datastack: str, body: WatershedBody, lake: Lake = Depends(get_lake)) -> LayerInfo:
     from neurolake.segment import watershed_layer
 
     la = watershed_layer(lake, datastack, body.boundary_layer, body.output, boundary_values=body.boundary_values,
@@ -223,32 +253,33 @@ def seg_watershed(datastack: str, body: WatershedBody, lake: Lake = Depends(get_
 
 
 # -- materialization -------------------------------------------------------------------------------
-@router.get("/versions", summary="Materialization versions")
-def mat_versions(datastack: str, expired: bool = False, lake: Lake = Depends(get_lake)) -> list:
+@router.get("/versions", access=Need.read(), summary="Materialization versions")
+def mat_versions(datastack: str, expired: bool = False, lake: Lake = Depends(get_lake)) -> list[VersionInfo]:
     from neurolake.materialize import versions
 
     return versions(lake, datastack, expired=expired)
 
 
-@router.post("/versions", status_code=201, summary="Materialize a new version")
+@router.post("/versions", access=Need.write(), status_code=201, summary="Materialize a new version")
 def mat_create(datastack: str, request: Request, body: MaterializeBody | None = None,
-               lake: Lake = Depends(get_lake)) -> dict:
+               lake: Lake = Depends(get_lake)) -> VersionInfo:
     from neurolake.materialize import materialize
 
     b = body or MaterializeBody()
     return materialize(lake, datastack, timestamp=b.timestamp, tables=b.tables, expires_in=b.expires_in_days,
-                       author=_author(request))
+                       author=author_of(request))
 
 
-@router.get("/versions/{version}", summary="One materialization version")
-def mat_get(datastack: str, version: int, lake: Lake = Depends(get_lake)) -> dict:
+@router.get("/versions/{version}", access=Need.read(), summary="One materialization version")
+def mat_get(datastack: str, version: int, lake: Lake = Depends(get_lake)) -> VersionInfo:
     from neurolake.materialize import get_version
 
     return get_version(lake, datastack, version)
 
 
-@router.delete("/versions/{version}", summary="Expire a version (never the newest valid one)")
-def mat_expire(datastack: str, version: int, lake: Lake = Depends(get_lake)) -> dict:
+@router.delete("/versions/{version}", access=Need.write(),
+               summary="Expire a version (never the newest valid one)")
+def mat_expire(datastack: str, version: int, lake: Lake = Depends(get_lake)) -> VersionInfo:
     from neurolake.materialize import expire
 
     return expire(lake, datastack, version)
@@ -278,44 +309,35 @@ def _tables_readable(request: Request, datastack: str, synapse_table: str = "syn
     check_readable(request, lake, datastack, synapse_table, cell_type_table)
 
 
-@router.get("/versions/{version}/tables/{table}", summary="Rows of a table in a version (json or parquet)",
+@router.get("/versions/{version}/tables/{table}", access=Need.read(),
+            summary="Rows of a table in a version (json or parquet)",
             dependencies=[Depends(_table_readable)])
 def mat_query(datastack: str, version: int, table: str, format: str = "json", root_id: int | None = None,
-              limit: int | None = None, offset: int = 0, lake: Lake = Depends(get_lake)) -> Response:
+              limit: int | None = None, offset: int = 0, lake: Lake = Depends(get_lake)) -> Annotated[list[Row], Also(PARQUET)]:
     from neurolake.materialize import query_version
 
     filt = None
     if root_id is not None:
-        import pyarrow.parquet  # noqa: F401
+        from neurolake.materialize.versions import root_columns
 
-        from neurolake.materialize import get_version
-
-        v = get_version(lake, datastack, version, allow_expired=False)
-        cols = _root_columns(lake, datastack, v, table)
-        tabs = [query_version(lake, datastack, version, table, filter_in={c: [root_id]}, output="arrow") for c in cols]
+        cols = root_columns(lake, datastack, version, table)
+        tabs = [query_version(lake, datastack, version, table, filter_in={c: [root_id]}).arrow() for c in cols]
         import pyarrow as pa
 
-        tab = pa.concat_tables(tabs) if tabs else query_version(lake, datastack, version, table, limit=0,
-                                                                 output="arrow")
+        tab = pa.concat_tables(tabs) if tabs else query_version(lake, datastack, version, table, limit=0).arrow()
         return _rows(tab.slice(offset, limit), format)
-    tab = query_version(lake, datastack, version, table, filter_in=filt, offset=offset, limit=limit, output="arrow")
+    tab = query_version(lake, datastack, version, table, filter_in=filt, offset=offset, limit=limit).arrow()
     return _rows(tab, format)
 
 
-def _root_columns(lake, ds, v, table) -> list[str]:
-    import pyarrow.parquet as pq
-
-    names = pq.read_schema(Path(lake.root) / v["path"] / f"{table}.parquet").names
-    return [c for c in names if c.endswith("_root_id")]
-
-
-@router.get("/live/{table}", summary="Rows of an annotation table at a timestamp, bound to roots",
+@router.get("/live/{table}", access=Need.read(),
+            summary="Rows of an annotation table at a timestamp, bound to roots",
             dependencies=[Depends(_table_readable)])
 def mat_live(datastack: str, table: str, timestamp: str | None = None, format: str = "json", limit: int | None = None,
-             offset: int = 0, lake: Lake = Depends(get_lake)) -> Response:
+             offset: int = 0, lake: Lake = Depends(get_lake)) -> Annotated[list[Row], Also(PARQUET)]:
     from neurolake.materialize import live_query
 
-    return _rows(live_query(lake, datastack, table, timestamp, offset=offset, limit=limit, output="arrow"), format)
+    return _rows(live_query(lake, datastack, table, timestamp, offset=offset, limit=limit).arrow(), format)
 
 
 # -- connectome ------------------------------------------------------------------------------------
@@ -329,73 +351,81 @@ def _c(datastack: str, lake: Lake, version: int | None, synapse_table: str, cell
     return _connectome(lake, datastack, version, synapse_table, cell_type_table)
 
 
-@router.get("/connectome", summary="Connectome summary at a version", dependencies=[Depends(_tables_readable)])
+@router.get("/connectome", access=Need.read(),
+            summary="Connectome summary at a version", dependencies=[Depends(_tables_readable)])
 def con_summary(datastack: str, synapse_table: str = "synapses", version: int | None = None,
-                cell_type_table: str | None = None, lake: Lake = Depends(get_lake)) -> dict:
+                cell_type_table: str | None = None, lake: Lake = Depends(get_lake)) -> ConnectomeSummary:
     return _c(datastack, lake, version, synapse_table, cell_type_table).summary()
 
 
-@router.get("/connectome/partners/{root_id}", summary="Upstream and downstream partners of a root", dependencies=[Depends(_tables_readable)])
+@router.get("/connectome/partners/{root_id}", access=Need.read(),
+            summary="Upstream and downstream partners of a root", dependencies=[Depends(_tables_readable)])
 def con_partners(datastack: str, root_id: int, synapse_table: str = "synapses", version: int | None = None,
-                 cell_type_table: str | None = None, min_synapses: int = 1, lake: Lake = Depends(get_lake)) -> dict:
+                 cell_type_table: str | None = None, min_synapses: int = 1, lake: Lake = Depends(get_lake)) -> Partners:
     c = _c(datastack, lake, version, synapse_table, cell_type_table)
     up = c.upstream(root_id, min_synapses=min_synapses)
     down = c.downstream(root_id, min_synapses=min_synapses)
     return {"root_id": root_id, "upstream": _records(up), "downstream": _records(down), **c.meta}
 
 
-def _records(df) -> list[dict]:
+def _records(result) -> list[dict]:
     import json
 
-    return json.loads(df.to_json(orient="records"))
+    return json.loads(result.df().to_json(orient="records"))
 
 
-@router.get("/connectome/matrix", summary="Connectivity matrix grouped by a node attribute", dependencies=[Depends(_tables_readable)])
+@router.get("/connectome/matrix", access=Need.read(), summary="Connectivity matrix grouped by a node attribute", dependencies=[Depends(_tables_readable)])
 def con_matrix(datastack: str, synapse_table: str = "synapses", version: int | None = None,
                cell_type_table: str | None = None, group_by: str = "cell_type", weight: str = "n_synapses",
-               lake: Lake = Depends(get_lake)) -> dict:
+               lake: Lake = Depends(get_lake)) -> ConnectivityMatrix:
     m = _c(datastack, lake, version, synapse_table, cell_type_table).connectivity_matrix(group_by, weight)
     return {"rows": [str(i) for i in m.index], "columns": [str(c) for c in m.columns],
             "values": m.to_numpy().tolist(), "weight": weight}
 
 
-@router.get("/connectome/motifs", summary="Triad census (3-node motif counts)", dependencies=[Depends(_tables_readable)])
+@router.get("/connectome/motifs", access=Need.read(),
+            summary="Triad census (3-node motif counts)", dependencies=[Depends(_tables_readable)])
 def con_motifs(datastack: str, synapse_table: str = "synapses", version: int | None = None,
-               min_synapses: int = 1, lake: Lake = Depends(get_lake)) -> dict:
+               min_synapses: int = 1, lake: Lake = Depends(get_lake)) -> Motifs:
     return _c(datastack, lake, version, synapse_table, None).motifs(min_synapses)
 
 
-@router.get("/connectome/reciprocal", summary="Reciprocally connected pairs", dependencies=[Depends(_tables_readable)])
+@router.get("/connectome/reciprocal", access=Need.read(),
+            summary="Reciprocally connected pairs", dependencies=[Depends(_tables_readable)])
 def con_reciprocal(datastack: str, synapse_table: str = "synapses", version: int | None = None,
-                   min_synapses: int = 1, lake: Lake = Depends(get_lake)) -> list:
+                   min_synapses: int = 1, lake: Lake = Depends(get_lake)) -> list[ReciprocalPair]:
     return _records(_c(datastack, lake, version, synapse_table, None).reciprocal_pairs(min_synapses))
 
 
-@router.get("/connectome/degrees", summary="Degree distribution", dependencies=[Depends(_tables_readable)])
+@router.get("/connectome/degrees", access=Need.read(),
+            summary="Degree distribution", dependencies=[Depends(_tables_readable)])
 def con_degrees(datastack: str, synapse_table: str = "synapses", version: int | None = None, direction: str = "out",
-                lake: Lake = Depends(get_lake)) -> list:
+                lake: Lake = Depends(get_lake)) -> list[DegreeCount]:
     return _records(_c(datastack, lake, version, synapse_table, None).degree_distribution(direction))
 
 
-@router.get("/connectome/path", summary="Shortest directed path between two roots", dependencies=[Depends(_tables_readable)])
+@router.get("/connectome/path", access=Need.read(),
+            summary="Shortest directed path between two roots", dependencies=[Depends(_tables_readable)])
 def con_path(datastack: str, source: int, target: int, synapse_table: str = "synapses", version: int | None = None,
-             weighted: bool = False, lake: Lake = Depends(get_lake)) -> dict:
+             weighted: bool = False, lake: Lake = Depends(get_lake)) -> ShortestPath:
     p = _c(datastack, lake, version, synapse_table, None).shortest_path(source, target, weighted=weighted)
     return {"source": source, "target": target, "path": [int(x) for x in p]}
 
 
-@router.get("/connectome/edges.parquet", summary="Edge list as Parquet", dependencies=[Depends(_tables_readable)])
+@router.get("/connectome/edges.parquet", access=Need.read(),
+            summary="Edge list as Parquet", dependencies=[Depends(_tables_readable)])
 def con_parquet(datastack: str, synapse_table: str = "synapses", version: int | None = None,
-                lake: Lake = Depends(get_lake)) -> Response:
+                lake: Lake = Depends(get_lake)) -> ParquetBody:
     c = _c(datastack, lake, version, synapse_table, None)
     with tempfile.TemporaryDirectory() as d:
         p = c.to_parquet(Path(d) / "edges.parquet")
         return Response(p.read_bytes(), media_type="application/vnd.apache.parquet")
 
 
-@router.get("/connectome/graph.graphml", summary="Graph as GraphML", dependencies=[Depends(_tables_readable)])
+@router.get("/connectome/graph.graphml", access=Need.read(),
+            summary="Graph as GraphML", dependencies=[Depends(_tables_readable)])
 def con_graphml(datastack: str, synapse_table: str = "synapses", version: int | None = None,
-                cell_type_table: str | None = None, lake: Lake = Depends(get_lake)) -> Response:
+                cell_type_table: str | None = None, lake: Lake = Depends(get_lake)) -> GraphMLBody:
     c = _c(datastack, lake, version, synapse_table, cell_type_table)
     with tempfile.TemporaryDirectory() as d:
         p = c.to_graphml(Path(d) / "graph.graphml")
@@ -408,45 +438,16 @@ roots_router = APIRouter(prefix="/precomputed-roots", tags=["proofreading"])
 _GET = ["GET", "HEAD"]
 
 
-def _roots_layer(lake: Lake, datastack: str, layer: str):
-    """``layer`` or ``layer@T`` (T = unix seconds or ISO time): the supervoxel layer and the time."""
-    from neurolake.proofreading import segmentation, to_timestamp
-
-    name, _, when = layer.partition("@")
-    la = lake.layer(datastack, name)
-    seg = segmentation(lake, datastack)
-    if seg.info()["layer"] != name:
-        raise InvalidArgument(f"layer {name!r} is not the supervoxel layer of {datastack!r}", field="layer",
-                              value=name)
-    ts = to_timestamp(when) if when else None
-    if ts is not None:
-        seg.state().seq_at(ts)  # refuses times before the segmentation existed
-    return la, seg, ts
-
-
-@roots_router.api_route("/{datastack}/{layer}/info", methods=_GET,
+@roots_router.api_route("/{datastack}/{layer}/info", access=Need.read(), methods=_GET,
                         summary="precomputed info of the supervoxel layer as root ids (layer or layer@T)")
-def roots_info(datastack: str, layer: str, request: Request, lake: Lake = Depends(get_lake)) -> Response:
-    import json
-
-    from neurolake.server.http import bytes_response
-    from neurolake.volumes import precomputed as pc
-
-    la, _, _ = _roots_layer(lake, datastack, layer)
-    doc = pc.info(la)
-    doc["data_type"] = "uint64"
-    return bytes_response(request, json.dumps(doc).encode(), "application/json")
+def roots_info(datastack: str, layer: str, request: Request, lake: Lake = Depends(get_lake)) -> PrecomputedInfo:
+    la, _ = cutouts.roots_layer(request, datastack, layer)
+    return cutouts.precomputed_info(request, la, roots=True)
 
 
-@roots_router.api_route("/{datastack}/{layer}/{key}/{chunk}", methods=_GET,
+@roots_router.api_route("/{datastack}/{layer}/{key}/{chunk}", access=Need.read(), methods=_GET,
                         summary="precomputed chunk of root ids (compressed_segmentation)")
 def roots_chunk(datastack: str, layer: str, key: str, chunk: str, request: Request,
-                lake: Lake = Depends(get_lake)) -> Response:
-    from neurolake.server.http import bytes_response
-    from neurolake.volumes import precomputed as pc
-
-    la, seg, ts = _roots_layer(lake, datastack, layer)
-    mip = pc.mip_of_key(la, key)
-    x, y, z = pc.parse_chunk_name(la, mip, chunk)
-    arr = seg.remap_to_roots(la.cutout(x=x, y=y, z=z, mip=mip), ts)
-    return bytes_response(request, pc.encode_chunk(arr, "compressed_segmentation"), "application/octet-stream")
+                lake: Lake = Depends(get_lake)) -> ChunkBody:
+    la, ts = cutouts.roots_layer(request, datastack, layer)
+    return cutouts.precomputed_chunk(request, la, key, chunk, roots=True, timestamp=ts)

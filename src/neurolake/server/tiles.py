@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import os
 import re
-import time
 
-from fastapi import Request, Response
+from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
 from neurolake.errors import InvalidArgument
+from neurolake.server import cutouts
+from neurolake.server.access import Need
 from neurolake.server.http import bytes_response
+from neurolake.server.models import ServerStats, TileBody
 from neurolake.server.routing import APIRouter
 from neurolake.volumes.tiles import TILE_FORMATS, TileCache, TileService
 
@@ -38,41 +40,24 @@ def tile_service(app) -> TileService:
 
 
 def invalidate(app, datastack: str, layer: str | None = None) -> None:
-    """Forget cached tiles of a layer after a write through this server."""
+    """Forget cached tiles of a layer after a write through this server (:func:`neurolake.server.cutouts.write`
+    calls it)."""
     svc = getattr(app.state, "tiles", None)
     if svc is not None:
         svc.cache.invalidate(datastack, layer)
 
 
-LAYER_TTL_S = 1.0  # a tile request re-reads the layer's catalog row at most once a second
-
-
-def _layer(app, datastack: str, layer: str):
-    """``lake.layer`` with a 1 s memo: the catalog lookup (~0.4 ms) is a large share of a cached tile."""
-    memo = getattr(app.state, "tile_layers", None)
-    if memo is None:
-        memo = app.state.tile_layers = {}
-    now = time.monotonic()
-    hit = memo.get((datastack, layer))
-    if hit is not None and now - hit[1] < LAYER_TTL_S:
-        return hit[0]
-    la = app.state.lake.layer(datastack, layer)
-    if len(memo) > 256:
-        memo.clear()
-    memo[(datastack, layer)] = (la, now)
-    return la
-
-
-@router.api_route("/catmaid/{datastack}/{layer}/{plane}/{index}/{name}", methods=["GET", "HEAD"],
+@router.api_route("/catmaid/{datastack}/{layer}/{plane}/{index}/{name}", access=Need.read(),
+                  methods=["GET", "HEAD"],
                   summary="512x512 tile (CATMAID convention)")
-async def get_tile(datastack: str, layer: str, plane: str, index: str, name: str, request: Request) -> Response:
+async def get_tile(datastack: str, layer: str, plane: str, index: str, name: str, request: Request) -> TileBody:
     m = _NAME.match(name)
     if not m or not index.isdigit():
         raise InvalidArgument(f"tile {index}/{name!r} must look like {{index}}/{{row}}_{{col}}_{{mip}}.png or .jpg "
                               "with whole numbers", field="tile", value=f"{index}/{name}")
     row, col, mip, fmt = int(m.group(1)), int(m.group(2)), int(m.group(3)), m.group(4)
     svc = tile_service(request.app)
-    la = _layer(request.app, datastack, layer)
+    la = cutouts.layer_of(request, datastack, layer, memo=True)  # lookup reused for cutouts.LAYER_TTL_S
     body = svc.lookup(la, plane, int(index), row, col, mip, fmt)
     if body is None:
         body = await run_in_threadpool(svc.render, la, plane, int(index), row, col, mip, fmt)
@@ -81,8 +66,9 @@ async def get_tile(datastack: str, layer: str, plane: str, index: str, name: str
     return bytes_response(request, body, TILE_FORMATS[fmt])
 
 
-@router.get("/api/v1/stats", summary="Tile cache size and hit/miss/prefetch counters; served requests")
-def stats(request: Request) -> dict:
+@router.get("/api/v1/stats", access=Need.authenticated(),
+            summary="Tile cache size and hit/miss/prefetch counters; served requests")
+def stats(request: Request) -> ServerStats:
     """``tiles``: cache entries/bytes/limit, hits, misses, prefetch counters; ``requests``: counts of
     precomputed chunks, Zarr keys and BossDB cutouts served by this process."""
     return {"tiles": tile_service(request.app).stats(),

@@ -29,10 +29,13 @@ from pathlib import Path
 
 from fastapi import Request, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from neurolake.errors import NotFound
 from neurolake.lake import Lake
+from neurolake.server.access import Need, before_at
 from neurolake.server.http import file_response
+from neurolake.server.models import NeuroglancerState, ViewerAck
 from neurolake.server.routing import APIRouter
 
 router = APIRouter(prefix="/viewer", tags=["viewer"])
@@ -70,7 +73,7 @@ def viewer_state(lake: Lake, datastack: str, origin: str, layout: str = "4panel"
     mip-0 voxel size in metres (x, y, z); ``position`` is the volume centre in voxels. Images come
     first so segmentations draw on top.
     """
-    ds = lake.datastack(datastack)
+    ds = lake.datastack_info(datastack)
     layers = [la for la in lake.layers(datastack) if la.status == "ready"]
     vx, vy, vz = ds.get("voxel_size_nm") or (layers[0].voxel_size if layers else (1, 1, 1))
     sizes = [la.size(0) for la in layers] or [(1, 1, 1)]
@@ -96,8 +99,8 @@ def _origin(request: Request) -> str:
     return str(request.base_url).rstrip("/")
 
 
-@router.get("/{datastack}", summary="Open Neuroglancer on a datastack")
-def open_viewer(datastack: str, request: Request, source: str = "precomputed") -> Response:
+@router.get("/{datastack}", access=Need.read(), summary="Open Neuroglancer on a datastack")
+def open_viewer(datastack: str, request: Request, source: str = "precomputed") -> RedirectResponse:
     """Redirect to the bundled viewer; ``source=zarr3`` reads the OME-Zarr layers instead of precomputed."""
     request.app.state.lake.datastack(datastack)  # 404 for an unknown datastack
     _token(f"{datastack}@{source}")
@@ -105,7 +108,8 @@ def open_viewer(datastack: str, request: Request, source: str = "precomputed") -
     return RedirectResponse(f"/viewer/v/{token}/", status_code=307)
 
 
-@router.api_route("/v/{datastack}/{path:path}", methods=["GET", "HEAD"], include_in_schema=False)
+@router.api_route("/v/{datastack}/{path:path}", access=Need.read(before_at("datastack")),
+                  methods=["GET", "HEAD"], include_in_schema=False)
 def static(datastack: str, path: str, request: Request) -> Response:
     root = client_dir()
     name = path or "index.html"
@@ -118,17 +122,19 @@ def static(datastack: str, path: str, request: Request) -> Response:
     return file_response(request, target, media)
 
 
-@router.get("/state/{token}", summary="The viewer's initial Neuroglancer state")
-def get_state(token: str, request: Request, layout: str = "4panel") -> dict:
+@router.get("/state/{token}", access=Need.read(before_at("token")),
+            summary="The viewer's initial Neuroglancer state")
+def get_state(token: str, request: Request, layout: str = "4panel") -> NeuroglancerState:
     """``token`` is the datastack, or ``{ds}@zarr3`` for zarr3 sources."""
     ds, fmt = _token(token)
     return viewer_state(request.app.state.lake, ds, _origin(request), layout, fmt)
 
 
-@router.get("/events/{token}", include_in_schema=False)
+@router.get("/events/{token}", access=Need.read(before_at("token")), include_in_schema=False)
 async def events(token: str, request: Request, layout: str = "4panel") -> Response:
     ds, fmt = _token(token)
-    state = viewer_state(request.app.state.lake, ds, _origin(request), layout, fmt)
+    # catalog and annotation-table reads: in the thread pool, not on the event loop
+    state = await run_in_threadpool(viewer_state, request.app.state.lake, ds, _origin(request), layout, fmt)
     sent_before = request.query_params.get("gs") not in (None, "", "undefined")
 
     async def stream():
@@ -147,12 +153,12 @@ async def events(token: str, request: Request, layout: str = "4panel") -> Respon
     return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
-@router.post("/state/{datastack}", include_in_schema=False)
-async def post_state(datastack: str, request: Request) -> dict:
+@router.post("/state/{datastack}", access=Need.read(before_at("datastack")), include_in_schema=False)
+async def post_state(datastack: str, request: Request) -> ViewerAck:
     msg = json.loads(await request.body() or b"{}")
     return {"g": f"{msg.get('c', 'client')}/{msg.get('g', 0)}"}
 
 
-@router.post("/action/{datastack}", include_in_schema=False)
+@router.post("/action/{datastack}", access=Need.read(before_at("datastack")), include_in_schema=False)
 async def post_action(datastack: str) -> Response:
     return Response(status_code=200)

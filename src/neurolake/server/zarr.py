@@ -12,20 +12,24 @@ confined to the layer folder, and temporary files of in-progress writes are not 
 
 from __future__ import annotations
 
-from fastapi import Depends, Request, Response
+from fastapi import Depends, Request
 
 from neurolake.errors import NotFound
 from neurolake.lake import Lake
+from neurolake.server import cutouts
+from neurolake.server.access import Need
 from neurolake.server.deps import get_lake
 from neurolake.server.http import count, file_response
+from neurolake.server.models import ZarrKey
 from neurolake.server.routing import APIRouter
 
 router = APIRouter(prefix="/zarr", tags=["zarr"])
 
 
-@router.api_route("/{datastack}/{layer}/{key:path}", methods=["GET", "HEAD"], summary="Zarr v3 key")
-def get_key(datastack: str, layer: str, key: str, request: Request, lake: Lake = Depends(get_lake)) -> Response:
-    la = lake.layer(datastack, layer)
+@router.api_route("/{datastack}/{layer}/{key:path}", access=Need.read(),
+                  methods=["GET", "HEAD"], summary="Zarr v3 key")
+def get_key(datastack: str, layer: str, key: str, request: Request, lake: Lake = Depends(get_lake)) -> ZarrKey:
+    la = cutouts.layer_of(request, datastack, layer)
     key = key or "zarr.json"
     parts = key.split("/")
     if any(p in ("", ".", "..") or p.startswith(".") or "\\" in p for p in parts) or key.endswith(".tmp"):
