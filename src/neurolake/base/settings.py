@@ -40,6 +40,9 @@ class Settings:
       SQLite inside the lake folder (``<lake>/catalog.sqlite``).
     - ``max_cutout_bytes``: largest uncompressed cutout served or accepted over HTTP
       (``NEUROLAKE_MAX_CUTOUT_BYTES``, default 512 MiB, close to BossDB's 500 MB limit).
+    - ``max_body_bytes``: largest request body of every other route (JSON, Arrow IPC annotation rows,
+      CAVE and proofreading bodies), counted as it arrives (``NEUROLAKE_MAX_BODY_BYTES``, default 64 MiB);
+      cutout uploads may be as large as their box (``max_cutout_bytes``) instead.
     - ``cache_bytes``: tensorstore chunk cache shared by the open layers (``NEUROLAKE_CACHE_BYTES``, 1 GiB).
     - ``ingest_buffer_bytes``: how much source data ingest holds at once (``NEUROLAKE_INGEST_BUFFER_BYTES``,
       default 256 MiB; one shard row band is the floor).
@@ -63,6 +66,7 @@ class Settings:
     lake: Path = field(default_factory=lambda: Path(os.environ.get("NEUROLAKE_LAKE") or "."))
     database_url: str | None = field(default_factory=lambda: _str_env("NEUROLAKE_DATABASE_URL"))
     max_cutout_bytes: int = field(default_factory=lambda: _int_env("NEUROLAKE_MAX_CUTOUT_BYTES", 512 * 2**20))
+    max_body_bytes: int = field(default_factory=lambda: _int_env("NEUROLAKE_MAX_BODY_BYTES", 64 * 2**20))
     cache_bytes: int = field(default_factory=lambda: _int_env("NEUROLAKE_CACHE_BYTES", 1 * 2**30))
     ingest_buffer_bytes: int = field(default_factory=lambda: _int_env("NEUROLAKE_INGEST_BUFFER_BYTES", 256 * 2**20))
     user: str = field(default_factory=lambda: os.environ.get("NEUROLAKE_USER") or os.environ.get("USER") or "local")
