@@ -12,12 +12,13 @@ from __future__ import annotations
 import json
 import shutil
 import threading
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
+from neurolake.base.names import check_name, not_found
 from neurolake.base.settings import Settings, settings
 from neurolake.db import Catalog
 from neurolake.db.base import as_utc
@@ -25,7 +26,6 @@ from neurolake.errors import AlreadyExists, InvalidArgument, NotFound
 from neurolake.volumes.layer import Layer
 from neurolake.volumes.models import Datastack
 from neurolake.volumes.models import Layer as LayerRow
-from neurolake.base.names import check_name, not_found
 from neurolake.volumes.spec import LayerSpec
 from neurolake.volumes.store import create_arrays, make_context
 

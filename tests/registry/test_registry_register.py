@@ -286,9 +286,9 @@ def test_registry_expired_materialization_warns(reg_lake, feature_files):
 
 
 def test_registry_feature_roots_restrict_locations(reg_lake, feature_files, monkeypatch, tmp_path):
-    from neurolake.errors import PermissionDenied
-
     from dataclasses import replace
+
+    from neurolake.errors import PermissionDenied
 
     monkeypatch.setattr(reg_lake, "settings", replace(reg_lake.settings, feature_roots=(str(tmp_path / "elsewhere"),)))
     reg = FeatureRegistry(reg_lake)

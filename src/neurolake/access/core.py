@@ -32,9 +32,9 @@ from typing import Any
 from sqlalchemy import insert, select
 
 from neurolake.access.models import ApiToken, AuditEvent, Role, User
+from neurolake.base.names import check_name
 from neurolake.db.base import as_utc, utcnow
 from neurolake.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied, Unauthorized
-from neurolake.base.names import check_name
 
 ROLES = ("viewer", "editor", "admin")
 RANK = {r: i for i, r in enumerate(ROLES)}

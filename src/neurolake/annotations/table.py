@@ -42,13 +42,13 @@ from neurolake.annotations.schemas import (
     position_columns,
     validate,
 )
-from neurolake.db.base import as_utc, utcnow
-from neurolake.errors import AlreadyExists, Conflict, InvalidArgument, NotFound, OutOfBounds
-from neurolake.provenance import current_user
 from neurolake.base.boxes import bounding_box
 from neurolake.base.names import check_name, not_found
 from neurolake.base.results import Result
 from neurolake.base.time import isoformat, parse_timestamp
+from neurolake.db.base import as_utc, utcnow
+from neurolake.errors import AlreadyExists, Conflict, InvalidArgument, NotFound, OutOfBounds
+from neurolake.provenance import current_user
 
 ROW_GROUP_ROWS = 4096
 STREAM_SLICE = 262_144  # rows per pipelined batch when one append() is large

@@ -23,6 +23,8 @@ from typing import Any
 from sqlalchemy import func, or_, select
 
 from neurolake.access.core import Principal, local_principal
+from neurolake.base.names import check_name, not_found
+from neurolake.base.time import parse_timestamp
 from neurolake.catalog import formats as fmts
 from neurolake.catalog.hooks import check_materialization, check_references
 from neurolake.catalog.models import FeatureTable
@@ -31,8 +33,6 @@ from neurolake.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
 from neurolake.provenance import record
 from neurolake.storage import is_s3, normalize_location
 from neurolake.storage.signing import Signer, check_expires_in, lake_key, presign_s3
-from neurolake.base.names import check_name, not_found
-from neurolake.base.time import parse_timestamp
 
 STATUSES = ("draft", "published", "deprecated")
 TRANSITIONS = {"draft": {"published", "deprecated"}, "published": {"deprecated"}, "deprecated": set()}
