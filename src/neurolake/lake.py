@@ -90,8 +90,9 @@ class Lake:
         self.catalog.migrate()
         self.context = make_context(self.settings.cache_bytes)
         self._layers: dict[tuple, Layer] = {}
-        self._lock = threading.RLock()  # re-entrant: a state() factory may use another state (features → access)
+        self._lock = threading.Lock()
         self._state: dict[str, Any] = {}
+        self._state_lock = threading.RLock()  # reentrant: a factory may ask for another service
 
     def __repr__(self) -> str:
         return f"<Lake {self.root}>"
@@ -99,7 +100,7 @@ class Lake:
     def close(self) -> None:
         """Close the lake's services (the access service writes its queued audit events) and release the
         catalog's connections."""
-        with self._lock:
+        with self._state_lock:
             held, self._state = list(self._state.values()), {}
         for obj in held:
             close = getattr(obj, "close", None)
@@ -115,7 +116,7 @@ class Lake:
         """
         got = self._state.get(key)
         if got is None:
-            with self._lock:
+            with self._state_lock:
                 got = self._state.get(key)
                 if got is None:
                     got = self._state[key] = factory()

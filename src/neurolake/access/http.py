@@ -1,48 +1,37 @@
-"""The one global HTTP mechanism of ``neurolake serve --auth``: authenticate, authorise, meter.
+"""The one global HTTP mechanism of ``neurolake serve --auth``: authenticate and meter.
 
 :class:`AuthMiddleware` (pure ASGI, installed by ``create_app(lake, auth=True)``) runs before every
-route of every router, so the routers of the other protocols need no change:
+route of every router:
 
 1. **Authenticate.** The token comes from ``Authorization: Bearer <t>`` or ``Authorization: Token <t>``
    (BossDB/intern style) or the ``?token=<t>`` query parameter (for clients that cannot set headers; the
    answer then sets an ``HttpOnly; SameSite=Strict`` cookie ``neurolake_token`` that later requests of a
-   browser page — e.g. the viewer's assets and data fetches — present instead).
-   Missing/unknown/expired/revoked → 401 (``WWW-Authenticate: Bearer``). Exempt: ``/data/…`` (signed
-   URLs carry their own credential, checked by :mod:`neurolake.server.data`), ``/docs``,
-   ``/openapi.json`` and ``/docs/oauth2-redirect`` (API description only), CORS preflights.
-2. **Authorise.** The request maps to ``(datastack, read|write)``: the datastack is the first path
-   segment equal to the name of a datastack of the lake (``/ocp/ca/{ds}/…``, ``/precomputed/{ds}/…``,
-   ``/zarr/{ds}/…``, ``/v1/cutout/{ds}/…``, ``/catmaid/{ds}/…``, ``/api/v1/datastacks/{ds}``, …);
-   GET/HEAD are reads, except :data:`WRITE_GETS`; other methods are writes, except the query-style
-   POSTs in :data:`READ_POSTS`. A read needs *viewer* (or a public datastack), a write *editor*; a write
-   outside any datastack needs a lake admin. ``/api/v1/features…`` and ``/api/v1/usage`` check roles
-   themselves (the datastack is in the body or the entry).
-3. **Meter.** Quotas are checked before the route runs (429 with limit, usage and reset time, plus
-   ``Retry-After``) and every request plus its response body bytes is counted after it
-   (:class:`~neurolake.access.quotas.Quotas`).
+   browser page — e.g. the viewer's assets and data fetches — present instead). The principal goes to
+   ``request.state.principal``; a missing/unknown/expired/revoked token leaves the 401 error in
+   ``request.state.auth_error`` instead.
+2. **Authorise: not here.** Each route declares its need (``access=Need...`` on its decorator, see
+   :mod:`neurolake.server.access`) and the route's own dependency checks it against the principal, after
+   routing, from the route that matched — never from the text of the URL. That check raises the 401 left
+   here unless the route is public (``/data`` signed URLs, ``/docs``, ``/openapi.json``); this middleware
+   adds ``WWW-Authenticate: Bearer`` to the 401 answer (and ``Retry-After`` to a 429).
+3. **Meter.** Quotas are checked before the route runs (a used-up quota leaves a
+   :class:`~neurolake.errors.QuotaExceeded` in ``request.state.quota_error``, raised by the route's check
+   after the role check: 429 with limit, usage and reset time, plus ``Retry-After``) and every request
+   plus its response body bytes is counted after it (:class:`~neurolake.access.quotas.Quotas`), except
+   on public routes (``/data`` meters the signing user itself).
 
-The principal is put in ``request.state.principal`` for routers that want it
-(:func:`neurolake.server.deps.principal_of`).
+CORS preflights (``OPTIONS``) are answered by the outer CORS middleware and never reach this one.
 """
 
 from __future__ import annotations
 
-import json
-import re
 from urllib.parse import parse_qs
 
 import anyio
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from neurolake.access.core import access
-from neurolake.errors import NeurolakeError, PermissionDenied, QuotaExceeded
-
-EXEMPT = re.compile(r"^/(data/|docs$|docs/|openapi\.json$|redoc$)")
-SELF_CHECKED = re.compile(r"^/api/v1/(features|usage|audit)(/|$)")
-READ_POSTS = re.compile(r"(/query/?$|/query/|roots_binary|lineage_graph|/leaves|/api/v1/sql|/api/v1/query"
-                        r"|is_latest_roots|root_timestamps|past_id_mapping|^/segmentation/api/v1/table/[^/]+/roots$)")
-WRITE_GETS = re.compile(r"^/v1/reserve/")
-
+from neurolake.errors import NeurolakeError, QuotaExceeded
 
 COOKIE = "neurolake_token"
 
@@ -72,20 +61,8 @@ def _token(scope: Scope) -> tuple[str | None, str]:
     return None, "none"
 
 
-async def _send_error(send: Send, scope: Scope, exc: NeurolakeError, headers: list | None = None) -> None:
-    if scope["path"].startswith("/v1/"):  # BossDB clients expect BossDB's error body
-        body = {"status": exc.http_status, "code": {401: 3001, 403: 3002, 429: 3003}.get(exc.http_status, 9000),
-                "message": exc.message}
-    else:
-        body = exc.to_dict()
-    data = json.dumps(body).encode()
-    hdrs = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())] + (headers or [])
-    await send({"type": "http.response.start", "status": exc.http_status, "headers": hdrs})
-    await send({"type": "http.response.body", "body": data})
-
-
 class AuthMiddleware:
-    """See the module docstring. ``app.state.quotas`` must hold the app's :class:`Quotas`."""
+    """See the module docstring. ``quotas`` is the app's :class:`~neurolake.access.quotas.Quotas`."""
 
     def __init__(self, app: ASGIApp, lake, quotas) -> None:
         self.app = app
@@ -93,55 +70,53 @@ class AuthMiddleware:
         self.access = access(lake)
         self.quotas = quotas
 
-    def _authorise(self, scope: Scope):
-        p = self.access.authenticate(_token(scope)[0])
-        path, method = scope["path"], scope["method"]
-        if SELF_CHECKED.match(path):
+    def _authenticate(self, token: str | None):
+        """``(principal, auth_error, quota_error)``: one of the first two is None."""
+        try:
+            p = self.access.authenticate(token)
+        except NeurolakeError as exc:
+            return None, exc, None
+        try:
             self.quotas.check(p)
-            return p
-        write = (method not in ("GET", "HEAD") and not READ_POSTS.search(path)) or bool(WRITE_GETS.match(path))
-        known = self.access.public_datastacks()
-        ds = next((seg for seg in path.split("/") if seg in known), None)
-        need = "editor" if write else "viewer"
-        if ds is None and write:
-            need = "admin"
-        if not self.access.allowed(p, ds, need):
-            have = p.role_on(ds) or "none"
-            where = f"datastack {ds!r}" if ds else "this lake"
-            raise PermissionDenied(f"user {p.name!r} has role {have} on {where}; {method} {path} needs {need}",
-                                   user=p.name, datastack=ds, role=have, required=need)
-        self.quotas.check(p)
-        return p
+        except QuotaExceeded as exc:
+            return p, None, exc
+        return p, None, None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] == "OPTIONS" or EXEMPT.match(scope["path"]):
+        if scope["type"] != "http" or scope["method"] == "OPTIONS":
             await self.app(scope, receive, send)
             return
-        try:
-            p = await anyio.to_thread.run_sync(self._authorise, scope)
-        except QuotaExceeded as exc:
-            await _send_error(send, scope, exc, [(b"retry-after", str(exc.detail.get("retry_after_s", 1)).encode())])
-            return
-        except NeurolakeError as exc:
-            extra = [(b"www-authenticate", b'Bearer realm="neurolake"')] if exc.http_status == 401 else []
-            await _send_error(send, scope, exc, extra)
-            return
-        scope.setdefault("state", {})["principal"] = p
-        sent = 0
         token, where = _token(scope)
-        set_cookie = where == "query"  # a browser opened ?token=…: later requests of the page carry a cookie
+        if token is None:  # no I/O: no thread hop
+            p, auth_error, quota_error = self._authenticate(None)
+        else:
+            p, auth_error, quota_error = await anyio.to_thread.run_sync(self._authenticate, token)
+        state = scope.setdefault("state", {})
+        state["principal"], state["auth_error"], state["quota_error"] = p, auth_error, quota_error
+        sent = 0
+        set_cookie = p is not None and where == "query"  # a browser opened ?token=…: later requests carry a cookie
 
-        async def counting_send(message) -> None:
+        async def guarded_send(message) -> None:
             nonlocal sent
             if message["type"] == "http.response.body":
                 sent += len(message.get("body", b""))
-            elif set_cookie and message["type"] == "http.response.start":
-                cookie = f"{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict".encode("latin-1")
-                message = {**message, "headers": [*message.get("headers", []), (b"set-cookie", cookie)]}
+            elif message["type"] == "http.response.start":
+                extra = []
+                if message["status"] == 401 and auth_error is not None:
+                    extra.append((b"www-authenticate", b'Bearer realm="neurolake"'))
+                elif message["status"] == 429 and quota_error is not None:
+                    extra.append((b"retry-after", str(quota_error.detail.get("retry_after_s", 1)).encode()))
+                if set_cookie:
+                    cookie = f"{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict".encode("latin-1")
+                    extra.append((b"set-cookie", cookie))
+                if extra:
+                    message = {**message, "headers": [*message.get("headers", []), *extra]}
             await send(message)
 
         try:
-            await self.app(scope, receive, counting_send)
+            await self.app(scope, receive, guarded_send)
         finally:
-            if self.quotas.add(p, 1, sent, flush=False):  # counting is in memory; the catalog write is not
-                await anyio.to_thread.run_sync(self.quotas.flush)
+            need = getattr(scope.get("route"), "access_need", None)
+            if p is not None and getattr(need, "role", None) != "public":
+                if self.quotas.add(p, 1, sent, flush=False):  # counting is in memory; the catalog write is not
+                    await anyio.to_thread.run_sync(self.quotas.flush)
