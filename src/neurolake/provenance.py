@@ -48,3 +48,19 @@ def record(action: str, *, inputs: Any = None, params: dict[str, Any] | None = N
         "code": code_version(),
         **extra,
     }
+
+
+def layer_identity(lake, layer) -> dict[str, Any]:
+    """What identifies the stored data of ``layer`` for derivation records (watershed, synapse detection):
+    its folder relative to the lake and its creation time (both change when it is re-ingested or
+    overwritten), and the ingest source fingerprint. In-place writes (``Layer.write``) do not change it (they change
+    :meth:`neurolake.volumes.layer.Layer.generation`, which is not stable across copies of a lake)."""
+    from neurolake.db.base import as_utc
+
+    try:
+        path = str(layer.root.resolve().relative_to(lake.root.resolve()))
+    except ValueError:
+        path = str(layer.root)
+    created = as_utc(layer.created).isoformat() if hasattr(layer.created, "isoformat") else layer.created
+    prov = layer.provenance if isinstance(layer.provenance, dict) else {}
+    return {"path": path, "created": created, "fingerprint": (prov.get("inputs") or {}).get("fingerprint")}

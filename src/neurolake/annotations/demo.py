@@ -6,25 +6,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from neurolake.errors import NotFound
+from neurolake.errors import AlreadyExists
 
 DATASTACK, MASK, VALUE, TABLE = "gerhard2013", "labels", 223, "synapses"
 
 
 def demo_synapses(lake: Any, say: Callable[[str], None]) -> None:
+    """Detect the demo synapses; idempotent (a second run reports "already derived"). A table that holds
+    other rows (e.g. duplicates written by an older neurolake) is left alone with a hint to repair it."""
     from neurolake.annotations.detect import detect_synapses
-    from neurolake.annotations.table import get_table
 
     try:
-        t = get_table(lake, DATASTACK, TABLE)
-        if t.count():
-            say(f"{DATASTACK}/{TABLE}: already has {t.count()} synapses")
-            return
-    except NotFound:
-        pass
-    t = detect_synapses(lake, DATASTACK, MASK, VALUE, TABLE, segmentation_layer=MASK,
+        detect_synapses(lake, DATASTACK, MASK, VALUE, TABLE, segmentation_layer=MASK, say=say,
                         description="synapses of Gerhard et al. 2013: connected components of label 223")
-    say(f"{DATASTACK}/{TABLE}: {t.count()} synapses detected from {MASK} == {VALUE}")
+    except AlreadyExists as exc:
+        say(f"{DATASTACK}/{TABLE}: left as it is: {exc.message} (re-derive with `neurolake annotations detect "
+            f"-d {DATASTACK} --mask {MASK} --value {VALUE} --overwrite`)")
 
 
 def example_urls(base: str) -> list[tuple[str, str]]:

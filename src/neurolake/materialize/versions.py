@@ -14,6 +14,7 @@ Positions in the stored tables are x, y, z voxels at each table's ``voxel_resolu
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import shutil
@@ -28,6 +29,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 from sqlalchemy import func, select
 
+from neurolake.base.integers import INT64_MAX, whole
 from neurolake.base.names import not_found
 from neurolake.base.results import Result
 from neurolake.base.time import parse_timestamp
@@ -297,10 +299,7 @@ def get_version(lake, datastack: str, version: int | None = None, allow_expired:
                 raise NotFound(f"datastack {datastack!r} has no materialization version yet; run "
                                f"`neurolake materialize {datastack}`", datastack=datastack)
         else:
-            try:
-                v = int(version)
-            except (TypeError, ValueError):
-                raise InvalidArgument(f"version {version!r} must be a whole number", field="version") from None
+            v = whole(version, "version", 0, INT64_MAX)
             row = s.scalar(select(MaterializationVersion).where(MaterializationVersion.datastack_id == dsid,
                                                                 MaterializationVersion.version == v))
             if row is None:
@@ -318,10 +317,11 @@ def get_version(lake, datastack: str, version: int | None = None, allow_expired:
 def expire(lake, datastack: str, version: int) -> dict[str, Any]:
     """Expire ``version``: mark it invalid and delete its files. The newest valid version cannot be
     expired (InvalidArgument). Raises NotFound; VersionExpired when already expired."""
+    version = whole(version, "version", 0, INT64_MAX)
     with lake.catalog.session() as s:
         dsid = _dsid(s, datastack)
         row = s.scalar(select(MaterializationVersion).where(MaterializationVersion.datastack_id == dsid,
-                                                            MaterializationVersion.version == int(version))
+                                                            MaterializationVersion.version == version)
                        .with_for_update())
         if row is None:
             raise NotFound(f"version {version} of datastack {datastack!r} does not exist", datastack=datastack,
@@ -351,8 +351,23 @@ def version_tables(lake, datastack: str, version: int) -> list[str]:
 def root_columns(lake, datastack: str, version: int | None, table: str) -> list[str]:
     """The ``*_root_id`` columns of ``table`` in materialization ``version`` (None = newest valid).
     Raises NotFound, VersionExpired."""
-    _, path = _table_file(lake, datastack, version, table)
-    return [c for c in pq.read_schema(path).names if c.endswith("_root_id")]
+    v, path = _table_file(lake, datastack, version, table)
+    with _expiring(lake, datastack, v["version"]):
+        return [c for c in pq.read_schema(path).names if c.endswith("_root_id")]
+
+
+@contextlib.contextmanager
+def _expiring(lake, datastack: str, version: int):
+    """Reading the files of ``version``: when they vanish under the reader because :func:`expire` ran
+    meanwhile (in another thread or process), raise VersionExpired (410) instead of the I/O error."""
+    try:
+        yield
+    except (OSError, pa.ArrowException) as exc:
+        try:
+            get_version(lake, datastack, version, allow_expired=False)
+        except VersionExpired as gone:  # expire() commits the row before it deletes the files
+            raise gone from exc
+        raise
 
 
 def _table_file(lake, datastack: str, version: int, table: str) -> tuple[dict, Path]:
@@ -422,6 +437,13 @@ def filter_expression(schema: pa.Schema, filter_in: dict | None = None, filter_e
     return expr
 
 
+def _window(offset: Any, limit: Any) -> tuple[int, int | None]:
+    """(offset, limit) of a row query: whole numbers >= 0 (limit None: all rows; 0: none, the schema only);
+    InvalidArgument naming the field otherwise."""
+    return (whole(offset or 0, "offset", 0, INT64_MAX),
+            None if limit is None else whole(limit, "limit", 0, INT64_MAX))
+
+
 def query_version(lake, datastack: str, version: int | None, table: str, *, filter_in: dict | None = None,
                   filter_equal: dict | None = None, filter_not_in: dict | None = None,
                   filter_greater: dict | None = None, filter_less: dict | None = None,
@@ -434,20 +456,22 @@ def query_version(lake, datastack: str, version: int | None, table: str, *, filt
     Filters as in :func:`filter_expression`; ``columns`` selects columns. Raises NotFound, VersionExpired,
     InvalidArgument.
     """
+    _window(offset, limit)  # InvalidArgument before any reading
     v, path = _table_file(lake, datastack, version, table)
-    ds = pads.dataset(path, format="parquet")
-    expr = filter_expression(ds.schema, filter_in, filter_equal, filter_not_in, filter_greater, filter_less,
-                             filter_spatial, table, filter_greater_equal, filter_less_equal)
-    if columns is not None:
-        bad = [c for c in columns if c not in ds.schema.names]
-        if bad:
-            raise InvalidArgument(f"columns {bad} are not in table {table!r}; columns: {ds.schema.names}",
-                                  field="select_columns", value=bad)
-    tab = ds.to_table(filter=expr, columns=list(columns) if columns else None)
+    with _expiring(lake, datastack, v["version"]):
+        ds = pads.dataset(path, format="parquet")
+        expr = filter_expression(ds.schema, filter_in, filter_equal, filter_not_in, filter_greater, filter_less,
+                                 filter_spatial, table, filter_greater_equal, filter_less_equal)
+        if columns is not None:
+            bad = [c for c in columns if c not in ds.schema.names]
+            if bad:
+                raise InvalidArgument(f"columns {bad} are not in table {table!r}; columns: {ds.schema.names}",
+                                      field="select_columns", value=bad)
+        tab = ds.to_table(filter=expr, columns=list(columns) if columns else None)
     if "id" in tab.column_names and len(tab) > 1:
         tab = tab.take(pc.sort_indices(tab, [("id", "ascending")]))
     if offset or limit is not None:
-        tab = tab.slice(int(offset or 0), None if limit is None else int(limit))
+        tab = tab.slice(*_window(offset, limit))
     filters = {k: val for k, val in {"filter_in": filter_in, "filter_equal": filter_equal,
                                      "filter_not_in": filter_not_in, "filter_greater": filter_greater,
                                      "filter_less": filter_less, "filter_spatial": filter_spatial,
@@ -466,6 +490,7 @@ def live_query(lake, datastack: str, table: str, timestamp: Any = None, *, filte
     :class:`~neurolake.base.results.Result` (metadata: datastack, table, timestamp, filters)."""
     from neurolake.annotations import get_table
 
+    _window(offset, limit)  # InvalidArgument before any reading
     t = get_table(lake, datastack, table)
     ts = parse_timestamp(timestamp) or utcnow()
     ds = t.dataset()
@@ -493,9 +518,13 @@ def live_query(lake, datastack: str, table: str, timestamp: Any = None, *, filte
     if "id" in tab.column_names and len(tab) > 1:
         tab = tab.take(pc.sort_indices(tab, [("id", "ascending")]))
     if columns is not None:
+        bad = [c for c in columns if c not in tab.column_names]
+        if bad:
+            raise InvalidArgument(f"columns {bad} are not in table {table!r}; columns: {tab.column_names}",
+                                  field="select_columns", value=bad)
         tab = tab.select(list(columns))
     if offset or limit is not None:
-        tab = tab.slice(int(offset or 0), None if limit is None else int(limit))
+        tab = tab.slice(*_window(offset, limit))
     filters = {k: val for k, val in {"filter_in": filter_in, "filter_equal": filter_equal,
                                      "filter_not_in": filter_not_in, "filter_spatial": filter_spatial}.items()
                if val}

@@ -18,6 +18,8 @@ Labels are numbered consecutively over the whole volume from 1 (uint32 if they f
 
 from __future__ import annotations
 
+import hashlib
+import json
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -103,22 +105,80 @@ def watershed_layer(lake, datastack: str, boundary_layer: str, output_layer: str
     segmentation layer ``output_layer`` of the same datastack (with its pyramid). Returns the Layer.
 
     The box ``x``, ``y``, ``z`` (half-open voxel ranges at mip 0) defaults to the whole volume; the
-    output layer covers only the box. Raises NotFound, AlreadyExists (unless ``overwrite``), InvalidArgument.
+    output layer covers only the box.
+
+    Idempotent: the output layer's provenance ``watershed.key`` records the inputs (``boundary_layer``
+    and its identity: catalog path and creation time, which change when it is re-ingested) and the
+    parameters (threshold, min_distance, box, boundary values). When a ready ``output_layer`` holds
+    the same key nothing is computed and it is returned (``say`` reports "already derived"); when it
+    holds anything else AlreadyExists names what differs — checked before any work — unless
+    ``overwrite`` (then it is replaced atomically, see :func:`neurolake.volumes.ingest.ingest`; with
+    the same key it is recomputed). An interrupted run resumes when run again with the same key.
+    Raises NotFound, AlreadyExists, NotReady (an interrupted ingest of something else holds the name;
+    use ``overwrite``), InvalidArgument.
     """
-    from neurolake.provenance import record
+    from neurolake.errors import AlreadyExists, NotFound, NotReady
+    from neurolake.provenance import layer_identity, record
     from neurolake.volumes.sources import NpyFile
 
+    say = say or (lambda _m: None)
     src = lake.layer(datastack, boundary_layer)
+    sx, sy, sz = src.size(0)
+    box = {a: [int(v) for v in (r if r is not None else (0, n))] for a, r, n in (("x", x, sx), ("y", y, sy),
+                                                                                 ("z", z, sz))}
+    bvals = sorted({int(v) for v in boundary_values}) if boundary_values is not None else None
+    key = {"action": "segment.watershed",
+           "inputs": {"datastack": datastack, "layer": boundary_layer, "identity": layer_identity(lake, src)},
+           "params": {"threshold": float(threshold), "min_distance": int(min_distance), "box": box,
+                      "boundary_values": bvals}}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    fingerprint = f"watershed:{digest}"  # lets ingest resume an interrupted run of the same derivation
+    try:
+        existing = lake.layer(datastack, output_layer)
+    except NotFound:
+        existing = None
+    if existing is not None and existing.status == "ready":
+        prev = (existing.provenance.get("watershed") or {}).get("key")
+        if prev == key and not overwrite:
+            say(f"{datastack}/{output_layer}: already derived (seeded watershed of {boundary_layer} with these "
+                "parameters), nothing to do")
+            return existing
+        if not overwrite:
+            what = ("; ".join(_differences(prev, key)) if prev else
+                    "it was not made by a recorded watershed run")
+            raise AlreadyExists(f"layer {datastack}/{output_layer} already exists and differs from this watershed "
+                                f"({what}). Nothing was changed: pass overwrite=True (--overwrite) to replace it",
+                                datastack=datastack, layer=output_layer)
+    elif existing is not None and not overwrite and existing.progress.get("fingerprint") != fingerprint:
+        raise NotReady(f"layer {datastack}/{output_layer} holds an interrupted ingest of something else "
+                       f"({existing.progress.get('source')}); use overwrite to replace it",
+                       datastack=datastack, layer=output_layer)
     bmap = boundary_from_layer(src, boundary_values, x, y, z)
     labels = watershed_volume(bmap, threshold, min_distance, progress)
+    description = f"seeded watershed of {datastack}/{boundary_layer}"
     with tempfile.TemporaryDirectory() as d:
         p = Path(d) / "supervoxels.npy"
         np.save(p, labels)
-        layer = lake.ingest(NpyFile(p), datastack, output_layer, voxel_size=src.voxel_size,
+        npy = NpyFile(p)
+        npy.fingerprint, npy.description = fingerprint, description
+        layer = lake.ingest(npy, datastack, output_layer, voxel_size=src.voxel_size,
                             layer_type="segmentation", overwrite=overwrite, scheduler=scheduler, progress=progress,
                             say=say, description=f"supervoxels: seeded watershed of {boundary_layer}")
     prov = record("segment.watershed", inputs={"datastack": datastack, "layer": boundary_layer},
                   params={"threshold": threshold, "min_distance": min_distance, "box": {"x": x, "y": y, "z": z},
                           "boundary_values": list(boundary_values) if boundary_values is not None else None},
-                  supervoxels=int(labels.max()))
+                  supervoxels=int(labels.max()), key=key, digest=digest)
     return lake.update_layer(datastack, output_layer, provenance={**layer.provenance, "watershed": prov})
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    out = []
+    for part in ("params", "inputs"):
+        a, b = old.get(part) or {}, new.get(part) or {}
+        for k in sorted(set(a) | set(b)):
+            if a.get(k) != b.get(k):
+                if k == "identity":
+                    out.append(f"layer {new['inputs']['layer']} was re-ingested or overwritten since")
+                else:
+                    out.append(f"{k}: {a.get(k)!r} → {b.get(k)!r}")
+    return out
