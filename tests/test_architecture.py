@@ -61,3 +61,17 @@ def test_a_new_package_must_be_placed_in_a_layer(tmp_path):
     (src / "neurolake" / "newthing" / "__init__.py").write_text('"""A package in no layer."""\n')
     p = _lint(project, src)
     assert p.returncode != 0 and "newthing" in p.stdout, p.stdout
+
+
+def test_every_neurolake_setting_is_read_in_one_place():
+    """NEUROLAKE_* variables are read by neurolake.base.settings.Settings only (other modules use lake.settings)."""
+    import re
+
+    offenders = []
+    for path in sorted((ROOT / "src" / "neurolake").rglob("*.py")):
+        if path.name == "settings.py" and path.parent.name == "base":
+            continue
+        for i, line in enumerate(path.read_text().splitlines(), 1):
+            if re.search(r"(environ|getenv)\b.*NEUROLAKE_", line):
+                offenders.append(f"{path.relative_to(ROOT)}:{i}: {line.strip()}")
+    assert not offenders, "\n".join(offenders)

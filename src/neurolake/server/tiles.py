@@ -11,7 +11,6 @@ re-rendered, so writes by other processes show up).
 
 from __future__ import annotations
 
-import os
 import re
 
 from fastapi import Request
@@ -26,16 +25,16 @@ from neurolake.server.routing import APIRouter
 from neurolake.volumes.tiles import TILE_FORMATS, TileCache, TileService
 
 router = APIRouter(tags=["tiles"])
-_NAME = re.compile(r"^(\d+)_(\d+)_(\d+)\.(png|jpg|jpeg)$")
+_NAME = re.compile(r"^([0-9]{1,9})_([0-9]{1,9})_([0-9]{1,3})\.(png|jpg|jpeg)$")  # ASCII digits (\d takes ١٢)
 
 
 def tile_service(app) -> TileService:
-    """The app's :class:`TileService`, created on first use from the environment settings."""
+    """The app's :class:`TileService`, created on first use from the lake's settings (``NEUROLAKE_TILE_*``)."""
     svc = getattr(app.state, "tiles", None)
     if svc is None:
-        cache = TileCache(int(os.environ.get("NEUROLAKE_TILE_CACHE_BYTES", 512 * 2**20)),
-                          float(os.environ.get("NEUROLAKE_TILE_MAX_AGE_S", 300)))
-        svc = app.state.tiles = TileService(cache, depth=int(os.environ.get("NEUROLAKE_TILE_PREFETCH_DEPTH", 8)))
+        st = app.state.lake.settings
+        svc = app.state.tiles = TileService(TileCache(st.tile_cache_bytes, st.tile_max_age_s),
+                                            depth=st.tile_prefetch_depth)
     return svc
 
 
@@ -52,7 +51,7 @@ def invalidate(app, datastack: str, layer: str | None = None) -> None:
                   summary="512x512 tile (CATMAID convention)")
 async def get_tile(datastack: str, layer: str, plane: str, index: str, name: str, request: Request) -> TileBody:
     m = _NAME.match(name)
-    if not m or not index.isdigit():
+    if not m or not re.fullmatch(r"[0-9]{1,9}", index):
         raise InvalidArgument(f"tile {index}/{name!r} must look like {{index}}/{{row}}_{{col}}_{{mip}}.png or .jpg "
                               "with whole numbers", field="tile", value=f"{index}/{name}")
     row, col, mip, fmt = int(m.group(1)), int(m.group(2)), int(m.group(3)), m.group(4)
