@@ -31,7 +31,7 @@ def gerhard_crop(tmp_path_factory):
                 scheduler="threads")
     lake.close()
     env = {**os.environ, "NEUROLAKE_LAKE": str(d / "lake")}
-    p = subprocess.run([sys.executable, "-m", "neurolake.cli", "segment", "watershed", "g", "--boundary-layer",
+    p = subprocess.run([sys.executable, "-m", "neurolake.cli", "segment", "watershed", "-d", "g", "--boundary-layer",
                         "labels", "--boundary-values", ",".join(map(str, MEMBRANE)), "--output", "supervoxels",
                         "--min-distance", "6", "--init"], capture_output=True, text=True, env=env, timeout=300)
     assert p.returncode == 0, p.stderr

@@ -40,7 +40,7 @@ def test_registry_cli_end_to_end(tmp_path, feature_files):
     assert r.exit_code != 0 and "not readable as lance" in str(r.exception)
     out = run("features", "list", *L, "--tag", "synapses").output
     assert out.startswith("hemibrain/synapse_counts\tdelta\tdraft")
-    assert len(run("features", "search", *L, "--column", "bodyId").output.strip().splitlines()) == 2
+    assert len(run("features", "list", *L, "--column", "bodyId").output.strip().splitlines()) == 2
     assert json.loads(run("features", "status", *L, "synapse_counts", "published").output)["status"] == "published"
     r = run("features", "update", *L, "synapse_counts", '{"description": "x"}', ok=False)
     assert "immutable" in str(r.exception)
@@ -55,8 +55,8 @@ def test_registry_cli_end_to_end(tmp_path, feature_files):
     # users, roles, tokens, usage, audit
     u = json.loads(run("users", "add", *L, "alice", "--role", "hemibrain:viewer", "--quota-requests", "10").output)
     assert u["roles"] == {"hemibrain": "viewer"} and u["quota"]["requests"] == 10
-    assert json.loads(run("users", "grant", *L, "alice", "hemibrain", "editor").output)["roles"]["hemibrain"] == "editor"
-    r = run("users", "grant", *L, "alice", "hemibrain", "owner", ok=False)
+    assert json.loads(run("users", "grant", *L, "alice", "editor", "-d", "hemibrain").output)["roles"]["hemibrain"] == "editor"
+    r = run("users", "grant", *L, "alice", "owner", "-d", "hemibrain", ok=False)
     assert "viewer, editor, admin" in str(r.exception)
     tok = run("tokens", "create", *L, "alice", "--name", "laptop").output.strip()
     assert tok.startswith("nl_") and len(tok) > 40

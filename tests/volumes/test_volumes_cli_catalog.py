@@ -25,14 +25,14 @@ def nl(*args, env=None, check=True):
 
 def test_cli_init_ingest_info_cutout(tmp_path, gerhard_source):
     lake = tmp_path / "lake"
-    nl("init", lake)
+    nl("init", "--lake", lake)
     nl("ingest", DATA / "gerhard2013" / "raw", "--lake", lake, "--datastack", "g", "--layer", "image",
        "--voxel-size", "4.6,4.6,50", "--scheduler", "threads")
-    info = json.loads(nl("info", "--lake", lake, "g", "image").stdout)
+    info = json.loads(nl("info", "--lake", lake, "-d", "g", "--layer", "image").stdout)
     assert info["status"] == "ready" and info["bounds"]["z"] == [0, 20] and len(info["mips"]) == 5
-    nl("cutout", "--lake", lake, "g", "image", "--x", "10,50", "--y", "0,30", "--z", "2,5", "-o", tmp_path / "c.npy")
+    nl("cutout", "--lake", lake, "-d", "g", "--layer", "image", "--x", "10,50", "--y", "0,30", "--z", "2,5", "-o", tmp_path / "c.npy")
     np.testing.assert_array_equal(np.load(tmp_path / "c.npy"), gerhard_source[2:5, 0:30, 10:50])
-    nl("cutout", "--lake", lake, "g", "image", "--x", "0,64", "--y", "0,64", "--z", "0,4", "--mip", "1",
+    nl("cutout", "--lake", lake, "-d", "g", "--layer", "image", "--x", "0,64", "--y", "0,64", "--z", "0,4", "--mip", "1",
        "-o", tmp_path / "c.tif")
     ref = np.rint(gerhard_source[:4, :128, :128].astype(float).reshape(4, 64, 2, 64, 2).mean(axis=(2, 4)))
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "c.tif"), ref)
@@ -40,7 +40,7 @@ def test_cli_init_ingest_info_cutout(tmp_path, gerhard_source):
 
 def test_cli_errors_are_clear_and_exit_nonzero(tmp_path):
     lake = tmp_path / "lake"
-    nl("init", lake)
+    nl("init", "-l", lake)
     p = nl("ingest", tmp_path / "missing", "--lake", lake, "--datastack", "g", "--layer", "x", "--voxel-size", "1,1,1",
            check=False)
     assert p.returncode == 2 and "does not exist" in p.stderr
@@ -78,7 +78,7 @@ def test_catalog_on_postgresql(tmp_path, new_pg_database, gerhard_source):
         again = open_lake(tmp_path / "pg")
         assert again.catalog.url == url
         np.testing.assert_array_equal(again.layer("g", "image")[10], gerhard_source[10])
-        assert again.datastack("g")["layers"][0]["status"] == "ready"
+        assert again.datastack("g").info()["layers"][0]["status"] == "ready"
         again.close()
     finally:
         del os.environ["NEUROLAKE_DATABASE_URL"]

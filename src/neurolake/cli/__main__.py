@@ -1,0 +1,5 @@
+"""``python -m neurolake.cli …`` runs the ``neurolake`` command."""
+
+from neurolake.cli import main
+
+main()
