@@ -111,10 +111,17 @@ class Access:
         self.lake = lake
         self._cache: dict[str, tuple[float, Principal]] = {}
         self._ds_cache: tuple[float, dict[str, bool]] = (0.0, {})
+        self.generation = 0  # bumped by every change of users, roles or tokens made through this object
         self._lock = threading.Lock()
         self._pending_audit: list[tuple] = []
         self._flusher: threading.Thread | None = None
         atexit.register(self._flush_at_exit)
+
+    def _changed(self) -> None:
+        """Drop cached principals after a change of users, roles or tokens (this process applies it at
+        once; other processes within :data:`CACHE_SECONDS`)."""
+        self._cache.clear()
+        self.generation += 1
 
     def _flush_at_exit(self) -> None:
         try:
@@ -170,14 +177,14 @@ class Access:
             self._audit(s, by, "user.quota", name, None, bytes=quota_bytes, requests=quota_requests,
                         period_s=quota_period_s)
             out = _user_dict(s, row)
-        self._cache.clear()
+        self._changed()
         return out
 
     def disable_user(self, name: str, by: str | None = None) -> None:
         with self.lake.catalog.session() as s:
             _user_row(s, name).disabled = True
             self._audit(s, by, "user.disable", name, None)
-        self._cache.clear()
+        self._changed()
 
     # -- roles ------------------------------------------------------------------------------------
     def grant(self, user: str, datastack: str, role: str, by: str | None = None) -> dict[str, Any]:
@@ -194,7 +201,7 @@ class Access:
             self._audit(s, by, "role.grant", user, datastack, role=role)
             s.flush()
             out = _user_dict(s, row)
-        self._cache.clear()
+        self._changed()
         return out
 
     def revoke(self, user: str, datastack: str, by: str | None = None) -> None:
@@ -204,7 +211,7 @@ class Access:
             if r is not None:
                 s.delete(r)
             self._audit(s, by, "role.revoke", user, datastack)
-        self._cache.clear()
+        self._changed()
 
     # -- tokens -----------------------------------------------------------------------------------
     def create_token(self, user: str, name: str = "", expires_in_s: float | None = None,
@@ -244,7 +251,7 @@ class Access:
                 raise NotFound(f"token {token_id} does not exist", token_id=token_id)
             tok.revoked = True
             self._audit(s, by, "token.revoke", str(token_id), None)
-        self._cache.clear()
+        self._changed()
 
     def authenticate(self, secret: str | None) -> Principal:
         """Map a token secret to its :class:`Principal`. Raises Unauthorized (missing, unknown,
@@ -278,6 +285,17 @@ class Access:
             self._cache[digest] = (now, p)
         return p
 
+    def active_principal(self, name: str) -> Principal:
+        """The principal of user ``name`` if that user still exists and is enabled (signed URLs carry the
+        name of the user they were issued to). Raises PermissionDenied otherwise."""
+        with self.lake.catalog.session() as s:
+            user = s.scalar(select(User).where(User.name == name))
+            if user is None or user.disabled:
+                raise PermissionDenied(f"signed URL was issued to user {name!r}, who "
+                                       f"{'no longer exists' if user is None else 'is disabled'}; request a new one",
+                                       user=name)
+        return self.principal(name)
+
     def principal(self, name: str) -> Principal:
         """The principal of an existing user (used for signed URLs, which carry the user name)."""
         with self.lake.catalog.session() as s:
@@ -297,6 +315,10 @@ class Access:
             d = {x["name"]: bool(x["public"]) for x in self.lake.datastack_infos()}
             self._ds_cache = (time.monotonic(), d)
         return d
+
+    def public_cached(self) -> bool:
+        """True while :meth:`public_datastacks` answers from memory (no catalog I/O)."""
+        return time.monotonic() - self._ds_cache[0] <= CACHE_SECONDS
 
     def allowed(self, p: Principal, datastack: str | None, need: str) -> bool:
         """May ``p`` act with role ``need`` (viewer|editor|admin) on ``datastack`` (None = lake-wide)?"""

@@ -96,7 +96,10 @@ class AuditEvent(Base):
 
 
 class Secret(Base):
-    """Server-side secrets (the signed-URL HMAC key) shared by every process of one lake."""
+    """Server-side facts about secrets shared by every process of one lake — never a secret itself: row
+    ``signed_url_key_id`` holds the id of the signed-URL key (the key is in ``<lake>/signing.key`` or
+    ``NEUROLAKE_SIGNING_KEY``; :mod:`neurolake.storage.signing`). A row ``signed_url_key`` written by an
+    older version (the key itself) is moved out and deleted when the key is next loaded."""
 
     __tablename__ = "access_secrets"
 

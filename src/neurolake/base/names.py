@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from neurolake.errors import InvalidArgument, NotFound
@@ -27,6 +28,8 @@ def not_found(kind: str, name: Any, known: Iterable[Any] = (), *, within: tuple[
 
     ``known`` lists the names that do exist (at most 20 are shown); ``hint`` is appended as a sentence.
     ``detail`` goes into the error's detail with ``{kind: name}`` and ``{within[0]: within[1]}``.
+    The arguments are kept on the error as ``.known`` (:class:`KnownNames`) so that a server can rebuild
+    the message with only the names its requester may see (``neurolake.server.errors.public_error``).
     """
     names = [str(k) for k in known]
     where = f" in {within[0]} {within[1]!r}" if within else ""
@@ -35,4 +38,19 @@ def not_found(kind: str, name: Any, known: Iterable[Any] = (), *, within: tuple[
     if hint:
         msg += f"; {hint}"
     extra = {kind.replace(" ", "_"): name, **({within[0]: within[1]} if within else {}), **detail}
-    return NotFound(msg, **extra)
+    exc = NotFound(msg, **extra)
+    exc.known = KnownNames(kind, name, tuple(names), within, hint, detail)
+    return exc
+
+
+@dataclass(frozen=True)
+class KnownNames:
+    """The arguments of one :func:`not_found` call (``NotFound.known``): rebuild the error with fewer
+    names as ``not_found(k.kind, k.name, visible, within=k.within, hint=k.hint, **k.detail)``."""
+
+    kind: str
+    name: Any
+    names: tuple[str, ...]
+    within: tuple[str, str] | None
+    hint: str
+    detail: dict[str, Any]

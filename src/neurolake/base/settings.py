@@ -52,7 +52,7 @@ class Settings:
     - ``feature_roots``: folders and ``s3://`` prefixes feature tables may be registered from
       (``NEUROLAKE_FEATURE_ROOTS``, separated by ``os.pathsep``; empty = anywhere).
     - ``signing_key``: HMAC key of signed URLs (``NEUROLAKE_SIGNING_KEY``, hex or text; default a random
-      key kept in the catalog).
+      key in ``<lake>/signing.key``, mode 0600; the catalog keeps only its id: ``neurolake.storage.signing``).
     - ``tile_cache_bytes``, ``tile_max_age_s``, ``tile_prefetch_depth``: the CATMAID tile cache
       (``NEUROLAKE_TILE_CACHE_BYTES`` 512 MiB, ``NEUROLAKE_TILE_MAX_AGE_S`` 300 s,
       ``NEUROLAKE_TILE_PREFETCH_DEPTH`` 8 sections).

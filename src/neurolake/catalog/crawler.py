@@ -132,8 +132,9 @@ def crawl(lake, prefix: str, datastack: str, *, principal: Principal | None = No
     from neurolake.catalog.registry import FeatureRegistry
 
     reg = FeatureRegistry(lake, principal)
-    lake.datastack(datastack)
+    # the role first: an unknown and a private datastack answer the same 403 to a principal without one
     reg.access.require(reg.principal, datastack, "editor", "crawling into a datastack")
+    lake.datastack(datastack)
     from neurolake.catalog.registry import check_allowed_root
 
     check_allowed_root(lake, normalize_location(prefix))

@@ -29,7 +29,7 @@ from neurolake.catalog import formats as fmts
 from neurolake.catalog.hooks import check_materialization, check_references
 from neurolake.catalog.models import FeatureTable
 from neurolake.db.base import as_utc
-from neurolake.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
+from neurolake.errors import AlreadyExists, Conflict, InvalidArgument, NotFound, PermissionDenied
 from neurolake.provenance import record
 from neurolake.storage import is_s3, normalize_location
 from neurolake.storage.signing import Signer, check_expires_in, lake_key, presign_s3
@@ -268,10 +268,20 @@ class FeatureRegistry:
         if datastack:
             q = q.where(FeatureTable.datastack == datastack)
         rows = s.scalars(q).all()
+        p = self.principal
+        if not (p.is_admin or p.local):  # an entry the principal may not read does not exist for them
+            rows = [r for r in rows if self.access.allowed(p, r.datastack, "viewer")]
         if not rows:
             known = s.execute(select(FeatureTable.name, FeatureTable.datastack).where(
                 FeatureTable.datastack == datastack) if datastack else select(FeatureTable.name, FeatureTable.datastack))
-            names = sorted({n for n, ds in known if self.access.allowed(self.principal, ds, "viewer")})
+            names = sorted({n for n, ds in known if self.access.allowed(p, ds, "viewer")})
+            if not (p.is_admin or p.local):
+                # the same 403 whether the entry is missing or in a datastack the principal may not read
+                raise PermissionDenied(f"user {p.name!r} may not read feature table {name!r}"
+                                       f"{f' in datastack {datastack!r}' if datastack else ''} (or there is no "
+                                       f"such table); feature tables user {p.name!r} may read"
+                                       f"{' there' if datastack else ''}: {', '.join(names) or 'none'}",
+                                       user=p.name, table=name, datastack=datastack, required="viewer")
             raise not_found("feature table", name, names, within=("datastack", datastack) if datastack else None,
                             hint="register it first", table=name, datastack=datastack)
         if len(rows) > 1:
@@ -301,8 +311,9 @@ class FeatureRegistry:
         t0 = time.perf_counter()
         spec = _check_fields({**(spec or {}), **fields})
         ds = spec["datastack"]
-        self.lake.datastack(ds)
+        # the role first: an unknown and a private datastack answer the same 403 to a principal without one
         self.access.require(self.principal, ds, "editor", "registering a feature table")
+        self.lake.datastack(ds)
         status = spec.get("status") or "draft"
         if status == "deprecated":
             raise InvalidArgument("status 'deprecated' is not allowed at registration; register as draft or "
@@ -559,6 +570,9 @@ class FeatureRegistry:
         """
         expires_in = check_expires_in(expires_in_s)
         tid, loc, fmt, files, fp, ds, tname = self._grant_entry(name, datastack)
+        if not self.access.allowed(self.principal, ds, "viewer"):  # the entry came from the shared cache
+            with self.lake.catalog.session() as s:
+                self._row(s, name, datastack)  # the same 403 as for a table that does not exist
         self.access.require(self.principal, ds, "editor", "issuing signed URLs")
         check_allowed_root(self.lake, loc)
         if fmt == "parquet" and not is_s3(loc):

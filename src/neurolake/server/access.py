@@ -20,7 +20,11 @@ Needs:
 Authentication happens in :class:`neurolake.access.http.AuthMiddleware`, which leaves the principal (or
 the 401/429 error it found) in ``request.state``; this check raises that error unless the route is
 public, then the role check raises :class:`~neurolake.errors.PermissionDenied` (403; detail user, role,
-datastack, required), or :class:`~neurolake.errors.NotFound` for a datastack that does not exist.
+datastack, required). A datastack the principal may not read (no role, not public) and a datastack that
+does not exist get the *same* 403 (the message says "or there is no such datastack" and lists the
+datastacks the principal may read), so a request never confirms that a private datastack exists; lake
+admins get the 404 of an unknown datastack from the handler. Routes that list datastack names filter
+them with :func:`visible_datastacks`.
 Without ``--auth`` the principal is the local user, who has every right. :func:`check_app_routes`
 (called by ``create_app``) refuses an app with a route that declares no need.
 """
@@ -103,39 +107,76 @@ class Need:
         return self.role + (f"({where})" if where else "")
 
 
+def split_at(value: str) -> tuple[str, str]:
+    """``"ds@suffix"`` → ``("ds", "suffix")`` (``("ds", "")`` without ``@``): THE parser of path parameters
+    that embed a datastack (the viewer's ``{ds}@zarr3`` tokens). The access check (:func:`before_at`) and
+    the handler (``neurolake.server.viewer``) both use it, so the datastack checked is the one served."""
+    ds, _, suffix = value.partition("@")
+    return ds, suffix
+
+
 def before_at(param: str) -> Callable[[Mapping[str, str]], str | None]:
     """The datastack of path parameter ``param`` holding a viewer token, ``ds`` or ``ds@zarr3``:
     ``Need.read(before_at("token"))``."""
 
     def datastack(path_params: Mapping[str, str]) -> str | None:
         value = path_params.get(param)
-        return value.partition("@")[0] if value else None
+        return split_at(value)[0] if value else None
 
     datastack.__name__ = f"{param}_before_at"
     return datastack
 
 
-def _deny(p, ds: str | None, need: str, request: Request) -> PermissionDenied:
+def may_read(lake, p, datastack: str) -> bool:
+    """May principal ``p`` (None: no ``--auth``, the local user) read ``datastack``: a lake admin, a role
+    on it, or a public datastack. An unknown datastack is readable by nobody but lake admins."""
+    return p is None or p.is_admin or p.roles.get(datastack) is not None or lake.access.allowed(p, datastack, "viewer")
+
+
+def request_principal(request: Request):
+    """The principal the ``--auth`` middleware found for ``request`` (None without ``--auth``)."""
+    return (request.scope.get("state") or {}).get("principal")
+
+
+def visible_datastacks(request: Request, names: list[str] | None = None) -> list[str]:
+    """The datastacks (of ``names``, default every datastack of the lake) that the request's principal may
+    read (:func:`may_read`): all of them without ``--auth`` and for lake admins. Every route that lists
+    datastack names answers through this."""
+    lake = request.app.state.lake
+    names = lake.datastacks() if names is None else list(names)
+    p = request_principal(request)
+    return names if p is None or p.is_admin else [n for n in names if may_read(lake, p, n)]
+
+
+def _deny(p, ds: str | None, need: str, request: Request, readable: list[str] | None = None) -> PermissionDenied:
+    """403 for ``p``. ``readable`` (the datastacks ``p`` may read) is given when ``ds`` is not one of them:
+    the answer is then the same whether ``ds`` exists or not (it never confirms a private datastack)."""
     have = p.role_on(ds) or "none"
     where = f"datastack {ds!r}" if ds else "this lake"
-    return PermissionDenied(f"user {p.name!r} has role {have} on {where}; {request.method} {request.url.path} "
-                            f"needs {need}", user=p.name, datastack=ds, role=have, required=need)
+    msg = f"user {p.name!r} has role {have} on {where}"
+    if readable is not None:
+        msg += " (or there is no such datastack)"
+    msg += f"; {request.method} {request.url.path} needs {need}"
+    if readable is not None:
+        msg += f"; datastacks user {p.name!r} may read: {', '.join(readable) or 'none'}"
+    return PermissionDenied(msg, user=p.name, datastack=ds, role=have, required=need)
 
 
-def _allowed_slow(lake, p, ds: str, role: str) -> bool:
-    """:meth:`Access.allowed` plus NotFound for a datastack that does not exist (catalog I/O: off the loop)."""
-    acc = lake.access
-    if ds not in acc.public_datastacks():
-        lake.datastack(ds)  # raises NotFound naming the known datastacks; a brand-new one is not public yet
-        have = p.roles.get(ds)
-        return have is not None and RANK[have] >= RANK[role]
-    return acc.allowed(p, ds, role)
+def _check_slow(lake, p, ds: str, role: str) -> tuple[bool, list[str] | None]:
+    """``(allowed, readable)`` for a principal whose roles do not settle it (catalog I/O: off the loop):
+    :meth:`Access.allowed` (public datastacks); ``readable`` lists the datastacks ``p`` may read when ``ds``
+    is not one of them — whether or not it exists, so the 403 is the same for both."""
+    if lake.access.allowed(p, ds, role):
+        return True, None
+    if may_read(lake, p, ds):
+        return False, None
+    return False, [n for n in lake.datastacks() if may_read(lake, p, n)]
 
 
 async def check_route_access(request: Request) -> None:
     """The dependency every route of :class:`neurolake.server.routing.APIRouter` runs first: enforce the
     :class:`Need` of the matched route for the request's principal. Raises Unauthorized (401),
-    QuotaExceeded (429), PermissionDenied (403), NotFound (404, unknown datastack)."""
+    QuotaExceeded (429), PermissionDenied (403, also for a datastack that does not exist)."""
     route = request.scope.get("route")
     need = getattr(route, "access_need", None)
     if not isinstance(need, Need):  # fail closed; create_app refuses such apps anyway
@@ -158,13 +199,14 @@ async def check_route_access(request: Request) -> None:
         if ds is None:
             role = "admin"  # no datastack to hold a role on: only lake admins
             ok = False
-        else:
+        readable = None
+        if ds is not None:
             have = p.roles.get(ds)
             ok = have is not None and RANK[have] >= RANK[role]
             if not ok:
-                ok = await anyio.to_thread.run_sync(_allowed_slow, request.app.state.lake, p, ds, role)
+                ok, readable = await anyio.to_thread.run_sync(_check_slow, request.app.state.lake, p, ds, role)
         if not ok:
-            raise _deny(p, ds, role, request)
+            raise _deny(p, ds, role, request, readable)
     quota_error = state.get("quota_error")
     if quota_error is not None:
         raise quota_error

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 
 from neurolake import __version__
 from neurolake.lake import Lake, open_lake
@@ -24,7 +24,7 @@ from neurolake.server import (
     zarr,
 )
 from neurolake.server import http as http_hygiene
-from neurolake.server.access import Need, check_app_routes
+from neurolake.server.access import Need, check_app_routes, visible_datastacks
 from neurolake.server.routing import APIRouter
 
 
@@ -63,8 +63,8 @@ def create_app(lake: Lake | str | Path, max_cutout_bytes: int | None = None, aut
     root = APIRouter()
 
     @root.get("/", include_in_schema=False, access=Need.authenticated())
-    def index() -> dict:
-        return {"neurolake": __version__, "datastacks": lake.datastacks(), "docs": "/docs"}
+    def index(request: Request) -> dict:
+        return {"neurolake": __version__, "datastacks": visible_datastacks(request), "docs": "/docs"}
 
     app.include_router(root)
 

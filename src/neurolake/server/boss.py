@@ -35,8 +35,9 @@ from neurolake.base.names import not_found
 from neurolake.errors import InvalidArgument, NeurolakeError
 from neurolake.lake import Lake
 from neurolake.server import cutouts
-from neurolake.server.access import Need
-from neurolake.server.deps import check_size, parse_int, parse_range
+from neurolake.server.access import Need, visible_datastacks
+from neurolake.server.deps import check_size, parse_ids, parse_int, parse_range
+from neurolake.server.errors import public_error_async
 from neurolake.server.http import count
 from neurolake.server.models import (
     BloscBody,
@@ -46,6 +47,7 @@ from neurolake.server.models import (
     BossCollection,
     BossCollections,
     BossDownsample,
+    BossError,
     BossExperiment,
     BossExperiments,
     BossFrame,
@@ -70,6 +72,8 @@ def boss_error(status: int, message: str, code: int | None = None) -> JSONRespon
 class BossRoute(APIRoute):
     """Turns every NeurolakeError raised under /v1 into BossDB's error JSON."""
 
+    error_model = BossError  # the error body declared in OpenAPI (neurolake.server.routing.APIRouter)
+
     def get_route_handler(self) -> Callable:
         handler = super().get_route_handler()
 
@@ -77,6 +81,7 @@ class BossRoute(APIRoute):
             try:
                 return await handler(request)
             except NeurolakeError as exc:
+                exc = await public_error_async(request, exc)  # names and folders the requester may see
                 return boss_error(exc.http_status, exc.message)
 
         return wrapped
@@ -141,7 +146,7 @@ def _experiment(lake: Lake, c: str) -> dict:
 @router.get("/collection/", access=Need.authenticated(), summary="List collections (datastacks)")
 @router.get("/collection//", access=Need.authenticated(), include_in_schema=False)
 def list_collections(request: Request) -> BossCollections:
-    return {"collections": _lake(request).datastacks()}
+    return {"collections": visible_datastacks(request)}
 
 
 @router.get("/collection/{c}", access=Need.read("c"), summary="Collection")
@@ -181,7 +186,7 @@ def get_channel(c: str, e: str, ch: str, request: Request) -> BossChannel:
 
 @router.get("/coord/", access=Need.authenticated(), summary="List coordinate frames")
 def list_frames(request: Request) -> BossFrames:
-    return {"coords": _lake(request).datastacks()}
+    return {"coords": visible_datastacks(request)}
 
 
 @router.get("/coord/{frame}", access=Need.read("frame"), summary="Coordinate frame")
@@ -216,11 +221,7 @@ def get_cutout(c: str, e: str, ch: str, res: str, ranges: str, request: Request,
     if filter:
         if la.layer_type != "segmentation":
             raise InvalidArgument("filter= applies to annotation (segmentation) channels only", field="filter")
-        try:
-            keep = np.array([int(v) for v in filter.split(",") if v.strip()], dtype=np.uint64)
-        except ValueError:
-            raise InvalidArgument(f"filter {filter!r} must be comma-separated ids", field="filter",
-                                  value=filter) from None
+        keep = np.array(parse_ids("filter", filter), dtype=np.uint64)
         arr = np.where(np.isin(arr, keep), arr, 0).astype(arr.dtype)
     if arr.dtype == np.uint32:
         arr = arr.astype(np.uint64)

@@ -14,6 +14,7 @@ Routers only translate: storage and logic live in ``neurolake.proofreading`` and
 from __future__ import annotations
 
 import json
+import math
 import zlib
 from typing import Any
 
@@ -23,13 +24,15 @@ from fastapi import Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from neurolake import __version__
+from neurolake.base.integers import UINT64_MAX, whole
 from neurolake.base.names import not_found
 from neurolake.base.time import parse_timestamp
 from neurolake.errors import InvalidArgument, NotFound
 from neurolake.lake import Lake
-from neurolake.server.access import Need
+from neurolake.server.access import Need, visible_datastacks
 from neurolake.server.deps import annotation_table, author_of, check_readable, get_lake, read_body
 from neurolake.server.models import (
+    AsciiInt,
     CaveAlignedVolume,
     CaveArrowBody,
     CaveDatastackInfo,
@@ -42,6 +45,8 @@ from neurolake.server.models import (
     CaveRootTimestamps,
     CaveTableMetadata,
     CaveVersion,
+    Count,
+    Id,
     LineageGraph,
     OctetStream,
     PcgInfo,
@@ -69,7 +74,7 @@ async def _json(request: Request) -> Any:
 
 
 # -- info service ----------------------------------------------------------------------------------
-def _datastack_info(lake: Lake, ds: str, base: str) -> dict[str, Any]:
+def _datastack_info(lake: Lake, ds: str, base: str, request: Request | None = None) -> dict[str, Any]:
     d = lake.datastack_info(ds)
     from neurolake.proofreading import has_segmentation, segmentation
 
@@ -84,6 +89,17 @@ def _datastack_info(lake: Lake, ds: str, base: str) -> dict[str, Any]:
         tables = [(n, get_table(lake, ds, n).schema.name) for n in list_tables(lake, ds)]
     except NotFound:
         pass
+    if request is not None:  # only tables the requester may read are named
+        from neurolake.errors import PermissionDenied
+
+        def readable(name: str) -> bool:
+            try:
+                annotation_table(request, lake, ds, name)
+            except (PermissionDenied, NotFound):
+                return False
+            return True
+
+        tables = [(n, s) for n, s in tables if readable(n)]
     synapse = next((n for n, s in tables if s == "synapse"), None)
     soma = next((n for n, s in tables if s == "nucleus"), None)
     return {
@@ -101,18 +117,18 @@ def _datastack_info(lake: Lake, ds: str, base: str) -> dict[str, Any]:
 
 @router.get("/info/api/v2/datastack/full/{datastack}", access=Need.read(), summary="CAVE info: datastack")
 def info_datastack(datastack: str, request: Request, lake: Lake = Depends(get_lake)) -> CaveDatastackInfo:
-    return _datastack_info(lake, datastack, _base(request))
+    return _datastack_info(lake, datastack, _base(request), request)
 
 
 @router.get("/info/api/v2/datastacks", access=Need.authenticated(), summary="CAVE info: datastack names")
-def info_datastacks(lake: Lake = Depends(get_lake)) -> list[str]:
-    return lake.datastacks()
+def info_datastacks(request: Request) -> list[str]:
+    return visible_datastacks(request)
 
 
 @router.get("/info/api/v2/aligned_volume/{name}", access=Need.read("name"),
             summary="CAVE info: aligned volume")
 def info_aligned_volume(name: str, request: Request, lake: Lake = Depends(get_lake)) -> CaveAlignedVolume:
-    return _datastack_info(lake, name, _base(request))["aligned_volume"]
+    return _datastack_info(lake, name, _base(request), request)["aligned_volume"]
 
 
 @router.get("/info/version", access=Need.authenticated(), summary="CAVE info: service version")
@@ -154,7 +170,7 @@ for _api in ("v2", "v3"):
 
     @router.get(f"/materialize/api/{_api}/datastack/{{datastack}}/version/{{version}}", access=Need.read(),
                 summary="CAVE materialize: version metadata")
-    def mat_version_meta(datastack: str, version: int, lake: Lake = Depends(get_lake)) -> CaveVersion:
+    def mat_version_meta(datastack: str, version: Count, lake: Lake = Depends(get_lake)) -> CaveVersion:
         from neurolake.materialize import get_version
 
         return _cave_version(get_version(lake, datastack, version), datastack)
@@ -168,19 +184,19 @@ for _api in ("v2", "v3"):
 
     @router.get(f"/materialize/api/{_api}/datastack/{{datastack}}/version/{{version}}/tables", access=Need.read(),
                 summary="CAVE materialize: tables of a version")
-    def mat_tables(datastack: str, version: int, lake: Lake = Depends(get_lake)) -> list[str]:
+    def mat_tables(datastack: str, version: Count, lake: Lake = Depends(get_lake)) -> list[str]:
         from neurolake.materialize import version_tables
 
         return version_tables(lake, datastack, version)
 
     @router.get(f"/materialize/api/{_api}/datastack/{{datastack}}/version/{{version}}/table/{{table}}/metadata", access=Need.read(),
                 summary="CAVE materialize: table metadata")
-    def mat_table_meta(datastack: str, version: int, table: str, lake: Lake = Depends(get_lake)) -> CaveTableMetadata:
+    def mat_table_meta(datastack: str, version: Count, table: str, lake: Lake = Depends(get_lake)) -> CaveTableMetadata:
         return _table_meta(lake, datastack, version, table)
 
     @router.get(f"/materialize/api/{_api}/datastack/{{datastack}}/version/{{version}}/tables/metadata", access=Need.read(),
                 summary="CAVE materialize: metadata of every table")
-    def mat_tables_meta(datastack: str, version: int, lake: Lake = Depends(get_lake)) -> list[CaveTableMetadata]:
+    def mat_tables_meta(datastack: str, version: Count, lake: Lake = Depends(get_lake)) -> list[CaveTableMetadata]:
         from neurolake.materialize import version_tables
 
         return [_table_meta(lake, datastack, version, t) for t in version_tables(lake, datastack, version)]
@@ -201,14 +217,46 @@ def _table_meta(lake: Lake, ds: str, version: int, table: str) -> dict:
             "annotation_table": table, "datastack": ds, "version": v["version"]}
 
 
+def _object(body: Any) -> dict:
+    """The JSON body as an object; InvalidArgument (field ``body``) for an array, a number, null ..."""
+    if not isinstance(body, dict):
+        raise InvalidArgument(f"the request body must be a JSON object, not {type(body).__name__}", field="body")
+    return body
+
+
+def _count(body: dict, key: str, default: int | None, least: int) -> int | None:
+    """``body[key]`` as a whole number >= ``least`` below 2**63 (None/absent: ``default``); InvalidArgument."""
+    v = body.get(key)
+    if v is None:
+        return default
+    if isinstance(v, bool) or not isinstance(v, int) or not least <= v < 2**63:
+        raise InvalidArgument(f"{key} must be a whole number >= {least} below 2**63, got {v!r}"[:200], field=key,
+                              value=str(v)[:100])
+    return v
+
+
+def _flat(ids: Any, field: str) -> list:
+    """A JSON list of ids (null: none); InvalidArgument naming ``field`` for an object, a string ..."""
+    if ids is None:
+        return []
+    if not isinstance(ids, list):
+        raise InvalidArgument(f"{field} must be a list of ids", field=field)
+    return ids
+
+
 def _table_filters(body: dict, table: str) -> dict[str, Any]:
+    body = _object(body)
+
     def pick(key):
         d = body.get(key)
         if d is None:
             return None
         if not isinstance(d, dict):
             raise InvalidArgument(f"{key} must be an object keyed by table name", field=key)
-        return d.get(table)
+        d = d.get(table)
+        if d is not None and not isinstance(d, dict):
+            raise InvalidArgument(f"{key}[{table!r}] must be an object {{column: value(s)}}", field=key)
+        return d
 
     spatial = pick("filter_spatial_dict")
     if spatial:
@@ -219,11 +267,13 @@ def _table_filters(body: dict, table: str) -> dict[str, Any]:
     cols = body.get("select_columns")
     if isinstance(body.get("select_column_map"), dict):
         cols = body["select_column_map"].get(table)
+    if cols is not None and (not isinstance(cols, list) or not all(isinstance(c, str) for c in cols)):
+        raise InvalidArgument("select_columns / select_column_map must list column names", field="select_columns")
     return {"filter_in": pick("filter_in_dict"), "filter_equal": pick("filter_equal_dict"),
             "filter_not_in": pick("filter_notin_dict"), "filter_greater": pick("filter_greater_dict"),
             "filter_less": pick("filter_less_dict"), "filter_greater_equal": pick("filter_greater_equal_dict"),
             "filter_less_equal": pick("filter_less_equal_dict"), "filter_spatial": spatial, "columns": cols,
-            "offset": int(body.get("offset") or 0), "limit": body.get("limit")}
+            "offset": _count(body, "offset", 0, 0), "limit": _count(body, "limit", None, 1)}
 
 
 def _arrow_response(tab: pa.Table, body: dict, res: list[float] | None) -> Response:
@@ -255,7 +305,7 @@ def _arrow_response(tab: pa.Table, body: dict, res: list[float] | None) -> Respo
              summary="CAVE materialize: query a table of a version (Arrow IPC stream)")
 @router.post("/materialize/api/v2/datastack/{datastack}/version/{version}/table/{table}/query", access=Need.read(),
              include_in_schema=False)
-async def mat_query(datastack: str, version: int, table: str, request: Request,
+async def mat_query(datastack: str, version: Count, table: str, request: Request,
                     lake: Lake = Depends(get_lake)) -> CaveArrowBody:
     from neurolake.materialize import get_version, query_version
 
@@ -281,7 +331,7 @@ async def mat_live_query(datastack: str, request: Request, timestamp: str | None
                          lake: Lake = Depends(get_lake)) -> CaveArrowBody:
     from neurolake.materialize import live_query
 
-    body = await _json(request)
+    body = _object(await _json(request))
     table = body.get("table")
     if not isinstance(table, str):
         raise InvalidArgument("live query needs 'table' in the body", field="table")
@@ -366,7 +416,7 @@ async def pcg_roots(table_id: str, request: Request, timestamp: str | None = Non
 
 @router.get(PCG + "/node/{node_id}/root", access=Need.read("table_id"),
             summary="CAVE chunkedgraph: root of one supervoxel")
-def pcg_root(table_id: str, node_id: int, timestamp: str | None = None, lake: Lake = Depends(get_lake)) -> CaveRootId:
+def pcg_root(table_id: str, node_id: Id, timestamp: str | None = None, lake: Lake = Depends(get_lake)) -> CaveRootId:
     return {"root_id": int(_datastack(lake, table_id).segmentation.get_roots([node_id], timestamp)[0])}
 
 
@@ -383,7 +433,7 @@ def _bounds(text: str | None):
 
 @router.get(PCG + "/node/{node_id}/leaves", access=Need.read("table_id"),
             summary="CAVE chunkedgraph: supervoxels of a root")
-def pcg_leaves(table_id: str, node_id: int, bounds: str | None = None, stop_layer: int | None = None,
+def pcg_leaves(table_id: str, node_id: Id, bounds: str | None = None, stop_layer: AsciiInt | None = None,
                lake: Lake = Depends(get_lake)) -> CaveLeafIds:
     if stop_layer not in (None, 1):
         raise InvalidArgument("neurolake has no chunk hierarchy: stop_layer must be 1 (supervoxels)",
@@ -406,7 +456,7 @@ async def pcg_lineage(table_id: str, request: Request, timestamp_past: float | N
 
 @router.get(PCG + "/root/{root_id}/lineage_graph", access=Need.read("table_id"),
             summary="CAVE chunkedgraph: lineage graph of one root")
-def pcg_lineage_one(table_id: str, root_id: int, timestamp_past: float | None = None,
+def pcg_lineage_one(table_id: str, root_id: Id, timestamp_past: float | None = None,
                     timestamp_future: float | None = None, lake: Lake = Depends(get_lake)) -> LineageGraph:
     return _datastack(lake, table_id).segmentation.lineage([root_id], timestamp_past, timestamp_future)
 
@@ -443,18 +493,22 @@ async def pcg_root_timestamps(table_id: str, request: Request, lake: Lake = Depe
 
     def run() -> list[float]:
         seg = _datastack(lake, table_id).segmentation
-        return [parse_timestamp(seg.root_info(int(r))["created"]).timestamp() for r in ids or []]
+        return [parse_timestamp(seg.root_info(r)["created"]).timestamp() for r in _flat(ids, "node_ids")]
 
     return {"timestamp": await run_in_threadpool(run)}
 
 
 def _sv_points(data: Any, what: str) -> tuple[list[int], list]:
+    if not isinstance(data, list) or not all(isinstance(row, list) and len(row) == 4 for row in data):
+        raise InvalidArgument(f"{what} must be a list of [supervoxel_id, x, y, z]", field=what)
     try:
-        svs = [int(row[0]) for row in data]
+        svs = [whole(row[0], what, 0, UINT64_MAX) for row in data]
         pos = [[float(v) for v in row[1:4]] for row in data]
-        return svs, pos
-    except (TypeError, ValueError, IndexError):
-        raise InvalidArgument(f"{what} must be a list of [supervoxel_id, x, y, z]", field=what) from None
+    except (TypeError, ValueError):
+        raise InvalidArgument(f"{what} must be a list of [supervoxel_id, x, y, z] numbers", field=what) from None
+    if not all(math.isfinite(v) for p in pos for v in p):
+        raise InvalidArgument(f"{what}: positions must be finite numbers", field=what)
+    return svs, pos
 
 
 def _resolve(seg, svs: list[int], pos: list) -> list[int]:

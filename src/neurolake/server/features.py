@@ -19,9 +19,11 @@ from neurolake.server.access import Need
 from neurolake.server.deps import principal_of
 from neurolake.server.models import (
     AuditLog,
+    Count,
     CrawlReport,
     FeatureEntry,
     FeatureSearch,
+    Limit,
     SignedUrls,
     Usage,
     Verification,
@@ -42,10 +44,10 @@ async def _run(fn, *a, **kw):
 @router.get("/features", access=Need.self_checked("the feature registry authorises the principal per entry"),
             summary="Search feature tables")
 async def search(request: Request, name: str | None = None, tag: str | None = None, datastack: str | None = None,
-                 version: int | None = Query(None, description="materialization version"),
+                 version: Count | None = Query(None, description="materialization version"),
                  status: str | None = None, owner: str | None = None, column: str | None = None,
                  q: str | None = Query(None, description="words searched in names, descriptions, columns, tags"),
-                 limit: int = 100, offset: int = 0) -> FeatureSearch:
+                 limit: Limit = 100, offset: Count = 0) -> FeatureSearch:
     items = await _run(_reg(request).search, name=name, tag=tag, datastack=datastack, version=version, status=status,
                        owner=owner, column=column, q=q, limit=limit, offset=offset)
     return {"count": len(items), "features": items}
@@ -124,7 +126,7 @@ async def usage(request: Request, user: str | None = None) -> Usage:
 @router.get("/audit", access=Need.self_checked("lake admins see every event, others their own"),
             summary="Audit log (lake admins; others see their own events)")
 async def audit(request: Request, action: str | None = None, datastack: str | None = None, user: str | None = None,
-                limit: int = 200) -> AuditLog:
+                limit: Limit = 200) -> AuditLog:
     p = principal_of(request)
     acc = access(request.app.state.lake)
     if not p.is_admin:
@@ -154,5 +156,8 @@ def install(app, lake, auth: bool = False) -> None:
     app.include_router(data.router)
     if auth:
         from neurolake.access.http import AuthMiddleware
+        from neurolake.storage.signing import lake_key
+
+        lake_key(lake)  # at start: moves a key an older version kept in the catalog out; Conflict on a key mismatch
 
         app.add_middleware(AuthMiddleware, lake=lake, quotas=app.state.quotas)

@@ -33,7 +33,7 @@ from starlette.concurrency import run_in_threadpool
 
 from neurolake.errors import NotFound
 from neurolake.lake import Lake
-from neurolake.server.access import Need, before_at
+from neurolake.server.access import Need, before_at, split_at
 from neurolake.server.http import file_response
 from neurolake.server.models import NeuroglancerState, ViewerAck
 from neurolake.server.routing import APIRouter
@@ -57,8 +57,9 @@ SOURCES = ("precomputed", "zarr3")
 
 
 def _token(token: str) -> tuple[str, str]:
-    """``{ds}`` or ``{ds}@zarr3`` → (datastack, source format)."""
-    ds, _, fmt = token.partition("@")
+    """``{ds}`` or ``{ds}@zarr3`` → (datastack, source format); the same parser as the access check
+    (:func:`neurolake.server.access.split_at`)."""
+    ds, fmt = split_at(token)
     fmt = fmt or "precomputed"
     if fmt not in SOURCES:
         raise NotFound(f"viewer source format {fmt!r} is unknown; use one of {', '.join(SOURCES)}", value=fmt)
@@ -99,6 +100,24 @@ def _origin(request: Request) -> str:
     return str(request.base_url).rstrip("/")
 
 
+def _for_requester(request: Request, datastack: str, state: dict) -> dict:
+    """``state`` without the annotation layers of tables the request's principal may not read (their
+    own read permission: :func:`neurolake.server.deps.annotation_table`)."""
+    from neurolake.errors import PermissionDenied
+    from neurolake.server.deps import annotation_table
+
+    lake = request.app.state.lake
+    keep = []
+    for la in state["layers"]:
+        if la.get("type") == "annotation":
+            try:
+                annotation_table(request, lake, datastack, la["name"])
+            except (PermissionDenied, NotFound):
+                continue
+        keep.append(la)
+    return {**state, "layers": keep, "selectedLayer": {"layer": keep[0]["name"] if keep else None}}
+
+
 @router.get("/{datastack}", access=Need.read(), summary="Open Neuroglancer on a datastack")
 def open_viewer(datastack: str, request: Request, source: str = "precomputed") -> RedirectResponse:
     """Redirect to the bundled viewer; ``source=zarr3`` reads the OME-Zarr layers instead of precomputed."""
@@ -127,14 +146,15 @@ def static(datastack: str, path: str, request: Request) -> Response:
 def get_state(token: str, request: Request, layout: str = "4panel") -> NeuroglancerState:
     """``token`` is the datastack, or ``{ds}@zarr3`` for zarr3 sources."""
     ds, fmt = _token(token)
-    return viewer_state(request.app.state.lake, ds, _origin(request), layout, fmt)
+    return _for_requester(request, ds, viewer_state(request.app.state.lake, ds, _origin(request), layout, fmt))
 
 
 @router.get("/events/{token}", access=Need.read(before_at("token")), include_in_schema=False)
 async def events(token: str, request: Request, layout: str = "4panel") -> Response:
     ds, fmt = _token(token)
     # catalog and annotation-table reads: in the thread pool, not on the event loop
-    state = await run_in_threadpool(viewer_state, request.app.state.lake, ds, _origin(request), layout, fmt)
+    state = await run_in_threadpool(lambda: _for_requester(
+        request, ds, viewer_state(request.app.state.lake, ds, _origin(request), layout, fmt)))
     sent_before = request.query_params.get("gs") not in (None, "", "undefined")
 
     async def stream():
