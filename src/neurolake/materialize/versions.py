@@ -158,7 +158,12 @@ def materialize(lake, datastack: str, timestamp: Any = None, tables: list[str] |
             return {**same, "reused": True}
     base = lake.root / "datastacks" / datastack / "materializations"
     base.mkdir(parents=True, exist_ok=True)
-    for old in base.glob("tmp-*"):  # left by a materialization killed more than a day ago
+    with lake.catalog.session() as s:
+        listed = {Path(p).name for p in s.scalars(select(MaterializationVersion.path).where(
+            MaterializationVersion.datastack_id == _dsid(s, datastack)))}
+    # left by a materialization killed more than a day ago: its temporary folder, or its folder renamed to
+    # v<N>-… whose catalog row was never committed
+    for old in [*base.glob("tmp-*"), *(p for p in base.glob("v*-*") if p.name not in listed)]:
         try:
             if old.stat().st_mtime < dt.datetime.now().timestamp() - 86400:
                 shutil.rmtree(old, ignore_errors=True)

@@ -7,6 +7,7 @@ Coordinates are named x, y, z in voxels of the requested mip, as half-open ``(st
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import threading
@@ -156,7 +157,7 @@ class Layer:
                            layer=self.name)
 
     def generation(self) -> str:
-        """A token that changes whenever a write to this layer lands, in this process or any other
+        """A token that changes whenever a write to this layer starts and lands, in this process or any other
         (the identity of the ``generation`` file the writer replaces). Caches of derived bytes (tiles,
         encoded chunks) key on it, so nothing stale is served after an acknowledged write."""
         try:
@@ -276,13 +277,20 @@ class Layer:
         box = self.check_box((x0, x0 + x), (y0, y0 + y), (z0, z0 + z), mip)
         (bx0, bx1), (by0, by1), (bz0, bz1) = box
         region = ((bz0, bz1), (by0, by1), (bx0, bx1))
+        # (entry file, descriptor holding its lock until this write ends)
         pending = self._mark_dirty(mip, region) if update_mips and mip + 1 < self.num_mips else None
         try:
+            # before the write too: a writer killed part-way never bumps it afterwards, and bytes derived and
+            # cached (in any process) before the write must not outlive it (TileService caches nothing while
+            # an update is pending)
+            self._bump_generation()
             self.array(mip)[bz0:bz1, by0:by1, bx0:bx1].write(arr).result()
             if pending is not None:
                 self._update_pyramid(mip, region)
-                pending.unlink(missing_ok=True)  # only now are the coarser mips right again
+                pending[0].unlink(missing_ok=True)  # only now are the coarser mips right again
         finally:  # also after a partial failure: whatever landed must not be hidden by caches
+            if pending is not None:
+                os.close(pending[1])  # releases the lock: a repair may take over an entry left by a failure
             self._bump_generation()
 
     # -- pending pyramid updates (crash safety of writes) -----------------------------------------
@@ -290,19 +298,43 @@ class Layer:
         arrays = [self.array(m) for m in range(mip, self.num_mips)]
         update_region(arrays, self.spec.mips[mip:], self.layer_type, region)
 
-    def _mark_dirty(self, mip: int, region: tuple[Range, Range, Range]) -> Path:
+    def _mark_dirty(self, mip: int, region: tuple[Range, Range, Range]) -> tuple[Path, int]:
         """Record, durably and before the write, that the coarser mips over ``region`` ((z, y, x) voxel
-        ranges at ``mip``) are about to be stale; removed once the pyramid update has landed."""
+        ranges at ``mip``) are about to be stale; removed once the pyramid update has landed. Returns the
+        entry file and a descriptor holding an exclusive ``flock`` on it until the writer closes it (or dies):
+        repairs leave a live writer's entry alone (:meth:`_claim`)."""
         folder = self.root / DIRTY
         folder.mkdir(exist_ok=True)
         path = folder / f"{uuid.uuid4().hex}.json"
         tmp = folder / f".{path.name}.tmp"
-        with open(tmp, "w") as f:
-            json.dump({"mip": mip, "box_zyx": [list(r) for r in region]}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        return path
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # locked before the entry is visible under its name
+            os.write(fd, json.dumps({"mip": mip, "box_zyx": [list(r) for r in region]}).encode())
+            os.fsync(fd)
+            os.replace(tmp, path)
+        except BaseException:
+            os.close(fd)
+            raise
+        return path, fd
+
+    @staticmethod
+    def _claim(path: Path) -> int | None:
+        """Lock a pending entry to repair it: a descriptor holding the lock, or None when its writer is still
+        running (it holds the lock and finishes its own pyramid update) or the entry is gone meanwhile."""
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        if not path.exists():  # its writer finished between our open and lock
+            os.close(fd)
+            return None
+        return fd
 
     def pending_updates(self) -> list[tuple[Path, int, tuple[Range, Range, Range]]]:
         """Writes whose coarser mips were not updated yet (a writer killed between its mip and its pyramid
@@ -322,12 +354,19 @@ class Layer:
         return out
 
     def repair(self) -> int:
-        """Recompute the coarser mips of every pending update (see :meth:`pending_updates`); returns how many
-        were finished. ``neurolake repair`` and reads of a stale region at a coarser mip call this."""
+        """Recompute the coarser mips of every pending update (see :meth:`pending_updates`) whose writer is gone
+        (killed or failed; a running writer's entry is left to it); returns how many were finished.
+        ``neurolake repair``, opening a layer and reads of a stale region at a coarser mip call this."""
         done = 0
         for path, mip, region in self.pending_updates():
-            self._update_pyramid(mip, region)
-            path.unlink(missing_ok=True)
+            fd = self._claim(path)
+            if fd is None:
+                continue
+            try:
+                self._update_pyramid(mip, region)
+                path.unlink(missing_ok=True)
+            finally:
+                os.close(fd)
             done += 1
         if done:
             self._bump_generation()
@@ -347,6 +386,12 @@ class Layer:
             scaled = [(a * ff // ft, -(-b * ff // ft)) for (a, b), ff, ft in
                       zip(region, f_from[::-1], f_to[::-1], strict=True)]
             if all(a < hi and lo < b for (a, b), (lo, hi) in zip(scaled, box, strict=True)):
-                self._update_pyramid(m, region)
-                path.unlink(missing_ok=True)
+                fd = self._claim(path)
+                if fd is None:  # a running writer's entry: it updates the pyramid itself
+                    continue
+                try:
+                    self._update_pyramid(m, region)
+                    path.unlink(missing_ok=True)
+                finally:
+                    os.close(fd)
                 self._bump_generation()

@@ -257,8 +257,10 @@ class TileService:
             if body is not None:
                 self.waited += 1
                 return body
+        cacheable = not layer.pending_updates()  # checked after the key, before the read: see Layer._write
         body = render_tiles(layer, plane, [index], row, col, mip, fmt)[index]
-        self.cache.put(k, body)
+        if cacheable:
+            self.cache.put(k, body)
         return body
 
     def get(self, layer: Layer, plane: str, index: int, row: int, col: int, mip: int, fmt: str,
@@ -336,8 +338,13 @@ class TileService:
     def _run(self, layer: Layer, plane: str, todo: list[tuple[int, TileKey]], row: int, col: int, mip: int,
              fmt: str) -> None:
         try:
-            for i, body in render_tiles(layer, plane, [i for i, _ in todo], row, col, mip, fmt).items():
-                self.cache.put(self.key(layer, plane, i, row, col, mip, fmt), body, prefetched=True)
+            # keys made before the read (at submit), so a write landing meanwhile leaves these entries unused;
+            # nothing is cached while a write is pending (in progress, or its writer died part-way)
+            if layer.pending_updates():
+                return
+            bodies = render_tiles(layer, plane, [i for i, _ in todo], row, col, mip, fmt)
+            for i, k in todo:
+                self.cache.put(k, bodies[i], prefetched=True)
         except Exception:  # prefetch is best effort; the demand path reports errors
             self.prefetch_errors += 1
         finally:
