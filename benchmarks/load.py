@@ -145,7 +145,7 @@ def edit_pairs(lake_path: Path, n: int, seed: int = 11) -> list[tuple[int, int]]
         pairs = np.unique(np.stack([a[keep], b[keep]], 1), axis=0)
         rng = np.random.default_rng(seed)
         pairs = pairs[rng.permutation(len(pairs))]
-        roots = seg.get_roots(pairs.ravel()).reshape(-1, 2)
+        roots = seg.roots(pairs.ravel()).reshape(-1, 2)
         used: set[int] = set()
         out = []
         for (sa, sb), (ra, rb) in zip(pairs.tolist(), roots.tolist(), strict=True):

@@ -8,7 +8,7 @@ work done by a networkx / scipy / pandas baseline in the same run:
   vs networkx: add the edge, recompute the component (``nx.node_connected_component``);
 - split latency (a false merge split again: sources in one block, sinks in the other, minimum cut)
   vs networkx: ``nx.minimum_cut`` on the root's subgraph (capacity = affinity) + components;
-- ``get_roots`` lookups/s for 10^6 random supervoxels, now and at a past timestamp,
+- ``Segmentation.roots`` lookups/s for 10^6 random supervoxels, now and at a past timestamp,
   vs a Python dict ``{supervoxel: root}``;
 - materialization of S synapses (3 points each, bound to roots at T, written as Parquet) in rows/s
   vs pandas (read the Delta table, filter rows valid at T, map supervoxel → root, write Parquet).
@@ -97,7 +97,7 @@ def main() -> None:
             if ba in used_blocks or bb in used_blocks:
                 continue  # keep every merge between two fresh neurons (1000 + 1000 supervoxels)
             used_blocks |= {ba, bb}
-            ra, rb = seg.get_roots([a, b])
+            ra, rb = seg.roots([a, b])
             t = time.perf_counter()
             plan = st.plan([(a - 1, b - 1, 1.0, True)], merge_only=True)
             merge_c.append(time.perf_counter() - t)
@@ -112,7 +112,7 @@ def main() -> None:
             # sources: a and another supervoxel of its block; sinks: b and one of its block
             src = [a, int(np.flatnonzero(block == ba)[0]) + 1]
             snk = [b, int(np.flatnonzero(block == bb)[-1]) + 1]
-            root = seg.get_root(a)
+            root = seg.root(a)
             t = time.perf_counter()
             cut = st.min_cut(root, st.index(src), st.index(snk))
             st.plan(cut, merge_only=False)
@@ -132,19 +132,19 @@ def main() -> None:
               f"[min cut + components: p50 {res['split_ms']['compute_p50']:.2f} ms]")
         # lookups
         q = rng.integers(1, L**3 + 1, args.lookups).astype(np.uint64)
-        seg.get_roots(q[:10])
+        seg.roots(q[:10])
         t = time.perf_counter()
-        roots_now = seg.get_roots(q)
+        roots_now = seg.roots(q)
         dt_now = time.perf_counter() - t
         past = seg.operations()[len(pairs) // 2]["timestamp"]
-        seg.get_roots(q[:10], timestamp=past)
+        seg.roots(q[:10], timestamp=past)
         t = time.perf_counter()
-        seg.get_roots(q, timestamp=past)
+        seg.roots(q, timestamp=past)
         dt_past = time.perf_counter() - t
         # the same lookups through the general path (hash index), as for non-contiguous supervoxel ids
         st.dense = False
         t = time.perf_counter()
-        assert (seg.get_roots(q) == roots_now).all()
+        assert (seg.roots(q) == roots_now).all()
         dt_sparse = time.perf_counter() - t
         st.dense = True
         res["get_roots_per_s"] = {"latest": args.lookups / dt_now, "latest_sparse_ids": args.lookups / dt_sparse,

@@ -72,7 +72,7 @@ def test_chunkedgraph_through_caveclient(client, served):
     syn = query_version(lake, "gala", 1, "synapses").df()
     a, b = int(syn["pre_pt_supervoxel_id"].iloc[0]), int(syn["post_pt_supervoxel_id"].iloc[0])
     seg = segmentation(lake, "gala")
-    ra, rb = seg.get_roots([a, b])
+    ra, rb = seg.roots([a, b])
     roots = client.chunkedgraph.get_roots([a, b, 0, 987654321])
     assert roots.tolist() == [ra, rb, 0, 0]
     assert client.chunkedgraph.get_root_id(a) == ra

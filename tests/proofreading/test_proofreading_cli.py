@@ -21,7 +21,7 @@ def test_cli_merge_roots_undo_log_and_errors(gala_copy):
     seg = segmentation(lake, "gala")
     st = seg.state()
     a, b = int(st.sv_ids[0]), int(st.sv_ids[1])
-    ra, rb = seg.get_roots([a, b])
+    ra, rb = seg.roots([a, b])
     p = _run(lake, "proofread", "merge", "-d", "gala", str(a), str(b), "--roots", f"{ra},{rb}")
     assert p.returncode == 0, p.stderr
     op = json.loads(p.stdout)

@@ -71,7 +71,7 @@ def test_gala_graph_matches_the_volume(gala):
     ids = ids[ids != 0]
     info = seg.info()
     assert info["supervoxels"] == len(ids)  # every label of the volume is a supervoxel
-    roots = seg.get_roots(ids)
+    roots = seg.roots(ids)
     assert len(np.unique(roots)) == len(ids)  # "each": one root per supervoxel
     assert (roots >= 2**52).all()  # root ids never collide with supervoxel ids
     # the RAG: each edge is a real contact in the volume
@@ -79,48 +79,48 @@ def test_gala_graph_matches_the_volume(gala):
     za = np.argwhere(vol == a)
     assert len(za) and rag.area.max() > 0
     # bounding boxes recorded per supervoxel match the volume
-    leaves = seg.get_leaves(seg.get_root(a), bounds=((0, 200), (0, 100), (0, 50)))
+    leaves = seg.leaves(seg.root(a), bounds=((0, 200), (0, 100), (0, 50)))
     assert leaves.tolist() == [a]
     z, y, x = za.min(axis=0)
-    assert seg.get_leaves(seg.get_root(a), bounds=((0, int(x)), (0, 100), (0, 50))).size == 0
+    assert seg.leaves(seg.root(a), bounds=((0, int(x)), (0, 100), (0, 50))).size == 0
 
 
 def test_merge_split_undo_redo_round_trip(gala):
     lake, seg = gala
     a, b, _ = _adjacent_pair(lake)
-    ra, rb = seg.get_roots([a, b])
+    ra, rb = seg.roots([a, b])
     t0 = dt.datetime.now(dt.UTC)
     time.sleep(0.01)
     m = seg.merge(a, b, author="ann", roots=[ra, rb])
     assert m["kind"] == "merge" and m["author"] == "ann" and sorted(m["old_roots"]) == sorted([int(ra), int(rb)])
     (rm,) = m["new_roots"]
-    assert seg.get_roots([a, b]).tolist() == [rm, rm]
-    assert sorted(seg.get_leaves(rm).tolist()) == sorted([a, b])
+    assert seg.roots([a, b]).tolist() == [rm, rm]
+    assert sorted(seg.leaves(rm).tolist()) == sorted([a, b])
     assert not seg.is_latest([ra]).any() and seg.is_latest([rm]).all()
     assert seg.latest_roots(ra).tolist() == [rm]
     # split back by a minimum cut: the only active edge inside the root is the merge edge
     s = seg.split([a], [b], author="bob", roots=[rm])
     assert s["kind"] == "split" and len(s["new_roots"]) == 2
-    r2a, r2b = seg.get_roots([a, b])
+    r2a, r2b = seg.roots([a, b])
     assert r2a != r2b and {int(r2a), int(r2b)} == set(s["new_roots"])
     assert seg.operation(s["operation_id"])["edges"] == [{"sv_a": min(a, b), "sv_b": max(a, b),
                                                           "affinity": 1.0, "active": False}]
     # undo the split: merged again (a new root id, as in PyChunkedGraph)
     u = seg.undo(s["operation_id"], author="bob")
     (ru,) = u["new_roots"]
-    assert ru not in (rm, r2a, r2b) and seg.get_roots([a, b]).tolist() == [ru, ru]
+    assert ru not in (rm, r2a, r2b) and seg.roots([a, b]).tolist() == [ru, ru]
     assert seg.operation(s["operation_id"])["undone_by"] == u["operation_id"]
     with pytest.raises(InvalidArgument, match="already undone"):
         seg.undo(s["operation_id"])
     r = seg.redo(s["operation_id"], author="bob")
-    ra3, rb3 = seg.get_roots([a, b])
+    ra3, rb3 = seg.roots([a, b])
     assert ra3 != rb3 and sorted(r["new_roots"]) == sorted([int(ra3), int(rb3)])
     with pytest.raises(InvalidArgument, match="not undone"):
         seg.redo(s["operation_id"])
     # the past is unchanged: at t0 the initial roots, at the merge the merged root
-    assert seg.get_roots([a, b], timestamp=t0).tolist() == [ra, rb]
-    assert seg.get_roots([a, b], timestamp=m["timestamp"]).tolist() == [rm, rm]
-    assert seg.get_roots([a, b], timestamp=u["timestamp"]).tolist() == [ru, ru]
+    assert seg.roots([a, b], timestamp=t0).tolist() == [ra, rb]
+    assert seg.roots([a, b], timestamp=m["timestamp"]).tolist() == [rm, rm]
+    assert seg.roots([a, b], timestamp=u["timestamp"]).tolist() == [ru, ru]
     # lineage: ra, rb -> rm -> (split) -> ru -> (redo) -> two roots
     lin = seg.lineage([ra3])
     ids = {n["id"] for n in lin["nodes"]}
@@ -133,8 +133,8 @@ def test_merge_split_undo_redo_round_trip(gala):
     # a new process (a fresh Lake, replaying the log) sees the same state
     lake2 = open_lake(lake.root)
     seg2 = segmentation(lake2, "gala")
-    assert seg2.get_roots([a, b]).tolist() == seg.get_roots([a, b]).tolist()
-    assert seg2.get_roots([a, b], timestamp=m["timestamp"]).tolist() == [rm, rm]
+    assert seg2.roots([a, b]).tolist() == seg.roots([a, b]).tolist()
+    assert seg2.roots([a, b], timestamp=m["timestamp"]).tolist() == [rm, rm]
     lake2.close()
 
 
@@ -144,14 +144,14 @@ def test_rollback_of_one_authors_edits(gala):
     # a third neuron touching a or b
     others = [(int(x), int(y)) for x, y in zip(rag.sv_a, rag.sv_b, strict=True) if {int(x), int(y)} & {a, b}]
     c = next(y if x in (a, b) else x for x, y in others if {x, y} != {a, b})
-    before = seg.get_roots([a, b, c]).tolist()
+    before = seg.roots([a, b, c]).tolist()
     t = dt.datetime.now(dt.UTC)
     seg.merge(a, b, author="mallory")
     seg.merge(b if (min(b, c), max(b, c)) in {(min(p), max(p)) for p in others} else a, c, author="mallory")
-    assert len(set(seg.get_roots([a, b, c]).tolist())) == 1
+    assert len(set(seg.roots([a, b, c]).tolist())) == 1
     rb = seg.rollback("mallory", since=t, author="admin")
     assert rb["kind"] == "rollback" and rb["author"] == "admin" and len(rb["targets"]) == 2
-    after = seg.get_roots([a, b, c]).tolist()
+    after = seg.roots([a, b, c]).tolist()
     assert len(set(after)) == 3 and set(after).isdisjoint(before)  # separate again, with new root ids
     with pytest.raises(InvalidArgument, match="no edit since"):
         seg.rollback("mallory", since=t)
@@ -178,18 +178,18 @@ def test_bad_input_gives_clear_errors(gala):
     with pytest.raises(InvalidArgument, match="at least one"):
         seg.split([], [b], author="x")
     with pytest.raises(InvalidArgument, match="non-negative integer"):
-        seg.get_roots(["abc"])
+        seg.roots(["abc"])
     with pytest.raises(NotFound):
-        seg.get_roots([123456789])
-    assert seg.get_roots([123456789, 0], unknown="zero").tolist() == [0, 0]
+        seg.roots([123456789])
+    assert seg.roots([123456789, 0], unknown="zero").tolist() == [0, 0]
     with pytest.raises(NotFound, match="root id"):
-        seg.get_leaves(12345)
+        seg.leaves(12345)
     with pytest.raises(NotFound, match="operation 99"):
         seg.undo(99)
     with pytest.raises(InvalidArgument, match="before this segmentation was created"):
-        seg.get_roots([a], timestamp="2001-01-01T00:00:00Z")
+        seg.roots([a], timestamp="2001-01-01T00:00:00Z")
     with pytest.raises(InvalidArgument, match="not a time"):
-        seg.get_roots([a], timestamp="yesterday")
+        seg.roots([a], timestamp="yesterday")
     with pytest.raises(InvalidArgument, match="author"):
         seg.split([a], [b], author=" ")
     # an edit based on expired roots: 409 with the current roots
@@ -206,11 +206,11 @@ def test_two_concurrent_editors_one_wins_one_gets_409_nothing_lost(gala):
     lake, seg = gala
     a, b, rag = _adjacent_pair(lake)
     seg.merge(a, b, author="setup")
-    root = seg.get_root(a)
+    root = seg.root(a)
     # a neighbour of the merged neuron for editor 1 to merge in
     c = next(int(y) if int(x) in (a, b) else int(x) for x, y in zip(rag.sv_a, rag.sv_b, strict=True)
              if ({int(x), int(y)} & {a, b}) and not {int(x), int(y)} <= {a, b})
-    rc = seg.get_root(c)
+    rc = seg.root(c)
     # two editors in separate Lake instances (separate caches, connections), started together
     lakes = [open_lake(lake.root) for _ in range(2)]
     barrier = threading.Barrier(2)
@@ -238,11 +238,11 @@ def test_two_concurrent_editors_one_wins_one_gets_409_nothing_lost(gala):
     if lost[0] == "ed2":
         retry = seg.split([a], [b], author="ed2", roots=[cur[str(a)]])
         # the split separates a from b; c stays with the side it was merged to
-        ra, rb, rc2 = seg.get_roots([a, b, c])
+        ra, rb, rc2 = seg.roots([a, b, c])
         assert ra != rb and rc2 in (ra, rb) and retry["kind"] == "split"
     else:
-        retry = seg.merge(a, c, author="ed1", roots=[cur[str(a)], int(seg.get_root(c))])
-        assert len(set(seg.get_roots([a, c]).tolist())) == 1
+        retry = seg.merge(a, c, author="ed1", roots=[cur[str(a)], int(seg.root(c))])
+        assert len(set(seg.roots([a, c]).tolist())) == 1
     assert [o["author"] for o in seg.operations()][-2:] == [wins[0], lost[0]]
     for lk in lakes:
         lk.close()
@@ -262,7 +262,7 @@ CRASH_SCRIPT = textwrap.dedent("""
         import itertools
         print("ready", flush=True)
         for i in itertools.count():
-            if seg.get_root(a) == seg.get_root(b):
+            if seg.root(a) == seg.root(b):
                 seg.split([a], [b], author="loop")
             else:
                 seg.merge(a, b, author="loop")
@@ -272,7 +272,7 @@ CRASH_SCRIPT = textwrap.dedent("""
 def test_killed_mid_edit_leaves_old_state(gala, tmp_path):
     lake, seg = gala
     a, b, _ = _adjacent_pair(lake)
-    before = seg.get_roots([a, b]).tolist()
+    before = seg.roots([a, b]).tolist()
     script = tmp_path / "crash.py"
     script.write_text(CRASH_SCRIPT)
     p = subprocess.run([sys.executable, str(script), str(lake.root), "mid", str(a), str(b)], capture_output=True,
@@ -281,7 +281,7 @@ def test_killed_mid_edit_leaves_old_state(gala, tmp_path):
     lake2 = open_lake(lake.root)
     seg2 = segmentation(lake2, "gala")
     assert seg2.info()["operations"] == 0 and seg2.operations() == []
-    assert seg2.get_roots([a, b]).tolist() == before
+    assert seg2.roots([a, b]).tolist() == before
     seg2.merge(a, b, author="after")  # the lake is usable: the lock was released with the dead process
     assert seg2.info()["operations"] == 1
     lake2.close()
@@ -313,7 +313,7 @@ def test_killed_at_random_moments_never_leaves_a_mix(gala, tmp_path):
             assert info["created_by"] == o["operation_id"]
     # the state replayed from the log agrees with the last operation
     last = ops[-1]
-    cur = set(seg2.get_roots([a, b]).tolist())
+    cur = set(seg2.roots([a, b]).tolist())
     assert cur == set(last["new_roots"]) or cur <= set(last["new_roots"])
     assert (len(cur) == 1) == (last["kind"] == "merge")
     assert st.seq == len(ops)
@@ -327,7 +327,7 @@ def test_postgres_catalog_edits_and_conflicts(gala_template, tmp_path, new_pg_da
     try:
         seg = create_segmentation(lake, "gala", layer="segmentation", agglomeration="each")
         a, b, _ = _adjacent_pair(lake)
-        ra, rb = seg.get_roots([a, b])
+        ra, rb = seg.roots([a, b])
         m = seg.merge(a, b, author="pg", roots=[ra, rb])
         with pytest.raises(Conflict):
             seg.merge(a, b, author="pg2", roots=[ra, rb])
@@ -335,8 +335,8 @@ def test_postgres_catalog_edits_and_conflicts(gala_template, tmp_path, new_pg_da
         seg.undo(s["operation_id"])
         other = open_lake(lake.root)
         seg2 = segmentation(other, "gala")
-        assert seg2.get_roots([a, b], timestamp=m["timestamp"]).tolist() == m["new_roots"] * 2
-        assert len(set(seg2.get_roots([a, b]).tolist())) == 1
+        assert seg2.roots([a, b], timestamp=m["timestamp"]).tolist() == m["new_roots"] * 2
+        assert len(set(seg2.roots([a, b]).tolist())) == 1
         assert len(seg2.operations()) == 3
         other.close()
     finally:
@@ -357,12 +357,12 @@ def test_mapping_agglomeration_joins_objects_the_rag_does_not_connect(gala):
     mapping[b] = a  # and b, adjacent to a
     seg = create_segmentation(lake, "gala", layer="segmentation", mapping=mapping, overwrite=True)
     assert seg.info()["agglomeration"] == "mapping"
-    r = seg.get_roots([a, b, far])
+    r = seg.roots([a, b, far])
     assert len(set(r.tolist())) == 1
-    assert sorted(seg.get_leaves(r[0]).tolist()) == sorted([a, b, far])
+    assert sorted(seg.leaves(r[0]).tolist()) == sorted([a, b, far])
     # the joining edge has affinity 0: a split between far and a cuts it, not the real contact a-b
     op = seg.split([far], [a], author="t")
-    ra, rb, rf = seg.get_roots([a, b, far])
+    ra, rb, rf = seg.roots([a, b, far])
     assert ra == rb != rf
     cut = seg.operation(op["operation_id"])["edges"]
     assert [e["affinity"] for e in cut] == [0.0]
@@ -377,12 +377,12 @@ EDITOR_SCRIPT = textwrap.dedent("""
     from neurolake.proofreading import segmentation
     seg = segmentation(open_lake(sys.argv[1]), "gala")
     a, b, n, name = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
-    seg.get_roots([a, b])  # load the state, then start together with the other editor
+    seg.roots([a, b])  # load the state, then start together with the other editor
     import time
     time.sleep(max(0.0, float(sys.argv[6]) - time.time()))
     ok = conflicts = 0
     for _ in range(n):
-        ra, rb = (int(r) for r in seg.get_roots([a, b]))
+        ra, rb = (int(r) for r in seg.roots([a, b]))
         try:
             if ra == rb:
                 seg.split([a], [b], author=name, roots=[ra])
@@ -416,9 +416,9 @@ def test_two_editor_processes_hammering_one_neuron_serialise(gala, tmp_path):
     ops = segmentation(open_lake(lake.root), "gala").operations()
     assert len(ops) == ok  # every accepted edit is in the log, every refused one is not
     # serialisable: each operation was based on exactly the roots the previous one produced
-    cur = {int(r) for r in seg.get_roots([a, b], timestamp=seg.state().created)}
+    cur = {int(r) for r in seg.roots([a, b], timestamp=seg.state().created)}
     for o in ops:
         assert set(o["old_roots"]) == cur, o
         cur = set(o["new_roots"])
         assert o["kind"] == ("merge" if len(o["old_roots"]) == 2 else "split")
-    assert set(seg.get_roots([a, b]).tolist()) == cur
+    assert set(seg.roots([a, b]).tolist()) == cur

@@ -43,7 +43,7 @@ def test_version_binds_annotations_to_roots_at_its_time(gala_copy):
         labels = _voxel_labels(lake, df, p)
         assert (df[f"{p}_supervoxel_id"].to_numpy(dtype=np.uint64) == labels).all()
         assert (df[f"{p}_root_id"].to_numpy(dtype=np.uint64)
-                == seg.get_roots(labels, timestamp=v["timestamp"])).all()
+                == seg.roots(labels, timestamp=v["timestamp"])).all()
     assert (df["pre_pt_root_id"] != df["post_pt_root_id"]).all()  # contacts between two neurons
 
 

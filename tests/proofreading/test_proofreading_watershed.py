@@ -72,16 +72,16 @@ def test_split_inside_a_watershed_root(gerhard_crop, tmp_path):
     # the largest root of the initial agglomeration
     roots, counts = np.unique(st.cur_root, return_counts=True)
     root = int(roots[np.argmax(counts)])
-    leaves = seg.get_leaves(root)
+    leaves = seg.leaves(root)
     assert len(leaves) >= 3
     src, snk = int(leaves[0]), int(leaves[-1])
     op = seg.split([src], [snk], author="t", roots=[root])
     new = op["new_roots"]
     assert len(new) >= 2
-    rs, rt = seg.get_roots([src, snk])
+    rs, rt = seg.roots([src, snk])
     assert rs != rt and {int(rs), int(rt)} <= set(new)
     # the pieces partition the old root
-    parts = np.concatenate([seg.get_leaves(r) for r in new])
+    parts = np.concatenate([seg.leaves(r) for r in new])
     assert sorted(parts.tolist()) == sorted(leaves.tolist())
     # the cut edges are recorded and are edges of the RAG
     cut = seg.operation(op["operation_id"])["edges"]
@@ -90,7 +90,7 @@ def test_split_inside_a_watershed_root(gerhard_crop, tmp_path):
         assert st.edge_id(*st.index([e["sv_a"], e["sv_b"]])) >= 0
     # merge back and undo
     m = seg.merge(src, snk, author="t")
-    assert len(set(seg.get_roots([src, snk]).tolist())) == 1
+    assert len(set(seg.roots([src, snk]).tolist())) == 1
     seg.undo(m["operation_id"], author="t")
-    assert len(set(seg.get_roots([src, snk]).tolist())) == 2
+    assert len(set(seg.roots([src, snk]).tolist())) == 2
     lake.close()

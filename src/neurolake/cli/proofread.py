@@ -97,14 +97,14 @@ def pr_roots(datastack: DsOpt, supervoxels: str, lake: LakeOpt = None,
              timestamp: Annotated[str | None, typer.Option(help="ISO time (default now)")] = None):
     """Root ids of SUPERVOXELS (comma-separated) at a time."""
     svs = parse_ids(supervoxels, "supervoxels")
-    roots = _seg(lake, datastack).get_roots(svs, timestamp)
+    roots = _seg(lake, datastack).roots(svs, timestamp)
     echo_json({str(s): int(r) for s, r in zip(svs, roots, strict=True)})
 
 
 @app.command("leaves")
 def pr_leaves(datastack: DsOpt, root_id: int, lake: LakeOpt = None):
     """Supervoxels of ROOT_ID."""
-    echo_json([int(x) for x in _seg(lake, datastack).get_leaves(root_id)])
+    echo_json([int(x) for x in _seg(lake, datastack).leaves(root_id)])
 
 
 @app.command("lineage")

@@ -97,7 +97,7 @@ def bind_roots(lake, datastack: str, table, tab: pa.Table, timestamp: dt.datetim
     if not pending:
         return tab
     allsv = np.concatenate([x for _, x in pending])
-    roots = seg.get_roots(allsv, timestamp, unknown="zero") if seg is not None else allsv  # one lookup
+    roots = seg.roots(allsv, timestamp, unknown="zero") if seg is not None else allsv  # one lookup
     k = 0
     for rcol, svs in pending:
         col = pa.array(roots[k:k + len(svs)].astype(np.uint64), pa.uint64())

@@ -7,7 +7,7 @@ Public face::
     op = seg.merge(sv_a, sv_b, author="ann", roots=[root_a, root_b])   # 409 Conflict when roots are stale
     op = seg.split(sources=[sv1], sinks=[sv2], author="ann")           # minimum cut inside the root
     seg.undo(op["operation_id"]); seg.redo(...); seg.rollback("ann", since=t)
-    seg.get_roots(svs, timestamp=None); seg.get_leaves(root); seg.is_latest(roots); seg.latest_roots(root)
+    seg.roots(svs, timestamp=None); seg.leaves(root); seg.is_latest(roots); seg.latest_roots(root)
     seg.lineage(roots); seg.operations(author=...); seg.cutout(x=, y=, z=, timestamp=)  # (z, y, x) root ids
 
 See ``docs/proofreading.md``.

@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlalchemy import select, update
 
+from neurolake.base.integers import INT64_MAX, UINT64_MAX, whole
 from neurolake.base.names import not_found
 from neurolake.base.time import parse_timestamp
 from neurolake.db.base import as_utc, utcnow
@@ -40,22 +41,29 @@ _CRASH_HOOK = None  # tests: called inside the edit transaction just before comm
 
 
 def _ids(values: Any, field: str) -> np.ndarray:
+    """(N,) uint64 ids of a list, array or single value; InvalidArgument naming ``field`` for anything that is
+    not a whole number in 0 .. 2**64 - 1 (:func:`neurolake.base.integers.whole`)."""
     if isinstance(values, np.ndarray) and values.dtype.kind == "u":
         return values.astype(np.uint64, copy=False).ravel()
+    if not isinstance(values, np.ndarray) and isinstance(values, list | tuple) and values and all(
+            type(v) is int for v in values):
+        values = np.asarray(values) if -(2**63) <= min(values) and max(values) < 2**63 else values  # fast path
+    if isinstance(values, np.ndarray) and values.dtype.kind == "i":
+        if values.size and values.min() < 0:
+            raise InvalidArgument(f"{field} must be non-negative integer ids, got {values.min()}", field=field)
+        return values.astype(np.uint64).ravel()
     try:
-        arr = np.asarray(values)
-        if arr.ndim == 0:
-            arr = arr.reshape(1)
-        if arr.dtype.kind == "U" or arr.dtype.kind == "O":
-            arr = np.array([int(v) for v in arr.ravel()], dtype=object)
-        if arr.dtype.kind == "f" and not np.all(arr == np.floor(arr)):
-            raise ValueError
-        if arr.size and (np.min(arr.astype(object) if arr.dtype == object else arr) < 0):
-            raise ValueError
-        return arr.astype(np.uint64).ravel()
-    except (TypeError, ValueError, OverflowError):
-        raise InvalidArgument(f"{field} must be non-negative integer ids, got {values!r}"[:300],
-                              field=field) from None
+        items = list(np.asarray(values, dtype=object).ravel())  # nested lists flatten, as arrays do
+    except (TypeError, ValueError):  # ragged nesting
+        items = None
+    if items is None or any(isinstance(v, list | tuple | dict | np.ndarray) for v in items):
+        raise InvalidArgument(f"{field} must be a flat list of non-negative integer ids, got {values!r}"[:300],
+                              field=field)
+    try:
+        return np.array([whole(v, field, 0, UINT64_MAX) for v in items], dtype=np.uint64)
+    except InvalidArgument as exc:
+        raise InvalidArgument(f"{field} must be non-negative integer ids below 2**64, got "
+                              f"{exc.detail.get('value')!r}"[:300], field=field, value=exc.detail.get("value")) from None
 
 
 class _Cache:
@@ -114,6 +122,9 @@ def create_segmentation(lake, datastack: str, *, layer: str | None = None, super
         raise InvalidArgument("agglomeration 'mapping' needs a mapping (supervoxel id -> object)", field="mapping")
     if not 0.0 <= float(threshold) <= 1.0:
         raise InvalidArgument(f"threshold {threshold} must be within [0, 1]", field="threshold", value=threshold)
+    if layer is None and supervoxels is None:
+        raise InvalidArgument("a proofreadable segmentation needs supervoxels: name the supervoxel layer (layer) "
+                              "or give the supervoxel ids (supervoxels)", field="layer")
     lake.datastack(datastack)  # NotFound
     with lake.catalog.session() as s:
         dsid = _ds_id(s, datastack)
@@ -396,7 +407,7 @@ class Segmentation:
                           as_utc(row.created), bbox=bbox)
 
     # -- lookups ------------------------------------------------------------------------------------
-    def get_roots(self, supervoxel_ids: Iterable[int], timestamp: Any = None, unknown: str = "error") -> np.ndarray:
+    def roots(self, supervoxel_ids: Iterable[int], timestamp: Any = None, unknown: str = "error") -> np.ndarray:
         """Root id of each supervoxel at ``timestamp`` (None = now); (N,) uint64, 0 for background (id 0).
 
         ``unknown="error"`` raises NotFound for ids that are not supervoxels; ``"zero"`` gives 0 (as
@@ -413,18 +424,19 @@ class Segmentation:
                 st.index(ids[~bg])  # raises NotFound naming the unknown ids
             return st.roots_of_indices(idx, None if seq >= st.seq else seq)
 
-    def get_root(self, supervoxel_id: int, timestamp: Any = None) -> int:
-        return int(self.get_roots([supervoxel_id], timestamp)[0])
+    def root(self, supervoxel_id: int, timestamp: Any = None) -> int:
+        return int(self.roots([supervoxel_id], timestamp)[0])
 
-    def get_leaves(self, root_id: int, bounds: Any = None) -> np.ndarray:
+    def leaves(self, root_id: int, bounds: Any = None) -> np.ndarray:
         """Supervoxel ids of ``root_id`` (current or expired), sorted uint64.
 
         ``bounds`` = ((x0, x1), (y0, y1), (z0, z1)) voxels at mip 0 keeps supervoxels whose bounding
         box intersects it (needs a graph built from a layer). Raises NotFound, InvalidArgument.
         """
+        root_id = whole(root_id, "root_id", 0, UINT64_MAX)
         st = self.state()
         with st.lock:
-            members = st.members(int(root_id))
+            members = st.members(root_id)
         if bounds is not None:
             if st.bbox is None:
                 raise InvalidArgument("bounds need supervoxel bounding boxes; this segmentation was not built "
@@ -452,10 +464,11 @@ class Segmentation:
 
     def latest_roots(self, root_id: int, timestamp: Any = None) -> np.ndarray:
         """The current (or at ``timestamp``) roots descending from ``root_id`` (uint64, sorted)."""
+        root_id = whole(root_id, "root_id", 0, UINT64_MAX)
         st = self.state()
         seq = st.seq_at(parse_timestamp(timestamp))
-        out, todo, seen = set(), [int(root_id)], set()
-        st.root_info(int(root_id))
+        out, todo, seen = set(), [root_id], set()
+        st.root_info(root_id)
         while todo:
             r = todo.pop()
             if r in seen:
@@ -539,11 +552,11 @@ class Segmentation:
         future_map: dict[int, list[int]] = {}
         for r in _ids(root_ids, "root_ids"):
             leaves = st.sv_ids[st.members(int(r))]
-            prev = np.unique(self.get_roots(leaves, past))
+            prev = np.unique(self.roots(leaves, past))
             past_map[int(r)] = [int(x) for x in prev]
             for p in prev:
                 if int(p) not in future_map:
-                    fut = np.unique(self.get_roots(st.sv_ids[st.members(int(p))], future))
+                    fut = np.unique(self.roots(st.sv_ids[st.members(int(p))], future))
                     future_map[int(p)] = [int(x) for x in fut]
         return {"past_id_map": past_map, "future_id_map": future_map}
 
@@ -551,7 +564,7 @@ class Segmentation:
         """Creation and expiry of a root: ``{"root_id", "created", "created_by", "expired", "expired_by",
         "is_latest", "supervoxels", "parents", "children"}``. Raises NotFound."""
         st = self.state()
-        info = st.root_info(int(root_id))
+        info = st.root_info(whole(root_id, "root_id", 0, UINT64_MAX))
         return {"root_id": info.root, "created": info.created_ts.isoformat(), "created_by": info.created_seq or None,
                 "expired": info.expired_ts.isoformat() if info.expired_ts else None, "expired_by": info.expired_seq,
                 "is_latest": info.expired_seq is None, "supervoxels": int(len(st.members(info.root))),
@@ -570,6 +583,8 @@ class Segmentation:
                    root_id: int | None = None) -> list[dict[str, Any]]:
         """The edit log (oldest first), filtered by author, time range and/or a root it made or expired."""
         since, until = parse_timestamp(since, "since"), parse_timestamp(until, "until")
+        if root_id is not None:
+            root_id = whole(root_id, "root_id", 0, UINT64_MAX)
         with self.lake.catalog.session() as s:
             row = self._row(s)
             q = select(Operation).where(Operation.graph_id == row.id)
@@ -585,7 +600,8 @@ class Segmentation:
         return ops
 
     def operation(self, operation_id: int) -> dict[str, Any]:
-        """One operation by id. Raises NotFound."""
+        """One operation by id. Raises NotFound, InvalidArgument (not a whole number below 2**63)."""
+        operation_id = whole(operation_id, "operation_id", 0, INT64_MAX)
         with self.lake.catalog.session() as s:
             row = self._row(s)
             op = s.scalar(select(Operation).where(Operation.graph_id == row.id, Operation.seq == int(operation_id)))
@@ -765,7 +781,7 @@ class Segmentation:
 
         Raises NotFound (unknown operation), InvalidArgument (already undone, or nothing left to revert).
         """
-        target = int(operation_id)
+        target = whole(operation_id, "operation_id", 0, INT64_MAX)
 
         def plan(st, s, row):
             op = self._target(s, row, target)
@@ -785,7 +801,7 @@ class Segmentation:
 
         Raises NotFound, InvalidArgument (the operation is not undone, or nothing to apply).
         """
-        target = int(operation_id)
+        target = whole(operation_id, "operation_id", 0, INT64_MAX)
 
         def plan(st, s, row):
             op = self._target(s, row, target)
@@ -840,7 +856,7 @@ class Segmentation:
 
         arr = np.asarray(array)
         uniq = fastremap.unique(arr)
-        roots = self.get_roots(uniq.astype(np.uint64), timestamp, unknown="zero")
+        roots = self.roots(uniq.astype(np.uint64), timestamp, unknown="zero")
         table = {int(k): int(v) for k, v in zip(uniq, roots, strict=True)}
         return fastremap.remap(arr.astype(np.uint64), table, preserve_missing_labels=True, in_place=False)
 

@@ -398,7 +398,7 @@ async def pcg_roots_binary(table_id: str, request: Request, timestamp: str | Non
     svs = np.frombuffer(body, dtype="<u8")
 
     def run() -> bytes:
-        roots = _datastack(lake, table_id).segmentation.get_roots(svs, timestamp, "zero")
+        roots = _datastack(lake, table_id).segmentation.roots(svs, timestamp, "zero")
         return np.ascontiguousarray(roots, dtype="<u8").tobytes()
 
     return Response(await run_in_threadpool(run), media_type="application/octet-stream")
@@ -410,14 +410,14 @@ async def pcg_roots(table_id: str, request: Request, timestamp: str | None = Non
                     lake: Lake = Depends(get_lake)) -> CaveRootIds:
     body = await _json(request)
     svs = body.get("node_ids", body) if isinstance(body, dict) else body
-    roots = await run_in_threadpool(_datastack(lake, table_id).segmentation.get_roots, svs, timestamp, "zero")
+    roots = await run_in_threadpool(_datastack(lake, table_id).segmentation.roots, svs, timestamp, "zero")
     return {"root_ids": [int(r) for r in roots]}
 
 
 @router.get(PCG + "/node/{node_id}/root", access=Need.read("table_id"),
             summary="CAVE chunkedgraph: root of one supervoxel")
 def pcg_root(table_id: str, node_id: Id, timestamp: str | None = None, lake: Lake = Depends(get_lake)) -> CaveRootId:
-    return {"root_id": int(_datastack(lake, table_id).segmentation.get_roots([node_id], timestamp)[0])}
+    return {"root_id": int(_datastack(lake, table_id).segmentation.roots([node_id], timestamp)[0])}
 
 
 def _bounds(text: str | None):
@@ -438,7 +438,7 @@ def pcg_leaves(table_id: str, node_id: Id, bounds: str | None = None, stop_layer
     if stop_layer not in (None, 1):
         raise InvalidArgument("neurolake has no chunk hierarchy: stop_layer must be 1 (supervoxels)",
                               field="stop_layer", value=stop_layer)
-    leaves = _datastack(lake, table_id).segmentation.get_leaves(node_id, _bounds(bounds))
+    leaves = _datastack(lake, table_id).segmentation.leaves(node_id, _bounds(bounds))
     return {"leaf_ids": [int(x) for x in leaves]}
 
 

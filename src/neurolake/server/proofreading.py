@@ -36,18 +36,23 @@ from neurolake.errors import InvalidArgument
 from neurolake.lake import Lake
 from neurolake.server import cutouts
 from neurolake.server.access import Need
-from neurolake.server.deps import author_of, check_readable, get_lake, parse_range
+from neurolake.server.deps import author_of, check_readable, get_lake, parse_ids, parse_range
 from neurolake.server.models import (
     PARQUET,
     Also,
     ChunkBody,
     ConnectivityMatrix,
     ConnectomeSummary,
+    Count,
     DegreeCount,
     EditResult,
     GraphMLBody,
+    Id,
+    IdKey,
     LayerInfo,
+    Limit,
     LineageGraph,
+    Mip,
     Motifs,
     NpzBody,
     Operation,
@@ -74,21 +79,21 @@ class CreateBody(BaseModel):
     boundary_layer: str | None = Field(None, description="boundary map layer for edge affinities")
     agglomeration: str | None = Field(None, description="each | threshold | edges | mapping")
     threshold: float = 0.5
-    mapping: dict[str, int] | None = Field(None, description="supervoxel id -> object id")
+    mapping: dict[IdKey, Id] | None = Field(None, description="supervoxel id -> object id")
     overwrite: bool = False
 
 
 class MergeBody(BaseModel):
-    supervoxels: list[int] = Field(..., description="two supervoxel ids")
-    roots: list[int] | None = Field(None, description="root ids the edit is based on (optimistic concurrency)")
+    supervoxels: list[Id] = Field(..., description="two supervoxel ids")
+    roots: list[Id] | None = Field(None, description="root ids the edit is based on (optimistic concurrency)")
     positions: list[list[float]] | None = Field(None, description="[[x, y, z], [x, y, z]] nm, recorded only")
     author: str | None = None
 
 
 class SplitBody(BaseModel):
-    sources: list[int]
-    sinks: list[int]
-    roots: list[int] | None = None
+    sources: list[Id]
+    sinks: list[Id]
+    roots: list[Id] | None = None
     author: str | None = None
 
 
@@ -105,9 +110,9 @@ class RollbackBody(BaseModel):
 class WatershedBody(BaseModel):
     boundary_layer: str = Field(..., description="boundary map (image) or label layer")
     output: str = Field("supervoxels", description="name of the new supervoxel layer")
-    boundary_values: list[int] | None = Field(None, description="label values meaning boundary")
+    boundary_values: list[Id] | None = Field(None, description="label values meaning boundary")
     threshold: float = 0.5
-    min_distance: int = 8
+    min_distance: Annotated[int, Field(ge=1, le=1024)] = 8
     overwrite: bool = False
 
 
@@ -120,10 +125,7 @@ class MaterializeBody(BaseModel):
 def _int_list(text: str | None, field: str) -> list[int]:
     if not text:
         raise InvalidArgument(f"{field} is required (comma-separated ids)", field=field)
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise InvalidArgument(f"{field} {text!r} must be comma-separated integer ids", field=field) from None
+    return parse_ids(field, text)
 
 
 # -- segmentation ----------------------------------------------------------------------------------
@@ -163,18 +165,18 @@ def seg_split(datastack: str, body: SplitBody, request: Request, lake: Lake = De
 
 @router.get("/segmentation/operations", access=Need.read(), summary="The edit log")
 def seg_operations(datastack: str, author: str | None = None, since: str | None = None, until: str | None = None,
-                   root_id: int | None = None, lake: Lake = Depends(get_lake)) -> list[Operation]:
+                   root_id: Id | None = None, lake: Lake = Depends(get_lake)) -> list[Operation]:
     seg = lake.datastack(datastack).segmentation
     return seg.operations(author=author, since=since, until=until, root_id=root_id)
 
 
 @router.get("/segmentation/operations/{operation_id}", access=Need.read(), summary="One operation")
-def seg_operation(datastack: str, operation_id: int, lake: Lake = Depends(get_lake)) -> Operation:
+def seg_operation(datastack: str, operation_id: Count, lake: Lake = Depends(get_lake)) -> Operation:
     return lake.datastack(datastack).segmentation.operation(operation_id)
 
 
 @router.post("/segmentation/operations/{operation_id}/undo", access=Need.write(), summary="Undo an operation")
-def seg_undo(datastack: str, operation_id: int, request: Request, body: UndoBody | None = None,
+def seg_undo(datastack: str, operation_id: Count, request: Request, body: UndoBody | None = None,
              lake: Lake = Depends(get_lake)) -> EditResult:
     seg = lake.datastack(datastack).segmentation
     return seg.undo(operation_id, author=author_of(request, body.author if body else None))
@@ -182,7 +184,7 @@ def seg_undo(datastack: str, operation_id: int, request: Request, body: UndoBody
 
 @router.post("/segmentation/operations/{operation_id}/redo", access=Need.write(),
              summary="Redo an undone operation")
-def seg_redo(datastack: str, operation_id: int, request: Request, body: UndoBody | None = None,
+def seg_redo(datastack: str, operation_id: Count, request: Request, body: UndoBody | None = None,
              lake: Lake = Depends(get_lake)) -> EditResult:
     seg = lake.datastack(datastack).segmentation
     return seg.redo(operation_id, author=author_of(request, body.author if body else None))
@@ -198,27 +200,27 @@ def seg_rollback(datastack: str, body: RollbackBody, request: Request, lake: Lak
 @router.get("/segmentation/roots", access=Need.read(), summary="Root ids of supervoxels at a timestamp")
 def seg_roots(datastack: str, supervoxels: str, timestamp: str | None = None, lake: Lake = Depends(get_lake)) -> SupervoxelRoots:
     svs = _int_list(supervoxels, "supervoxels")
-    roots = lake.datastack(datastack).segmentation.get_roots(svs, timestamp)
+    roots = lake.datastack(datastack).segmentation.roots(svs, timestamp)
     return {"supervoxels": svs, "root_ids": [int(r) for r in roots], "timestamp": timestamp}
 
 
 @router.get("/segmentation/roots/{root_id}", access=Need.read(),
             summary="Creation, expiry and lineage links of a root")
-def seg_root(datastack: str, root_id: int, lake: Lake = Depends(get_lake)) -> RootInfo:
+def seg_root(datastack: str, root_id: Id, lake: Lake = Depends(get_lake)) -> RootInfo:
     return lake.datastack(datastack).segmentation.root_info(root_id)
 
 
 @router.get("/segmentation/roots/{root_id}/leaves", access=Need.read(), summary="Supervoxels of a root")
-def seg_leaves(datastack: str, root_id: int, bounds: str | None = None, lake: Lake = Depends(get_lake)) -> RootLeaves:
+def seg_leaves(datastack: str, root_id: Id, bounds: str | None = None, lake: Lake = Depends(get_lake)) -> RootLeaves:
     from neurolake.server.cave import _bounds
 
-    leaves = lake.datastack(datastack).segmentation.get_leaves(root_id, _bounds(bounds))
+    leaves = lake.datastack(datastack).segmentation.leaves(root_id, _bounds(bounds))
     return {"root_id": root_id, "leaf_ids": [int(x) for x in leaves]}
 
 
 @router.get("/segmentation/roots/{root_id}/latest", access=Need.read(),
             summary="Current roots descending from a root")
-def seg_latest(datastack: str, root_id: int, timestamp: str | None = None, lake: Lake = Depends(get_lake)) -> RootLatest:
+def seg_latest(datastack: str, root_id: Id, timestamp: str | None = None, lake: Lake = Depends(get_lake)) -> RootLatest:
     seg = lake.datastack(datastack).segmentation
     return {"root_id": root_id, "is_latest": bool(seg.is_latest([root_id])[0]),
             "latest_roots": [int(r) for r in seg.latest_roots(root_id, timestamp)]}
@@ -226,14 +228,14 @@ def seg_latest(datastack: str, root_id: int, timestamp: str | None = None, lake:
 
 @router.get("/segmentation/roots/{root_id}/lineage", access=Need.read(),
             summary="Lineage graph (networkx node-link JSON)")
-def seg_lineage(datastack: str, root_id: int, timestamp_past: str | None = None, timestamp_future: str | None = None,
+def seg_lineage(datastack: str, root_id: Id, timestamp_past: str | None = None, timestamp_future: str | None = None,
                 lake: Lake = Depends(get_lake)) -> LineageGraph:
     return lake.datastack(datastack).segmentation.lineage([root_id], timestamp_past, timestamp_future)
 
 
 @router.get("/segmentation/cutout/{x}/{y}/{z}", access=Need.read(),
             summary="Cutout of root ids at a timestamp (npz, axes z, y, x)")
-def seg_cutout(datastack: str, x: str, y: str, z: str, request: Request, mip: int = 0, timestamp: str | None = None,
+def seg_cutout(datastack: str, x: str, y: str, z: str, request: Request, mip: Mip = 0, timestamp: str | None = None,
                lake: Lake = Depends(get_lake)) -> NpzBody:
     sv_layer = lake.datastack(datastack).segmentation.info()["layer"] or ""
     la = cutouts.layer_of(request, datastack, sv_layer)
@@ -271,7 +273,7 @@ def mat_create(datastack: str, request: Request, body: MaterializeBody | None = 
 
 
 @router.get("/versions/{version}", access=Need.read(), summary="One materialization version")
-def mat_get(datastack: str, version: int, lake: Lake = Depends(get_lake)) -> VersionInfo:
+def mat_get(datastack: str, version: Count, lake: Lake = Depends(get_lake)) -> VersionInfo:
     from neurolake.materialize import get_version
 
     return get_version(lake, datastack, version)
@@ -279,7 +281,7 @@ def mat_get(datastack: str, version: int, lake: Lake = Depends(get_lake)) -> Ver
 
 @router.delete("/versions/{version}", access=Need.write(),
                summary="Expire a version (never the newest valid one)")
-def mat_expire(datastack: str, version: int, lake: Lake = Depends(get_lake)) -> VersionInfo:
+def mat_expire(datastack: str, version: Count, lake: Lake = Depends(get_lake)) -> VersionInfo:
     from neurolake.materialize import expire
 
     return expire(lake, datastack, version)
@@ -312,8 +314,8 @@ def _tables_readable(request: Request, datastack: str, synapse_table: str = "syn
 @router.get("/versions/{version}/tables/{table}", access=Need.read(),
             summary="Rows of a table in a version (json or parquet)",
             dependencies=[Depends(_table_readable)])
-def mat_query(datastack: str, version: int, table: str, format: str = "json", root_id: int | None = None,
-              limit: int | None = None, offset: int = 0, lake: Lake = Depends(get_lake)) -> Annotated[list[Row], Also(PARQUET)]:
+def mat_query(datastack: str, version: Count, table: str, format: str = "json", root_id: Id | None = None,
+              limit: Limit | None = None, offset: Count = 0, lake: Lake = Depends(get_lake)) -> Annotated[list[Row], Also(PARQUET)]:
     from neurolake.materialize import query_version
 
     filt = None
@@ -333,8 +335,8 @@ def mat_query(datastack: str, version: int, table: str, format: str = "json", ro
 @router.get("/live/{table}", access=Need.read(),
             summary="Rows of an annotation table at a timestamp, bound to roots",
             dependencies=[Depends(_table_readable)])
-def mat_live(datastack: str, table: str, timestamp: str | None = None, format: str = "json", limit: int | None = None,
-             offset: int = 0, lake: Lake = Depends(get_lake)) -> Annotated[list[Row], Also(PARQUET)]:
+def mat_live(datastack: str, table: str, timestamp: str | None = None, format: str = "json", limit: Limit | None = None,
+             offset: Count = 0, lake: Lake = Depends(get_lake)) -> Annotated[list[Row], Also(PARQUET)]:
     from neurolake.materialize import live_query
 
     return _rows(live_query(lake, datastack, table, timestamp, offset=offset, limit=limit).arrow(), format)
@@ -347,21 +349,21 @@ def _connectome(lake, ds, version, synapse_table, cell_type_table):
     return Connectome.from_version(lake, ds, version, synapse_table, cell_type_table=cell_type_table)
 
 
-def _c(datastack: str, lake: Lake, version: int | None, synapse_table: str, cell_type_table: str | None):
+def _c(datastack: str, lake: Lake, version: Count | None, synapse_table: str, cell_type_table: str | None):
     return _connectome(lake, datastack, version, synapse_table, cell_type_table)
 
 
 @router.get("/connectome", access=Need.read(),
             summary="Connectome summary at a version", dependencies=[Depends(_tables_readable)])
-def con_summary(datastack: str, synapse_table: str = "synapses", version: int | None = None,
+def con_summary(datastack: str, synapse_table: str = "synapses", version: Count | None = None,
                 cell_type_table: str | None = None, lake: Lake = Depends(get_lake)) -> ConnectomeSummary:
     return _c(datastack, lake, version, synapse_table, cell_type_table).summary()
 
 
 @router.get("/connectome/partners/{root_id}", access=Need.read(),
             summary="Upstream and downstream partners of a root", dependencies=[Depends(_tables_readable)])
-def con_partners(datastack: str, root_id: int, synapse_table: str = "synapses", version: int | None = None,
-                 cell_type_table: str | None = None, min_synapses: int = 1, lake: Lake = Depends(get_lake)) -> Partners:
+def con_partners(datastack: str, root_id: Id, synapse_table: str = "synapses", version: Count | None = None,
+                 cell_type_table: str | None = None, min_synapses: Count = 1, lake: Lake = Depends(get_lake)) -> Partners:
     c = _c(datastack, lake, version, synapse_table, cell_type_table)
     up = c.upstream(root_id, min_synapses=min_synapses)
     down = c.downstream(root_id, min_synapses=min_synapses)
@@ -375,7 +377,7 @@ def _records(result) -> list[dict]:
 
 
 @router.get("/connectome/matrix", access=Need.read(), summary="Connectivity matrix grouped by a node attribute", dependencies=[Depends(_tables_readable)])
-def con_matrix(datastack: str, synapse_table: str = "synapses", version: int | None = None,
+def con_matrix(datastack: str, synapse_table: str = "synapses", version: Count | None = None,
                cell_type_table: str | None = None, group_by: str = "cell_type", weight: str = "n_synapses",
                lake: Lake = Depends(get_lake)) -> ConnectivityMatrix:
     m = _c(datastack, lake, version, synapse_table, cell_type_table).connectivity_matrix(group_by, weight)
@@ -385,28 +387,28 @@ def con_matrix(datastack: str, synapse_table: str = "synapses", version: int | N
 
 @router.get("/connectome/motifs", access=Need.read(),
             summary="Triad census (3-node motif counts)", dependencies=[Depends(_tables_readable)])
-def con_motifs(datastack: str, synapse_table: str = "synapses", version: int | None = None,
-               min_synapses: int = 1, lake: Lake = Depends(get_lake)) -> Motifs:
+def con_motifs(datastack: str, synapse_table: str = "synapses", version: Count | None = None,
+               min_synapses: Count = 1, lake: Lake = Depends(get_lake)) -> Motifs:
     return _c(datastack, lake, version, synapse_table, None).motifs(min_synapses)
 
 
 @router.get("/connectome/reciprocal", access=Need.read(),
             summary="Reciprocally connected pairs", dependencies=[Depends(_tables_readable)])
-def con_reciprocal(datastack: str, synapse_table: str = "synapses", version: int | None = None,
-                   min_synapses: int = 1, lake: Lake = Depends(get_lake)) -> list[ReciprocalPair]:
+def con_reciprocal(datastack: str, synapse_table: str = "synapses", version: Count | None = None,
+                   min_synapses: Count = 1, lake: Lake = Depends(get_lake)) -> list[ReciprocalPair]:
     return _records(_c(datastack, lake, version, synapse_table, None).reciprocal_pairs(min_synapses))
 
 
 @router.get("/connectome/degrees", access=Need.read(),
             summary="Degree distribution", dependencies=[Depends(_tables_readable)])
-def con_degrees(datastack: str, synapse_table: str = "synapses", version: int | None = None, direction: str = "out",
+def con_degrees(datastack: str, synapse_table: str = "synapses", version: Count | None = None, direction: str = "out",
                 lake: Lake = Depends(get_lake)) -> list[DegreeCount]:
     return _records(_c(datastack, lake, version, synapse_table, None).degree_distribution(direction))
 
 
 @router.get("/connectome/path", access=Need.read(),
             summary="Shortest directed path between two roots", dependencies=[Depends(_tables_readable)])
-def con_path(datastack: str, source: int, target: int, synapse_table: str = "synapses", version: int | None = None,
+def con_path(datastack: str, source: Id, target: Id, synapse_table: str = "synapses", version: Count | None = None,
              weighted: bool = False, lake: Lake = Depends(get_lake)) -> ShortestPath:
     p = _c(datastack, lake, version, synapse_table, None).shortest_path(source, target, weighted=weighted)
     return {"source": source, "target": target, "path": [int(x) for x in p]}
@@ -414,7 +416,7 @@ def con_path(datastack: str, source: int, target: int, synapse_table: str = "syn
 
 @router.get("/connectome/edges.parquet", access=Need.read(),
             summary="Edge list as Parquet", dependencies=[Depends(_tables_readable)])
-def con_parquet(datastack: str, synapse_table: str = "synapses", version: int | None = None,
+def con_parquet(datastack: str, synapse_table: str = "synapses", version: Count | None = None,
                 lake: Lake = Depends(get_lake)) -> ParquetBody:
     c = _c(datastack, lake, version, synapse_table, None)
     with tempfile.TemporaryDirectory() as d:
@@ -424,7 +426,7 @@ def con_parquet(datastack: str, synapse_table: str = "synapses", version: int | 
 
 @router.get("/connectome/graph.graphml", access=Need.read(),
             summary="Graph as GraphML", dependencies=[Depends(_tables_readable)])
-def con_graphml(datastack: str, synapse_table: str = "synapses", version: int | None = None,
+def con_graphml(datastack: str, synapse_table: str = "synapses", version: Count | None = None,
                 cell_type_table: str | None = None, lake: Lake = Depends(get_lake)) -> GraphMLBody:
     c = _c(datastack, lake, version, synapse_table, cell_type_table)
     with tempfile.TemporaryDirectory() as d:
