@@ -43,6 +43,7 @@ from neurolake.annotations.schemas import (
     validate,
 )
 from neurolake.base.boxes import bounding_box
+from neurolake.base.integers import INT64_MAX, whole
 from neurolake.base.names import check_name, not_found
 from neurolake.base.results import Result
 from neurolake.base.time import isoformat, parse_timestamp
@@ -553,7 +554,7 @@ class Table:
     def delete(self, ids: Iterable[int], *, author: str | None = None) -> int:
         """Soft-delete currently valid rows (sets ``deleted``; one Delta commit). Returns the count.
         Raises NotFound naming ids that are unknown or no longer valid."""
-        ids = np.unique(np.asarray(list(ids), dtype=np.int64))
+        ids = np.unique(np.asarray([whole(i, "ids", 0, INT64_MAX) for i in ids], dtype=np.int64))
         if len(ids) == 0:
             return 0
         with self._lock:
@@ -655,7 +656,7 @@ class Table:
         elif not include_deleted:
             conj(pc.field("deleted").is_null())
         if ids is not None:
-            arr = np.asarray(list(ids), dtype=np.uint64)
+            arr = np.asarray([whole(i, "ids", 0, INT64_MAX) for i in ids], dtype=np.uint64)
             if (arr > np.iinfo(np.int64).max).any():
                 return self._empty(columns, scale, meta)
             conj(pc.field("id").isin(pa.array(arr.astype(np.int64), pa.int64())))

@@ -137,7 +137,12 @@ class Connectome:
         return int(self.edges["n_synapses"].sum())
 
     def _check_node(self, node: Any) -> Any:
-        if node not in self.nodes.index:
+        try:
+            present = node in self.nodes.index
+        except (OverflowError, TypeError):  # e.g. an int beyond uint64 against a uint64 index
+            raise InvalidArgument(f"node {str(node)[:80]!r} is not a valid id", field="root_id",
+                                  value=str(node)[:100]) from None
+        if not present:
             try:
                 alt = type(self.nodes.index[0])(node) if len(self.nodes.index) else node
             except (TypeError, ValueError):

@@ -136,8 +136,12 @@ class GraphState:
         return bool(i < self.n and self.base_sorted[i] == np.uint64(root))
 
     def root_info(self, root: int) -> RootInfo:
-        """Creation/expiry of ``root``. Raises NotFound for an id that never was a root."""
+        """Creation/expiry of ``root``. Raises NotFound for an id that never was a root, InvalidArgument for
+        one outside uint64."""
         root = int(root)
+        if not 0 <= root < 2**64:
+            raise InvalidArgument(f"root id {root} is not a uint64 id (0 .. 2**64 - 1)", field="root_id",
+                                  value=str(root)[:100])
         info = self.roots.get(root)
         if info is not None:
             return info
@@ -170,6 +174,8 @@ class GraphState:
 
     def roots_of_indices(self, idx: np.ndarray, seq: int | None = None) -> np.ndarray:
         """Root id of each supervoxel index (-1 → 0) after operation ``seq`` (None = latest)."""
+        if self.n == 0:  # a graph without supervoxels: every index is -1 (unknown)
+            return np.zeros(len(idx), dtype=np.uint64)
         valid = idx >= 0
         safe = np.where(valid, idx, 0)
         if seq is None or seq >= self.seq:

@@ -32,10 +32,21 @@ from neurolake.errors import CorruptData, InvalidArgument, NotFound, PermissionD
 from neurolake.lake import Lake
 from neurolake.server.access import Need
 from neurolake.server.bodies import read_arrow
-from neurolake.server.deps import annotation_table, author_of, get_lake, principal_of, read_body
+from neurolake.server.deps import (
+    annotation_table,
+    author_of,
+    get_lake,
+    parse_ids,
+    parse_numbers,
+    principal_of,
+    read_body,
+)
 from neurolake.server.http import bytes_response
 from neurolake.server.models import (
     Also,
+    Count,
+    Limit,
+    Mip,
     PrecomputedAnnotationInfo,
     RowsAnswer,
     RowsDeleted,
@@ -63,18 +74,18 @@ class TableCreate(BaseModel):
 
 
 class RowsQuery(BaseModel):
-    ids: list[int] | None = None
+    ids: list[Count] | None = Field(None, description="row ids (int64)")
     bbox: list[list[float]] | None = Field(None, description="[[x0, y0, z0], [x1, y1, z1]] half-open")
     units: str = "nm"
-    mip: int = 0
+    mip: Mip = 0
     layer: str | None = None
     bbox_point: str | None = None
     filters: dict[str, Any] = Field(default_factory=dict)
     timestamp: str | float | None = None
     include_deleted: bool = False
     columns: list[str] | None = None
-    limit: int | None = None
-    offset: int = 0
+    limit: Limit | None = None
+    offset: Count = 0
     positions: str = "voxels"
     format: str = "json"
 
@@ -109,7 +120,7 @@ def table_meta(datastack: str, table: str, request: Request, lake: Lake = Depend
 
 
 @router.get(API + "/{table}/history", access=Need.read(), summary="Commits of the table, newest first")
-def history(datastack: str, table: str, request: Request, limit: int | None = None,
+def history(datastack: str, table: str, request: Request, limit: Limit | None = None,
             lake: Lake = Depends(get_lake)) -> list[TableCommit]:
     return annotation_table(request, lake, datastack, table).history(limit)
 
@@ -164,7 +175,7 @@ async def _write(request: Request, lake: Lake, datastack: str, table: str, how: 
 
 
 class DeleteBody(BaseModel):
-    ids: list[int]
+    ids: list[Count] = Field(..., description="row ids (int64)")
 
 
 @router.post(API + "/{table}/rows/delete", access=Need.write(), summary="Soft-delete rows by id")
@@ -205,10 +216,7 @@ def _json_rows(tab: pa.Table) -> list[dict]:
 def _parse_list(name: str, text: str | None, kind=int) -> list | None:
     if text is None or text == "":
         return None
-    try:
-        return [kind(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise InvalidArgument(f"{name} {text!r} must be comma-separated numbers", field=name, value=text) from None
+    return parse_ids(name, text, bound=2**63) if kind is int else parse_numbers(name, text)  # row ids: int64
 
 
 @router.get(API + "/{table}/rows", access=Need.read(),
@@ -216,9 +224,9 @@ def _parse_list(name: str, text: str | None, kind=int) -> list | None:
 def query_get(datastack: str, table: str, request: Request,
               ids: str | None = Query(None, description="comma-separated ids"),
               bbox: str | None = Query(None, description="x0,y0,z0,x1,y1,z1 (half-open)"),
-              units: str = "nm", mip: int = 0, layer: str | None = None, bbox_point: str | None = None,
+              units: str = "nm", mip: Mip = 0, layer: str | None = None, bbox_point: str | None = None,
               timestamp: str | None = None, include_deleted: bool = False,
-              columns: str | None = None, limit: int | None = None, offset: int = 0,
+              columns: str | None = None, limit: Limit | None = None, offset: Count = 0,
               positions: str = "voxels", format: str = "json",
               lake: Lake = Depends(get_lake)) -> Annotated[RowsAnswer, Also(ARROW_STREAM)]:
     """Any other query parameter ``col=value`` (or ``col=v1,v2``… for text use repeated params) filters

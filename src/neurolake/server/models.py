@@ -20,12 +20,22 @@ JSON integers (uint64).
 from __future__ import annotations
 
 import inspect
+import re
 from typing import Annotated, Any, ClassVar, get_args, get_origin
 
+from annotated_types import Interval
 from fastapi import Response
 from fastapi.dependencies.utils import get_typed_return_annotation
 from fastapi.responses import RedirectResponse
-from pydantic import BaseModel, ConfigDict, Field, RootModel, WithJsonSchema
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    RootModel,
+    StringConstraints,
+    WithJsonSchema,
+)
 
 # A JSON number that keeps ints as ints (pydantic's float would turn 4 into 4.0 in the answer).
 Number = Annotated[int | float, WithJsonSchema({"type": "number"})]
@@ -176,6 +186,70 @@ def response_options(endpoint: Any, kw: dict[str, Any]) -> dict[str, Any]:
     if responses:
         kw["responses"] = responses
     return kw
+
+
+# =================================================================================================
+# Request parameters: whole numbers checked at the edge (path, query and body fields)
+# =================================================================================================
+INT64_MAX = 2**63 - 1  # catalog integers (SQLite / PostgreSQL BIGINT)
+UINT64_MAX = 2**64 - 1  # segment, supervoxel and root ids
+_ASCII_INT = re.compile(r"-?[0-9]{1,20}")
+
+
+def _ascii_int(value: Any) -> Any:
+    """Refuse what Python's ``int()`` / pydantic's lax mode would take but no client means as a number:
+    other Unicode digits ("١٢"), underscores ("1_0"), spaces (" 10"), "+5", "1.0" in a URL, and booleans."""
+    if isinstance(value, bool):
+        raise ValueError("must be a whole number, not a boolean")
+    if isinstance(value, str) and not _ASCII_INT.fullmatch(value):
+        raise ValueError("must be a whole number in ASCII digits (an optional leading minus)")
+    return value
+
+
+AsciiInt = Annotated[int, BeforeValidator(_ascii_int)]  # constraints go BEFORE the validator (JSON schema)
+Id = Annotated[int, Interval(ge=0, le=UINT64_MAX), BeforeValidator(_ascii_int)]  # uint64 segment / root id
+Count = Annotated[int, Interval(ge=0, le=INT64_MAX), BeforeValidator(_ascii_int)]  # offsets, versions, op ids
+Limit = Annotated[int, Interval(ge=1, le=INT64_MAX), BeforeValidator(_ascii_int)]  # at least one row
+Mip = Annotated[int, Interval(ge=0, le=63), BeforeValidator(_ascii_int)]  # a resolution level
+IdKey = Annotated[str, StringConstraints(pattern=r"^[0-9]{1,20}$")]  # an id as a JSON object key
+
+
+# =================================================================================================
+# Error bodies: every route declares the error statuses it can answer (see error_responses)
+# =================================================================================================
+class ErrorBody(BaseModel):
+    """The body of every error answer (``neurolake.errors.NeurolakeError.to_dict``; request validation
+    errors are ``invalid_argument`` with ``detail.errors`` = [{field, message}])."""
+
+    error: str = Field(description="machine-readable code, e.g. invalid_argument, not_found, version_expired")
+    message: str = Field(description="what is wrong, naming the field, the value and what is allowed")
+    detail: dict[str, Any] = Field(default_factory=dict, description="field, value, allowed, limit ...")
+
+
+class BossError(BaseModel):
+    """BossDB's error body (routes under ``/v1``)."""
+
+    status: int = Field(description="the HTTP status")
+    code: int = Field(description="BossDB error code, e.g. 1001 invalid cutout arguments, 4000 not found")
+    message: str
+
+
+ERROR_STATUSES = {
+    400: "invalid argument: a malformed or out-of-range parameter or body (the message names the field)",
+    401: "no valid API token (servers started with --auth)",
+    403: "the token's user lacks the role this route needs",
+    404: "an unknown datastack, layer, table, version, id or route",
+    409: "conflict: the state changed, the name is taken, or the resource is not ready",
+    410: "the materialization version was expired (its data are gone)",
+    413: "the request or its answer exceeds a size limit",
+    422: "an uploaded body cannot be decoded",
+    429: "a usage quota is exhausted",
+}
+
+
+def error_responses(model: type[BaseModel] = ErrorBody) -> dict[int, dict[str, Any]]:
+    """``responses=`` entries of the error statuses every route can answer, with body ``model``."""
+    return {status: {"model": model, "description": text} for status, text in ERROR_STATUSES.items()}
 
 
 # =================================================================================================

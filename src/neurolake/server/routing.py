@@ -27,7 +27,7 @@ from starlette.routing import Match
 from starlette.types import Scope
 
 from neurolake.server.access import Need, check_route_access
-from neurolake.server.models import response_options
+from neurolake.server.models import ErrorBody, error_responses, response_options
 
 ACCESS_CHECK = Depends(check_route_access)
 
@@ -45,6 +45,10 @@ class APIRouter(fastapi.APIRouter):
             raise TypeError(f"access= of {path!r} must be a neurolake.server.access.Need, not {access!r}")
         kw["dependencies"] = [ACCESS_CHECK, *(kw.get("dependencies") or [])]
         kw = response_options(endpoint, kw)  # answers as returned; binary media types in OpenAPI (server.models)
+        # the error statuses of every route (400/401/403/404/409/410/413/422/429) with their body schema:
+        # {"error", "message", "detail"}, or the route class's own (BossDB's {"status", "code", "message"})
+        errors = error_responses(getattr(kw.get("route_class_override") or self.route_class, "error_model", ErrorBody))
+        kw["responses"] = {**errors, **(kw.get("responses") or {})}
         super().add_api_route(path, endpoint, **kw)
         route = self.routes[-1]
         if access is not None and isinstance(access.datastack, str) and access.datastack not in getattr(
