@@ -128,20 +128,10 @@ def parse_triple(text: str | None, what: str, kind: type = float) -> tuple | Non
 
 def parse_range(text: str | None, axis: str) -> tuple[int, int] | None:
     """``"0,512"`` or ``"0:512"`` → ``(0, 512)`` (half-open voxel range); None stays None.
+    The URL grammar (:func:`neurolake.base.integers.parse_range`); raises InvalidArgument for anything else."""
+    from neurolake.base.integers import parse_range as parse
 
-    Raises InvalidArgument for anything else.
-    """
-    if text is None:
-        return None
-    sep = "," if "," in text else ":"
-    parts = text.split(sep)
-    try:
-        if len(parts) != 2:
-            raise ValueError
-        return int(parts[0]), int(parts[1])
-    except ValueError:
-        raise InvalidArgument(f"{axis} range {text!r} is malformed; write it as start{sep}stop in voxels, "
-                              f"e.g. 0{sep}512", field=axis, value=text) from None
+    return None if text is None else parse(axis, text)
 
 
 def parse_ids(text: str, what: str) -> list[int]:

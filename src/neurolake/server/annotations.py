@@ -28,19 +28,12 @@ from starlette.concurrency import run_in_threadpool
 
 from neurolake.annotations import create_table, list_tables
 from neurolake.annotations.precomputed import precomputed
+from neurolake.base.integers import parse_ids, parse_numbers
 from neurolake.errors import CorruptData, InvalidArgument, NotFound, PermissionDenied
 from neurolake.lake import Lake
 from neurolake.server.access import Need
 from neurolake.server.bodies import read_arrow
-from neurolake.server.deps import (
-    annotation_table,
-    author_of,
-    get_lake,
-    parse_ids,
-    parse_numbers,
-    principal_of,
-    read_body,
-)
+from neurolake.server.deps import annotation_table, author_of, get_lake, principal_of, read_body
 from neurolake.server.http import bytes_response
 from neurolake.server.models import (
     Also,

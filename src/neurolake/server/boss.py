@@ -31,12 +31,13 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 
+from neurolake.base.integers import parse_ids, parse_int, parse_range
 from neurolake.base.names import not_found
 from neurolake.errors import InvalidArgument, NeurolakeError
 from neurolake.lake import Lake
 from neurolake.server import cutouts
 from neurolake.server.access import Need, visible_datastacks
-from neurolake.server.deps import check_size, parse_ids, parse_int, parse_range
+from neurolake.server.deps import check_size
 from neurolake.server.errors import public_error_async
 from neurolake.server.http import count
 from neurolake.server.models import (

@@ -13,11 +13,12 @@ from __future__ import annotations
 from fastapi import Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from neurolake.base.integers import parse_int, parse_range
 from neurolake.errors import InvalidArgument
 from neurolake.lake import Lake
 from neurolake.server import cutouts
 from neurolake.server.access import Need
-from neurolake.server.deps import get_lake, parse_int, parse_range
+from neurolake.server.deps import get_lake
 from neurolake.server.models import Created, CutoutBody
 from neurolake.server.routing import APIRouter
 from neurolake.volumes.formats import CUTOUT_FORMATS, UPLOAD_FORMATS, encode_plane

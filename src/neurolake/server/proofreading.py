@@ -32,11 +32,12 @@ from typing import Annotated
 from fastapi import Depends, Request, Response
 from pydantic import BaseModel, Field
 
+from neurolake.base.integers import parse_ids, parse_range
 from neurolake.errors import InvalidArgument
 from neurolake.lake import Lake
 from neurolake.server import cutouts
 from neurolake.server.access import Need
-from neurolake.server.deps import author_of, check_readable, get_lake, parse_ids, parse_range
+from neurolake.server.deps import author_of, check_readable, get_lake
 from neurolake.server.models import (
     PARQUET,
     Also,
