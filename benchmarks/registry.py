@@ -270,10 +270,9 @@ def main() -> None:
         server.stop()
     # 4. cost of `--auth` (token check, role check, quota accounting) on an ordinary route
     from neurolake import open_lake
-    from neurolake.access import access
 
     lk = open_lake(lake_path)
-    acc = access(lk)
+    acc = lk.access
     if not any(u["name"] == "bench" for u in acc.users()):
         acc.add_user("bench")
         acc.grant("bench", "hemibrain", "viewer")

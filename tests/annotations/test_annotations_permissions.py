@@ -14,13 +14,12 @@ PROPS = {"body_id": "uint64", "type": "str", "roi": "str"}
 @pytest.fixture(scope="module")
 def perm_server(tmp_path_factory, serve_lake):
     from neurolake import init_lake
-    from neurolake.access import access
     from neurolake.annotations import create_table
 
     path = tmp_path_factory.mktemp("permlake") / "lake"
     lake = init_lake(path)
     lake.create_datastack("hemibrain", (8, 8, 8), public=True)
-    acc = access(lake)
+    acc = lake.access
     tokens = {}
     for user, role in (("alice", "editor"), ("bob", "editor"), ("vi", "viewer"), ("anon", None)):
         acc.add_user(user)

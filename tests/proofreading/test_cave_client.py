@@ -218,12 +218,10 @@ def test_auth_server_attributes_edits_and_checks_roles(gala_annotated, serve_lak
     editor's edit is attributed to the editor whatever the body claims."""
     from caveclient import CAVEclient
 
-    from neurolake.access.core import access
-
     dst = tmp_path / "lake"
     shutil.copytree(gala_annotated["path"], dst)
     lake = open_lake(dst)
-    acc = access(lake)
+    acc = lake.access
     acc.add_user("vera")
     acc.grant("vera", "gala", "viewer")
     acc.add_user("ed")

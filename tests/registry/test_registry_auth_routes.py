@@ -18,7 +18,6 @@ def em_server(tmp_path_factory, serve_lake):
     import tifffile
 
     from neurolake import init_lake
-    from neurolake.access import access
 
     work = tmp_path_factory.mktemp("authroutes")
     files = sorted((DATA / "gerhard2013" / "raw").glob("*.tif"))[:4]
@@ -27,7 +26,7 @@ def em_server(tmp_path_factory, serve_lake):
     lake = init_lake(work / "lake")
     lake.create_datastack("gerhard", (4, 4, 50), public=False)
     lake.ingest(str(work / "em.npy"), "gerhard", "em", voxel_size=(4, 4, 50), scheduler="threads")
-    acc = access(lake)
+    acc = lake.access
     tok = {}
     for user, role in (("vi", "viewer"), ("ed", "editor"), ("out", None)):
         acc.add_user(user)

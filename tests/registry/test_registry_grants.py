@@ -56,7 +56,6 @@ def test_grant_audit_events_written_in_background(reg_lake, feature_files):
     """Grant events are queued in memory and written by a background thread within about a second,
     visible to another process without any flush call by the granting one."""
     from neurolake import open_lake
-    from neurolake.access import access
     from neurolake.catalog import FeatureRegistry
 
     reg = FeatureRegistry(reg_lake)
@@ -66,24 +65,23 @@ def test_grant_audit_events_written_in_background(reg_lake, feature_files):
     with open_lake(reg_lake.root) as other:
         deadline = time.monotonic() + 10
         while True:
-            grants = access(other).audit_log(action="feature.url_grant")
+            grants = other.access.audit_log(action="feature.url_grant")
             if len(grants) == 25 or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
     assert len(grants) == 25
     assert {(e["user"], e["target"], e["datastack"], e["detail"]["files"]) for e in grants} == {
         (reg_lake.settings.user, "ct", "hemibrain", 1)}
-    assert not access(reg_lake)._pending_audit
+    assert not reg_lake.access._pending_audit
 
 
 def test_grant_audit_kept_when_the_catalog_write_fails(reg_lake, feature_files, monkeypatch):
     """A failed flush puts the events back in the queue; the next flush writes them."""
-    from neurolake.access import access
     from neurolake.catalog import FeatureRegistry
 
     reg = FeatureRegistry(reg_lake)
     reg.register(name="ct", datastack="hemibrain", location=str(feature_files["cell_types"]))
-    acc = access(reg_lake)
+    acc = reg_lake.access
     reg.signed_urls("ct", base_url="http://h")  # the entry is cached now: the next grant reads no catalog
     acc.flush_audit()
     real = reg_lake.catalog.session

@@ -17,7 +17,6 @@ from deltalake import DeltaTable
 @pytest.fixture(scope="module")
 def auth_env(tmp_path_factory, feature_files, serve_lake):
     from neurolake import init_lake
-    from neurolake.access import access
     from neurolake.catalog import FeatureRegistry
 
     path = tmp_path_factory.mktemp("authlake") / "lake"
@@ -30,7 +29,7 @@ def auth_env(tmp_path_factory, feature_files, serve_lake):
     reg.register(name="synapse_counts", datastack="hemibrain", location=str(feature_files["synapse_counts"]),
                  status="published")
     reg.register(name="roi_counts", datastack="open_ds", location=str(feature_files["roi_counts"]))
-    acc = access(lake)
+    acc = lake.access
     tokens = {}
     acc.add_user("boss", admin=True)
     acc.add_user("ed")
@@ -307,11 +306,10 @@ def test_registry_embedded_default_no_auth(serve_lake, tmp_path, feature_files):
 
 def test_registry_server_on_postgres(serve_lake, tmp_path, feature_files, new_pg_database):
     from neurolake import init_lake
-    from neurolake.access import access
 
     lake = init_lake(tmp_path / "pglake", database_url=new_pg_database())
     lake.create_datastack("hemibrain", (8, 8, 8), public=False)
-    acc = access(lake)
+    acc = lake.access
     acc.add_user("ed", quota_requests=50)
     acc.grant("ed", "hemibrain", "editor")
     tok = acc.create_token("ed")["token"]

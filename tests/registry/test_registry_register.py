@@ -8,7 +8,6 @@ import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import func, select
 
-from neurolake.access import access
 from neurolake.access.models import AuditEvent
 from neurolake.catalog import FeatureRegistry, crawl, find_tables
 from neurolake.catalog.models import FeatureTable
@@ -47,7 +46,7 @@ def test_registry_four_formats_detected(reg_lake, feature_files):
     assert e["roi_counts"]["partition_columns"] == ["type"]
     assert {c["name"] for c in e["roi_counts"]["schema"]} >= {"type", "roi", "n_synapses", "bodyId"}
     # audit: one registration event per table
-    ev = access(reg_lake).audit_log(action="feature.register")
+    ev = reg_lake.access.audit_log(action="feature.register")
     assert sorted(x["target"] for x in ev) == sorted(feature_files)
     assert reg.verify("synapse_counts")["ok"]
     # grants: Iceberg → the snapshot's data files, Lance → every file, Delta → the version's data files
@@ -180,7 +179,7 @@ def test_registry_status_and_immutability(reg_lake, feature_files):
     with pytest.raises(Conflict):
         reg.set_status("counts_v1", "published")
     assert reg.get("counts_v2")["derived_from"] == ["counts_v1"]
-    ev = access(reg_lake).audit_log(action="feature.status")
+    ev = reg_lake.access.audit_log(action="feature.status")
     assert [(x["detail"]["old"], x["detail"]["new"]) for x in reversed(ev)] == [("draft", "published"),
                                                                                 ("published", "deprecated")]
     reg.delete("counts_v2")
@@ -258,7 +257,7 @@ def test_registry_postgres(new_pg_database, tmp_path, feature_files):
         assert [r["name"] for r in reg.search(tag="synapses", column="pre")] == ["synapse_counts"]
         with pytest.raises(AlreadyExists):
             reg.register(name="synapse_counts", datastack="hemibrain", location=str(feature_files["cell_types"]))
-        acc = access(lake)
+        acc = lake.access
         acc.add_user("ann")
         tok = acc.create_token("ann")["token"]
         assert acc.authenticate(tok).name == "ann"

@@ -109,11 +109,10 @@ def test_registry_s3_register_crawl_and_presigned_reads(s3, reg_lake, feature_fi
 
 def test_registry_s3_through_server(s3, serve_lake, tmp_path, feature_files):
     from neurolake import init_lake
-    from neurolake.access import access
 
     lake = init_lake(tmp_path / "lake")
     lake.create_datastack("hemibrain", (8, 8, 8), public=False)
-    acc = access(lake)
+    acc = lake.access
     acc.add_user("ed")
     acc.grant("ed", "hemibrain", "editor")
     tok = acc.create_token("ed")["token"]

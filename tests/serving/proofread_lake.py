@@ -19,7 +19,6 @@ def build(path: Path):
     """Returns ``(lake, {"viewer": token, "editor": token}, {"supervoxels": [...], "roots": [...]})`` (20 real
     supervoxel ids and their root ids); close the lake when done."""
     from neurolake import open_lake
-    from neurolake.access.core import access
     from neurolake.annotations import create_table
     from neurolake.materialize import materialize
     from neurolake.proofreading import create_segmentation
@@ -45,7 +44,7 @@ def build(path: Path):
     syn.append(pd.DataFrame({"pre_pt_position": [[1, 1, 1]], "post_pt_position": [[3, 1, 1]],
                              "ctr_pt_position": [[2, 1, 1]], "size": [5.0]}), author="fuzz")
     materialize(lake, "gala")
-    acc = access(lake)
+    acc = lake.access
     tokens = {}
     for user, role in (("vi", "viewer"), ("ed", "editor")):
         acc.add_user(user)

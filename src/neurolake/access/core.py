@@ -431,8 +431,3 @@ class Access:
                 q = q.where(AuditEvent.datastack == datastack)
             return [{"id": e.id, "time": as_utc(e.time).isoformat(), "user": e.user_name, "action": e.action,
                      "target": e.target, "datastack": e.datastack, "detail": e.detail} for e in s.scalars(q)]
-
-
-def access(lake) -> Access:
-    """The (cached) :class:`Access` of an open lake."""
-    return lake.access

@@ -30,7 +30,6 @@ from urllib.parse import parse_qs
 import anyio
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from neurolake.access.core import access
 from neurolake.errors import NeurolakeError, QuotaExceeded
 
 COOKIE = "neurolake_token"
@@ -67,7 +66,7 @@ class AuthMiddleware:
     def __init__(self, app: ASGIApp, lake, quotas) -> None:
         self.app = app
         self.lake = lake
-        self.access = access(lake)
+        self.access = lake.access
         self.quotas = quotas
 
     def _authenticate(self, token: str | None):

@@ -1,9 +1,9 @@
 """Feature-table registry: external Parquet / Delta / Iceberg / Lance tables described in the catalog.
 
-Public face::
+Public face (through the lake; a server builds ``FeatureRegistry(lake, principal)`` per request)::
 
-    from neurolake.catalog import FeatureRegistry, crawl
-    reg = FeatureRegistry(lake)                       # the local user; pass principal= in a server
+    from neurolake.catalog import crawl
+    reg = lake.features                               # the local user, every right
     reg.register(name="cell_types", datastack="hemibrain", location="/data/ct.parquet", tags=["cells"])
     reg.search(tag="cells", column="bodyId")
     reg.set_status("cell_types", "published")
@@ -13,7 +13,7 @@ Public face::
 
 from neurolake.catalog.crawler import crawl, find_tables
 from neurolake.catalog.formats import FORMATS, detect_format, inspect
-from neurolake.catalog.registry import FIELDS, STATUSES, TRANSITIONS, FeatureRegistry, registry
+from neurolake.catalog.registry import FIELDS, STATUSES, TRANSITIONS, FeatureRegistry
 
 __all__ = ["FIELDS", "FORMATS", "STATUSES", "TRANSITIONS", "FeatureRegistry", "crawl", "detect_format", "find_tables",
-           "inspect", "registry"]
+           "inspect"]

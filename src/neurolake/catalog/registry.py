@@ -684,8 +684,3 @@ def _data_files(fmt: str, files: list[dict[str, Any]], fp: dict[str, Any]) -> li
         data = [f for f in files if f.get("data")]
         return data or [f for f in files if f["path"].startswith("data/") and f["path"].endswith(".parquet")]
     return files
-
-
-def registry(lake, principal: Principal | None = None) -> FeatureRegistry:
-    """``FeatureRegistry(lake, principal)``."""
-    return FeatureRegistry(lake, principal)

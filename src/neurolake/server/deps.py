@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from fastapi import Request
 
-from neurolake.access.core import Principal, access, local_principal
+from neurolake.access.core import Principal, local_principal
 from neurolake.errors import InvalidArgument, NotFound, TooLarge, Unauthorized
 from neurolake.lake import Lake
 from neurolake.volumes.layer import Layer
@@ -44,7 +44,7 @@ def annotation_table(request: Request, lake: Lake, datastack: str, name: str, ne
     from neurolake.annotations import get_table  # the annotation stack (deltalake) only when used
 
     t = get_table(lake, datastack, name)
-    access(lake).require_table(principal_of(request), t, need)
+    lake.access.require_table(principal_of(request), t, need)
     return t
 
 

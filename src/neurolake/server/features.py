@@ -12,7 +12,6 @@ import anyio
 from fastapi import Body, Query, Request
 from fastapi.responses import JSONResponse
 
-from neurolake.access.core import access
 from neurolake.catalog.registry import FeatureRegistry
 from neurolake.errors import InvalidArgument
 from neurolake.server.access import Need
@@ -118,8 +117,8 @@ async def usage(request: Request, user: str | None = None) -> Usage:
     p = principal_of(request)
     quotas = request.app.state.quotas
     if user and user != p.name:
-        access(request.app.state.lake).require(p, None, "admin", "reading another user's usage")
-        p = await _run(access(request.app.state.lake).principal, user)
+        request.app.state.lake.access.require(p, None, "admin", "reading another user's usage")
+        p = await _run(request.app.state.lake.access.principal, user)
     return await _run(quotas.usage, p)
 
 
@@ -128,7 +127,7 @@ async def usage(request: Request, user: str | None = None) -> Usage:
 async def audit(request: Request, action: str | None = None, datastack: str | None = None, user: str | None = None,
                 limit: Limit = 200) -> AuditLog:
     p = principal_of(request)
-    acc = access(request.app.state.lake)
+    acc = request.app.state.lake.access
     if not p.is_admin:
         user = p.name
     await _run(getattr(request.app.state, "data_state", None).flush) if getattr(
