@@ -202,7 +202,7 @@ def bench_query(tmp: Path, n: int, queries: int, side: int) -> dict:
     con.execute(f"CREATE TABLE s AS SELECT * FROM read_parquet('{src}')")
     rng = np.random.default_rng(11)
     los = rng.integers(0, VOLUME - side, (queries, 3)).astype(float)
-    res = np.array(t.voxel_resolution)
+    res = np.array(t.voxel_size_nm)
     ours, plain, duck, counts = [], [], [], []
     t.query(bbox=[los[0] * res, (los[0] + side) * res]).arrow()  # open the dataset once
     for lo in los:

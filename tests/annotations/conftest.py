@@ -42,7 +42,7 @@ def ann_lake_path(demo_lake_path, tmp_path_factory) -> Path:
     create_table(lake, "hemibrain", "cell_types", "cell_type", properties={"cell_class": "str"},
                  description="Schlegel et al. 2024, hemibrain meta").append(schlegel_cell_types())
     lake.create_datastack("pinky100", (4, 4, 40), description="MICrONS pinky100")
-    create_table(lake, "pinky100", "somas", "nucleus", voxel_resolution=(1, 1, 1),
+    create_table(lake, "pinky100", "somas", "nucleus", voxel_size_nm=(1, 1, 1),
                  properties={"manual_id": "int", "axon_len": "float", "dendrite_len": "float"}).append(pinky_somas())
     syn = pd.read_csv(PINKY / "synapses.csv")
     create_table(lake, "pinky100", "synapses", "synapse", optional_points=["ctr_pt"]).append(

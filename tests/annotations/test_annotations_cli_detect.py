@@ -29,7 +29,7 @@ def test_detected_gerhard_synapses_match_scipy(ann_lake):
     sizes = ndimage.sum_labels(mask, lab, idx)
     t = get_table(ann_lake, "gerhard2013", "synapses")
     got = t.query().df()
-    assert len(got) == 50 and t.schema.name == "synapse" and t.voxel_resolution == (4.6, 4.6, 50.0)
+    assert len(got) == 50 and t.schema.name == "synapse" and t.voxel_size_nm == (4.6, 4.6, 50.0)
     want = pd.DataFrame({"x": cx, "y": cy, "z": cz, "size": sizes}).sort_values(["z", "y", "x"]).reset_index()
     np.testing.assert_allclose(got["ctr_pt_position_x"], want.x, atol=1e-9)
     np.testing.assert_allclose(got["ctr_pt_position_z"], want.z, atol=1e-9)

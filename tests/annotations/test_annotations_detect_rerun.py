@@ -148,7 +148,7 @@ def test_table_written_by_old_code_needs_a_flag(rerun_lake):
     """A table holding rows without a derivation record (the 100 rows the old code left) is not touched
     without a flag; --overwrite replaces all its valid rows and records the derivation."""
     _, lake, labels = rerun_lake
-    t = create_table(lake, DS, "legacy", "synapse", voxel_resolution=(4.6, 4.6, 50), properties=DETECT_PROPERTIES)
+    t = create_table(lake, DS, "legacy", "synapse", voxel_size_nm=(4.6, 4.6, 50), properties=DETECT_PROPERTIES)
     rows = components(labels == SYNAPSE)
     rows.insert(4, "size_nm3", rows["size"] * 4.6 * 4.6 * 50)
     t.append(rows)

@@ -169,7 +169,7 @@ def test_rows_api_json_and_arrow(ann_server):
     hist = httpx.get(f"{api}/http_sites/history").json()
     assert [h["neurolake_action"] for h in hist[:4]] == ["delete", "update", "append", "append"]
     meta = httpx.get(f"{api}/http_sites").json()
-    assert meta["voxel_resolution_x"] == 8.0 and meta["schema_type"] == "point"
+    assert meta["voxel_size_nm"][0] == 8.0 and meta["schema_type"] == "point"
 
 
 @pytest.mark.parametrize("case", ["missing", "mistyped", "nan", "dup", "truncated_arrow", "bad_json"])

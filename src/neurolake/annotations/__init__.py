@@ -10,7 +10,7 @@ Public API (see ``docs/annotations.md``)::
     t.update(df_with_ids); t.delete(ids)     # history kept (superceded_id / deleted)
     t.query(bbox=[[x0, y0, z0], [x1, y1, z1]], units="nm", timestamp=T, filters={...})
 
-Positions are x, y, z voxels at the table's ``voxel_resolution`` (nm per voxel), in columns
+Positions are x, y, z voxels at the table's ``voxel_size_nm`` (nm per voxel), in columns
 ``<point>_position_x|y|z``; ``<point>_supervoxel_id`` holds the segment under the point.
 """
 

@@ -288,7 +288,7 @@ def detect_synapses(lake: Any, datastack: str, mask_layer: str, value: int, tabl
     mode = "overwrite" if overwrite and t is not None else ("append" if records or (t is not None and t.count())
                                                             else "create")
     if t is None:
-        t = create_table(lake, datastack, table, "synapse", voxel_resolution=vs.tolist(),
+        t = create_table(lake, datastack, table, "synapse", voxel_size_nm=vs.tolist(),
                          properties=DETECT_PROPERTIES, segmentation_layer=segmentation_layer,
                          description=description or f"connected components of value {value} in layer {mask_layer}")
     user = current_user()

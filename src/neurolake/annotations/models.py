@@ -14,7 +14,7 @@ from neurolake.db.base import Base, utcnow
 class AnnotationTable(Base):
     """One annotation table of a datastack (CAVE's table metadata).
 
-    ``path`` (relative to the lake root) holds the Delta Lake table; ``voxel_resolution_nm`` is the
+    ``path`` (relative to the lake root) holds the Delta Lake table; ``voxel_size_nm`` is the
     (x, y, z) nm per voxel of stored positions; ``segmentation_layer`` is the layer whose segment
     ids are looked up under each point on write (null: no binding); ``next_id`` is the next
     automatically assigned annotation id; ``read_permission``/``write_permission`` follow CAVE
@@ -30,7 +30,7 @@ class AnnotationTable(Base):
     schema_name: Mapped[str] = mapped_column(String(64))
     description: Mapped[str] = mapped_column(Text, default="")
     owner: Mapped[str] = mapped_column(String(128), default="")
-    voxel_resolution_nm: Mapped[list[float]] = mapped_column(JSON)
+    voxel_size_nm: Mapped[list[float]] = mapped_column("voxel_resolution_nm", JSON)  # column named before 0.1
     properties: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     required_points: Mapped[list[str]] = mapped_column(JSON, default=list)
     segmentation_layer: Mapped[str | None] = mapped_column(String(128), nullable=True)

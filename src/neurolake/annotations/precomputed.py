@@ -167,7 +167,7 @@ class PrecomputedAnnotations:
             lo, hi = np.zeros(3), np.ones(3)
         self.lower_bound, self.upper_bound = lo, hi
         grid = np.ones(3, dtype=np.int64)
-        res = np.array(table.voxel_resolution)
+        res = np.array(table.voxel_size_nm)
         while self.count / grid.prod() > cell_target and grid.prod() * 2 <= max_cells:
             ext_nm = (hi - lo) * res / grid
             a = int(np.argmax(ext_nm))
@@ -184,7 +184,7 @@ class PrecomputedAnnotations:
         self.limit = int(np.bincount(flat).max()) if self.count else 1
 
     def info(self) -> dict[str, Any]:
-        rx, ry, rz = self.table.voxel_resolution
+        rx, ry, rz = self.table.voxel_size_nm
         return {
             "@type": "neuroglancer_annotations_v1",
             "dimensions": {"x": [rx * 1e-9, "m"], "y": [ry * 1e-9, "m"], "z": [rz * 1e-9, "m"]},

@@ -14,7 +14,7 @@ Stored columns (one Delta Lake table per annotation table):
   ``superceded_id`` (id of the row that replaced this one on update; CAVE's spelling),
   ``author``, ``confidence`` (float), ``status`` (str), ``metadata`` (JSON object as text);
 - per bound point ``P``: ``P_position_x``, ``P_position_y``, ``P_position_z`` (float64, **voxels at
-  the table's voxel resolution**, x, y, z; multiply by ``voxel_resolution_nm`` for nm — the names
+  the table's voxel resolution**, x, y, z; multiply by the table's ``voxel_size_nm`` for nm — the names
   caveclient gives split positions), ``P_supervoxel_id`` (uint64, looked up on write) and
   ``P_root_id`` (uint64, optional, e.g. when the source already knows the proofread object);
 - the schema's fields and the table's declared properties.

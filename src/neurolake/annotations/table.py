@@ -163,8 +163,8 @@ def prefetch(items: Iterable[Any], depth: int = 2):
 class Table:
     """One annotation table. Obtain with :func:`get_table` / :func:`create_table`.
 
-    Positions are (x, y, z) **voxels at** ``voxel_resolution`` (nm per voxel); multiply by
-    ``voxel_resolution`` for nm (or query with ``positions="nm"``). Ids are uint64.
+    Positions are (x, y, z) **voxels at** ``voxel_size_nm`` (nm per voxel); multiply by
+    ``voxel_size_nm`` for nm (or query with ``positions="nm"``). Ids are uint64.
     """
 
     def __init__(self, lake: Any, datastack: str, row: AnnotationTable) -> None:
@@ -173,7 +173,7 @@ class Table:
         self.name = row.name
         self.schema: Schema = get_schema(row.schema_name)
         self.properties: dict[str, str] = dict(row.properties or {})
-        self.voxel_resolution: tuple[float, float, float] = tuple(row.voxel_resolution_nm)  # type: ignore
+        self.voxel_size_nm: tuple[float, float, float] = tuple(row.voxel_size_nm)  # type: ignore
         self.segmentation_layer: str | None = row.segmentation_layer
         self.required_points: tuple[str, ...] = tuple(row.required_points)
         self.description = row.description
@@ -198,13 +198,12 @@ class Table:
         return id_columns(self.schema, self.properties)
 
     def metadata(self) -> dict[str, Any]:
-        """CAVE-style table metadata (JSON-able)."""
-        vx, vy, vz = self.voxel_resolution
+        """Table metadata (JSON-able): schema, columns, ``voxel_size_nm`` (x, y, z nm per voxel of the stored
+        positions), permissions, Delta version."""
         return {
             "datastack": self.datastack, "table_name": self.name, "schema_type": self.schema.name,
             "schema": self.schema.to_json(), "properties": self.properties, "description": self.description,
-            "owner": self.owner, "voxel_resolution_x": vx, "voxel_resolution_y": vy, "voxel_resolution_z": vz,
-            "voxel_resolution_nm": [vx, vy, vz], "segmentation_layer": self.segmentation_layer,
+            "owner": self.owner, "voxel_size_nm": list(self.voxel_size_nm), "segmentation_layer": self.segmentation_layer,
             "required_points": list(self.required_points), "read_permission": self.read_permission,
             "write_permission": self.write_permission, "reference_table": None,
             "created": self.created.isoformat() if self.created else None, "version": self.version,
@@ -299,7 +298,7 @@ class Table:
         ext = self._bounds_nm()
         if ext is None or len(tab) == 0:
             return
-        res = np.array(self.voxel_resolution)
+        res = np.array(self.voxel_size_nm)
         for p in self.schema.points:
             nm = self._positions(tab, p) * res
             with np.errstate(invalid="ignore"):
@@ -315,7 +314,7 @@ class Table:
     def _bind(self, tab: pa.Table) -> pa.Table:
         """Look up the segment id under each point in the segmentation layer (batched point reads)."""
         layer = self.lake.layer(self.datastack, self.segmentation_layer)
-        scale = np.array(self.voxel_resolution) / np.array(layer.voxel_size, dtype=np.float64)
+        scale = np.array(self.voxel_size_nm) / np.array(layer.voxel_size, dtype=np.float64)
         shape_xyz = np.array(layer.size(0)) - 1
         for p in self.schema.points:
             col = f"{p}_supervoxel_id"
@@ -400,7 +399,7 @@ class Table:
 
         ``rows``: a DataFrame / Arrow table / list of dicts with the schema's columns (see
         :mod:`neurolake.annotations.schemas`); positions are x, y, z voxels at the table's
-        ``voxel_resolution``. Rows without ``id`` get new ids. With ``bind`` and a segmentation layer
+        ``voxel_size_nm``. Rows without ``id`` get new ids. With ``bind`` and a segmentation layer
         the supervoxel under each point is stored in ``<point>_supervoxel_id`` (given ids are kept).
         Raises InvalidArgument (columns/values, naming rows), OutOfBounds (positions outside the
         volume), AlreadyExists (duplicate ids); on any error nothing is written.
@@ -585,7 +584,7 @@ class Table:
     # -- reads ------------------------------------------------------------------------------------
     def _bbox_voxels(self, bbox: Any, units: str, mip: int, layer: str | None) -> tuple[np.ndarray, np.ndarray]:
         lo, hi = (np.asarray(c, dtype=np.float64) for c in bbox)  # checked by base.boxes.bounding_box
-        res = np.array(self.voxel_resolution)
+        res = np.array(self.voxel_size_nm)
         if units == "nm":
             return lo / res, hi / res
         if units == "voxels":
@@ -617,7 +616,7 @@ class Table:
         - ``filters``: ``{column: value}`` (equal) or ``{column: [values]}`` (in);
         - ``timestamp``: datetime / ISO text / epoch seconds: the rows valid at that time;
           ``include_deleted``: every row version ever written (with ``created``/``deleted``);
-        - ``positions``: "voxels" (stored, at ``voxel_resolution``) or "nm"; or ``desired_resolution``
+        - ``positions``: "voxels" (stored, at ``voxel_size_nm``) or "nm"; or ``desired_resolution``
           ``(x, y, z)`` nm per voxel: positions in voxels of that size (caveclient's ``desired_resolution``);
 
         Returns a :class:`~neurolake.base.results.Result` (``.df()``, ``.arrow()``, ``.pl()``; id columns
@@ -629,14 +628,14 @@ class Table:
         expr = None
         bbox = bounding_box(bbox, x=x, y=y, z=z)
         if desired_resolution is not None:
-            scale = np.asarray(self.voxel_resolution) / np.asarray(_triple_nm(desired_resolution,
+            scale = np.asarray(self.voxel_size_nm) / np.asarray(_triple_nm(desired_resolution,
                                                                               "desired_resolution"))
             positions = "scaled"
         elif positions not in ("voxels", "nm"):
             raise InvalidArgument(f"positions {positions!r} must be 'voxels' or 'nm'", field="positions",
                                   value=positions, allowed=["voxels", "nm"])
         else:
-            scale = np.asarray(self.voxel_resolution) if positions == "nm" else None
+            scale = np.asarray(self.voxel_size_nm) if positions == "nm" else None
         meta = {"datastack": self.datastack, "table": self.name, "delta_version": self.version,
                 "timestamp": isoformat(parse_timestamp(timestamp)),
                 "filters": {k: v for k, v in {"ids": None if ids is None else len(list(ids)), "bbox": bbox,
@@ -736,13 +735,13 @@ def _table_rel(lake: Any, datastack: str, name: str) -> str:
 
 
 def create_table(lake: Any, datastack: str, name: str, schema: str, *, description: str = "",
-                 voxel_resolution: Any = None, properties: dict[str, str] | None = None,
+                 voxel_size_nm: Any = None, properties: dict[str, str] | None = None,
                  segmentation_layer: str | None = None, optional_points: Sequence[str] = (),
                  owner: str | None = None, read_permission: str = "PUBLIC", write_permission: str = "PRIVATE",
                  exist_ok: bool = False) -> Table:
     """Create an empty annotation table ``name`` of ``schema`` in ``datastack``.
 
-    ``voxel_resolution``: (x, y, z) nm per voxel of the stored positions (default: the datastack's
+    ``voxel_size_nm``: (x, y, z) nm per voxel of the stored positions (default: the datastack's
     voxel size). ``properties``: extra typed columns ``{name: "float"|"int"|"uint64"|"str"|"bool"}``.
     ``segmentation_layer``: a segmentation layer of the datastack whose ids are looked up under every
     point on write. ``optional_points``: points that may be left empty (NaN), beyond the schema's own.
@@ -767,7 +766,7 @@ def create_table(lake: Any, datastack: str, name: str, schema: str, *, descripti
         if la.layer_type != "segmentation":
             raise InvalidArgument(f"layer {segmentation_layer!r} is an {la.layer_type} layer; binding needs a "
                                   "segmentation layer", field="segmentation_layer", value=segmentation_layer)
-    res = _triple_nm(voxel_resolution if voxel_resolution is not None else ds["voxel_size_nm"], "voxel_resolution")
+    res = _triple_nm(voxel_size_nm if voxel_size_nm is not None else ds["voxel_size_nm"], "voxel_size_nm")
     rel = _table_rel(lake, datastack, name)
     with lake.catalog.session() as s:
         dsrow = s.scalar(select(Datastack).where(Datastack.name == datastack))
@@ -784,7 +783,7 @@ def create_table(lake: Any, datastack: str, name: str, schema: str, *, descripti
         path.parent.mkdir(parents=True, exist_ok=True)
         DeltaTable.create(str(path), arrow_schema(sch, props), name=name, description=description or None)
         row = AnnotationTable(datastack_id=dsrow.id, name=name, schema_name=sch.name, description=description,
-                              owner=owner or current_user(), voxel_resolution_nm=list(res), properties=props,
+                              owner=owner or current_user(), voxel_size_nm=list(res), properties=props,
                               required_points=required, segmentation_layer=segmentation_layer,
                               read_permission=read_permission, write_permission=write_permission, path=rel,
                               next_id=1, provenance={})

@@ -39,15 +39,15 @@ def list_cmd(datastack: DsOpt, lake: LakeOpt = None):
 def create(datastack: DsOpt, table: TableOpt,
            schema: Annotated[str, typer.Option(help="synapse, cell_type, nucleus, bound_tag, point, line, box")],
            lake: LakeOpt = None,
-           voxel_resolution: Annotated[str | None, typer.Option(help="x,y,z nm per voxel of positions")] = None,
+           voxel_size: Annotated[str | None, typer.Option(help="x,y,z nm per voxel of positions (default: the datastack's)")] = None,
            prop: Annotated[list[str] | None, typer.Option("--property", help="extra column name:type")] = None,
            segmentation_layer: Annotated[str | None, typer.Option(help="layer for supervoxel lookup")] = None,
            optional_point: Annotated[list[str] | None, typer.Option(help="a point that may be empty")] = None,
            description: str = ""):
     """Create an empty annotation table."""
-    vr = parse_triple(voxel_resolution, "voxel_resolution")
+    vr = parse_triple(voxel_size, "voxel size")
     t = open_lake(lake)[datastack].create_table(
-        table, schema, description=description, voxel_resolution=list(vr) if vr else None,
+        table, schema, description=description, voxel_size_nm=list(vr) if vr else None,
         properties=parse_pairs(prop, "property", ":"), segmentation_layer=segmentation_layer,
         optional_points=optional_point or ())
     say(f"created {t!r}")

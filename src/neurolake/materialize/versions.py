@@ -9,7 +9,7 @@ edits and annotation writes do not change a version. Version metadata follows CA
 MaterializationEngine: ``version``, ``timestamp`` (CAVE routes call it ``time_stamp``), ``expires_on``, ``valid``,
 ``status``.
 
-Positions in the stored tables are x, y, z voxels at each table's ``voxel_resolution`` (nm).
+Positions in the stored tables are x, y, z voxels at each table's ``voxel_size_nm`` (nm).
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def bind_roots(lake, datastack: str, table, tab: pa.Table, timestamp: dt.datetim
             layer = lake.layer(datastack, sv_layer)
             pos = np.stack([tab.column(f"{p}_position_{a}").to_numpy(zero_copy_only=False) for a in "xyz"], axis=1)
             ok = ~np.isnan(pos).any(axis=1)
-            scale = np.array(table.voxel_resolution) / np.array(layer.voxel_size, dtype=np.float64)
+            scale = np.array(table.voxel_size_nm) / np.array(layer.voxel_size, dtype=np.float64)
             vox = np.clip(np.floor(pos[ok] * scale).astype(np.int64), 0, np.array(layer.size(0)) - 1)
             svs = np.zeros(len(tab), np.uint64)
             svs[ok] = layer.read_points(vox[:, ::-1]).astype(np.uint64)
@@ -213,7 +213,7 @@ def materialize(lake, datastack: str, timestamp: Any = None, tables: list[str] |
             else:
                 writer.close()
             meta[t.name] = {"rows": rows, "schema": t.schema.name, "delta_version": delta_versions[t.name],
-                            "voxel_resolution_nm": list(t.voxel_resolution), "description": t.description,
+                            "voxel_size_nm": list(t.voxel_size_nm), "description": t.description,
                             "segmentation_layer": t.segmentation_layer}
             total += rows
             if progress:

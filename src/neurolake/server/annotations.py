@@ -58,7 +58,7 @@ class TableCreate(BaseModel):
     name: str
     schema_type: str = Field(description="synapse, cell_type, nucleus, bound_tag, point, line or box")
     description: str = ""
-    voxel_resolution_nm: list[float] | None = Field(None, description="x, y, z nm per voxel of positions")
+    voxel_size_nm: list[float] | None = Field(None, description="x, y, z nm per voxel of positions")
     properties: dict[str, str] = Field(default_factory=dict, description="extra columns {name: type}")
     segmentation_layer: str | None = None
     optional_points: list[str] = Field(default_factory=list)
@@ -100,7 +100,7 @@ def create(datastack: str, body: TableCreate, request: Request, lake: Lake = Dep
     p = principal_of(request)
     t = create_table(lake, datastack, body.name, body.schema_type, description=body.description,
                      owner=None if p.local else p.name,
-                     voxel_resolution=body.voxel_resolution_nm, properties=body.properties,
+                     voxel_size_nm=body.voxel_size_nm, properties=body.properties,
                      segmentation_layer=body.segmentation_layer, optional_points=body.optional_points,
                      read_permission=body.read_permission, write_permission=body.write_permission)
     return t.metadata()

@@ -209,7 +209,7 @@ def _table_meta(lake: Lake, ds: str, version: int, table: str) -> dict:
     if table not in v["tables"]:
         raise not_found("table", table, sorted(v["tables"]), within=("version", version), datastack=ds)
     t = v["tables"][table]
-    vx, vy, vz = t["voxel_resolution_nm"]
+    vx, vy, vz = t.get("voxel_size_nm") or t["voxel_resolution_nm"]  # versions made before the rename
     return {"table_name": table, "schema": t["schema"], "schema_type": t["schema"], "description": t["description"],
             "reference_table": None, "voxel_resolution_x": vx, "voxel_resolution_y": vy, "voxel_resolution_z": vz,
             "voxel_resolution": [vx, vy, vz], "valid": True, "aligned_volume": ds, "created": _cave_ts(v["timestamp"]),
@@ -320,7 +320,7 @@ async def mat_query(datastack: str, version: Count, table: str, request: Request
             filter_not_in=f["filter_not_in"], filter_greater=f["filter_greater"], filter_less=f["filter_less"],
             filter_greater_equal=f["filter_greater_equal"], filter_less_equal=f["filter_less_equal"],
             filter_spatial=f["filter_spatial"], columns=f["columns"], offset=f["offset"], limit=f["limit"]).arrow()
-        return _arrow_response(tab, body, v["tables"].get(table, {}).get("voxel_resolution_nm"))
+        return _arrow_response(tab, body, v["tables"].get(table, {}).get("voxel_size_nm"))
 
     return await run_in_threadpool(run)
 
@@ -344,7 +344,7 @@ async def mat_live_query(datastack: str, request: Request, timestamp: str | None
             lake, datastack, table, ts, filter_in=f["filter_in"], filter_equal=f["filter_equal"],
             filter_not_in=f["filter_not_in"], filter_spatial=f["filter_spatial"], columns=f["columns"],
             offset=f["offset"], limit=f["limit"]).arrow()
-        return _arrow_response(tab, body, list(t.voxel_resolution))
+        return _arrow_response(tab, body, list(t.voxel_size_nm))
 
     return await run_in_threadpool(run)
 

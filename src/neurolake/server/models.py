@@ -409,10 +409,7 @@ class TableMetadata(Model):
     properties: dict[str, Any] = Field(description="extra columns {name: type}")
     description: str | None
     owner: str | None
-    voxel_resolution_x: Number = Field(description="nm per voxel of positions")
-    voxel_resolution_y: Number = Field(description="nm per voxel of positions")
-    voxel_resolution_z: Number = Field(description="nm per voxel of positions")
-    voxel_resolution_nm: XYZ = Field(description="nm per voxel of positions, x, y, z")
+    voxel_size_nm: XYZ = Field(description="nm per voxel of positions, x, y, z")
     segmentation_layer: str | None
     required_points: list[str]
     read_permission: str = Field(description="PRIVATE, GROUP or PUBLIC")
@@ -554,7 +551,7 @@ class VersionTable(Model):
     rows: int
     schema_: str = Field(alias="schema", description="schema type of the table")
     delta_version: int | None = Field(None, description="Delta version of the live table that was frozen")
-    voxel_resolution_nm: XYZ | None = Field(None, description="nm per voxel of positions, x, y, z")
+    voxel_size_nm: XYZ | None = Field(None, description="nm per voxel of positions, x, y, z")
     description: str | None = None
     segmentation_layer: str | None = None
 
