@@ -232,8 +232,9 @@ class Lake:
             names = [r.name for r in self._ds_row(s, datastack).layers]
         return [self.layer(datastack, n) for n in sorted(names)]
 
-    def layer(self, datastack: str, name: str) -> Layer:
-        """The layer ``name`` of ``datastack``. Raises NotFound."""
+    def layer(self, datastack: str, name: str, *, finish_pending: bool = True) -> Layer:
+        """The layer ``name`` of ``datastack``. When its object is first made, the pyramid updates that killed
+        writers left pending are finished (unless ``finish_pending`` is false). Raises NotFound."""
         with self.catalog.session() as s:
             row = self._layer_row(s, datastack, name)
             key = (datastack, name, row.id, row.status, row.updated, row.path)
@@ -243,7 +244,7 @@ class Lake:
                               root=self.root / row.path, status=row.status, context=self.context,
                               description=row.description, progress=dict(row.progress),
                               provenance=dict(row.provenance), created=row.created)
-                if row.status == "ready":
+                if row.status == "ready" and finish_pending:
                     layer.repair()  # finish pyramid updates a killed writer left (see Layer.pending_updates)
                 with self._lock:
                     self._forget(datastack, name)
@@ -344,7 +345,7 @@ class Lake:
         for ds in self.datastacks():
             for info in self.datastack_info(ds)["layers"]:
                 if info["status"] == "ready":
-                    n = self.layer(ds, info["name"]).repair()
+                    n = self.layer(ds, info["name"], finish_pending=False).repair()
                     if n:
                         out[f"{ds}/{info['name']}"] = n
         return out

@@ -68,10 +68,27 @@ def test_reopen_and_repair_finish_the_work(gala_lake):
 
     _kill_mid_write(gala_lake)
     lake = open_lake(gala_lake)
-    lake.repair()  # what `neurolake repair` runs; opening the layer (lake.layer) would already finish it
+    assert lake.repair() == {"gala/image": 1}  # what `neurolake repair` runs
     layer = lake["gala"].layer("image")
     assert layer.pending_updates() == []
     mip0 = layer.cutout(x=(0, 200), y=(0, 100), z=(0, 40))
     raw = layer.array(1)[0:20, 0:50, 0:100].read().result()  # straight from storage: no read-time repair
     assert np.abs(raw.astype(float) - _area_mean(layer, mip0)).max() <= 1
+    lake.close()
+
+
+def test_neurolake_repair_command_and_reopen(gala_lake):
+    """`neurolake repair` finishes what a killed writer left; so does simply opening the layer again."""
+    import json
+
+    from neurolake import open_lake
+
+    _kill_mid_write(gala_lake)
+    p = subprocess.run([sys.executable, "-m", "neurolake.cli", "repair", "-l", str(gala_lake)], capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 0 and json.loads(p.stdout) == {"gala/image": 1}, p.stderr
+    _kill_mid_write(gala_lake)
+    lake = open_lake(gala_lake)
+    layer = lake["gala"].layer("image")  # opening finishes it
+    assert layer.pending_updates() == []
     lake.close()

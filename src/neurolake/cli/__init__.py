@@ -3,7 +3,7 @@
 =====================  ==========================================================
 module                 commands
 =====================  ==========================================================
-``volumes``            ``init``, ``ingest``, ``info``, ``cutout``
+``volumes``            ``init``, ``ingest``, ``info``, ``cutout``, ``repair``
 ``serve``              ``serve``, ``demo``
 ``annotations``        ``annotations create|load|detect|query|history|delete|list``
 ``proofread``          ``proofread init|info|merge|split|undo|redo|rollback|log|roots|leaves|lineage``

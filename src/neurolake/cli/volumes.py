@@ -1,4 +1,4 @@
-"""``neurolake init | ingest | info | cutout``: lakes, datastacks and volume layers."""
+"""``neurolake init | ingest | info | cutout | repair``: lakes, datastacks and volume layers."""
 
 from __future__ import annotations
 
@@ -123,9 +123,16 @@ def cutout(
     say(f"wrote {output} shape (z, y, x) = {arr.shape} {arr.dtype}")
 
 
+def repair(lake: LakeOpt = None):
+    """Finish the pyramid updates that killed writers left pending (coarser mips of their regions are
+    recomputed from the finer ones); prints what was finished per layer (JSON)."""
+    echo_json(open_lake(lake).repair())
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``init``, ``ingest``, ``info`` and ``cutout`` to the ``neurolake`` command."""
+    """Add ``init``, ``ingest``, ``info``, ``cutout`` and ``repair`` to the ``neurolake`` command."""
     app.command()(init)
     app.command()(ingest)
     app.command()(info)
     app.command()(cutout)
+    app.command()(repair)
