@@ -73,9 +73,12 @@ def free_port() -> int:
 
 
 class Server:
-    """A real ``neurolake serve`` subprocess on loopback: ``Server(lake, *cli_args, env={...})``."""
+    """A server subprocess on loopback: ``Server(lake, *cli_args, env={...})`` runs ``neurolake serve`` on the
+    lake; ``Server(None, cmd=[...])`` any other server taking ``--host``/``--port`` (e.g. uvicorn). With
+    ``log`` its output goes to that file (``tail()`` reads it for error reports)."""
 
-    def __init__(self, lake: Path, *extra: str, env: dict[str, str] | None = None, timeout: float = 90) -> None:
+    def __init__(self, lake: Path | None, *extra: str, env: dict[str, str] | None = None, timeout: float = 90,
+                 cmd: list[str] | None = None, log: Path | None = None) -> None:
         import os
         import subprocess
         import sys
@@ -85,21 +88,30 @@ class Server:
         os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen([sys.executable, "-m", "neurolake.cli", "serve", "--lake", str(lake), "--host",
-                                      "127.0.0.1", "--port", str(self.port), *extra],
-                                     env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.STDOUT)
+        self.log = log
+        self._out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 - closed in stop()
+        cmd = cmd or [sys.executable, "-m", "neurolake.cli", "serve", "--lake", str(lake)]
+        self.proc = subprocess.Popen([*cmd, "--host", "127.0.0.1", "--port", str(self.port), *extra],
+                                     env={**os.environ, **(env or {})}, stdout=self._out, stderr=subprocess.STDOUT)
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}")
+                raise RuntimeError(f"server exited with {self.proc.returncode}: {self.tail()}")
             try:
                 httpx.get(self.base + "/", timeout=2)
                 return
             except httpx.HTTPError:
                 time.sleep(0.2)
         self.stop()
-        raise TimeoutError("server did not start")
+        raise TimeoutError(f"server did not start: {self.tail()}")
+
+    def tail(self, n: int = 4000) -> str:
+        """The last ``n`` bytes of the server's log ("" without a log)."""
+        if self.log is None:
+            return ""
+        if not self._out.closed:
+            self._out.flush()
+        return self.log.read_bytes()[-n:].decode(errors="replace")
 
     def stop(self) -> None:
         import subprocess
@@ -109,3 +121,6 @@ class Server:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+            self.proc.wait(10)
+        if self.log is not None:
+            self._out.close()

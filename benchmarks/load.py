@@ -40,7 +40,6 @@ import asyncio
 import os
 import random
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -49,7 +48,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import free_port, write_results  # noqa: E402
+from _common import Server, write_results  # noqa: E402
 
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
 os.environ.setdefault("no_proxy", "127.0.0.1,localhost")
@@ -66,53 +65,14 @@ app = Starlette(routes=[Mount("/", app=StaticFiles(directory={root!r}))])
 '''
 
 
-class Proc:
-    """A server subprocess on 127.0.0.1 with its output in a log file (for error reports)."""
-
-    def __init__(self, cmd: list[str], log: Path, env: dict[str, str] | None = None, timeout: float = 120) -> None:
-        import httpx
-
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.log = log
-        self._out = open(log, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen([*cmd, "--host", "127.0.0.1", "--port", str(self.port)],
-                                     env={**os.environ, **(env or {})}, stdout=self._out, stderr=subprocess.STDOUT)
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}: {self.tail()}")
-            try:
-                httpx.get(self.base + "/", timeout=2)
-                return
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        self.stop()
-        raise TimeoutError(f"server did not start: {self.tail()}")
-
-    def tail(self, n: int = 4000) -> str:
-        if not self._out.closed:
-            self._out.flush()
-        return self.log.read_bytes()[-n:].decode(errors="replace")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
-        self._out.close()
+def neurolake_server(lake: Path, log: Path, env: dict[str, str] | None = None) -> Server:
+    return Server(lake, env=env, log=log, timeout=120)
 
 
-def neurolake_server(lake: Path, log: Path, env: dict[str, str] | None = None) -> Proc:
-    return Proc([sys.executable, "-m", "neurolake.cli", "serve", "--lake", str(lake)], log, env=env)
-
-
-def static_server(root: Path, log: Path) -> Proc:
+def static_server(root: Path, log: Path) -> Server:
     (root.parent / "static_app.py").write_text(STATIC_APP.format(root=str(root)))
-    return Proc([sys.executable, "-m", "uvicorn", "static_app:app", "--app-dir", str(root.parent),
-                 "--log-level", "warning"], log)
+    return Server(None, cmd=[sys.executable, "-m", "uvicorn", "static_app:app", "--app-dir", str(root.parent),
+                             "--log-level", "warning"], log=log, timeout=120)
 
 
 # -- the lake -----------------------------------------------------------------------------------------
