@@ -43,18 +43,26 @@ def layer_of(request: Request, datastack: str, name: str, *, memo: bool = False)
     app = request.app
     if not memo:
         return app.state.lake.layer(datastack, name)
-    cache = getattr(app.state, "tile_layers", None)
-    if cache is None:
-        cache = app.state.tile_layers = {}
+    hit = cached_layer(request, datastack, name)
+    if hit is not None:
+        return hit
+    cache = app.state.tile_layers
     now = time.monotonic()
-    hit = cache.get((datastack, name))
-    if hit is not None and now - hit[1] < LAYER_TTL_S:
-        return hit[0]
     la = app.state.lake.layer(datastack, name)
     if len(cache) > 256:
         cache.clear()
     cache[(datastack, name)] = (la, now)
     return la
+
+
+def cached_layer(request: Request, datastack: str, name: str) -> Layer | None:
+    """The layer from :func:`layer_of`'s memo when it is fresh, else None — no I/O, so an ``async`` handler
+    may call it on the event loop and go to the thread pool only on a miss."""
+    cache = getattr(request.app.state, "tile_layers", None)
+    if cache is None:
+        cache = request.app.state.tile_layers = {}
+    hit = cache.get((datastack, name))
+    return hit[0] if hit is not None and time.monotonic() - hit[1] < LAYER_TTL_S else None
 
 
 def _datastack(request: Request, layer: Layer) -> Datastack:
@@ -99,11 +107,15 @@ async def write(request: Request, layer: Layer, x: Any, y: Any, z: Any, mip: int
     wire = np.dtype(wire_dtype or layer.dtype)
     limit = max_encoded_bytes(fmt, int(np.prod(shape)) * wire.itemsize)  # no bigger body can hold the box
     body = await read_body(request, limit, f"{fmt} body for the box {list(shape)} (z, y, x) of {wire}")
-    arr = decode(body, fmt, wire, shape)  # shape/size declared in the body are checked before inflating
-    if arr.dtype != layer.dtype:
-        _check_fits(arr, layer)
-        arr = arr.astype(layer.dtype)
-    await run_in_threadpool(_datastack(request, layer).write, layer, arr, x0, y0, z0, mip)
+
+    def decode_and_write() -> None:  # inflating, casting and writing run in the thread pool, not the loop
+        arr = decode(body, fmt, wire, shape)  # shape/size declared in the body are checked before inflating
+        if arr.dtype != layer.dtype:
+            _check_fits(arr, layer)
+            arr = arr.astype(layer.dtype)
+        _datastack(request, layer).write(layer, arr, x0, y0, z0, mip)
+
+    await run_in_threadpool(decode_and_write)
     from neurolake.server.tiles import invalidate  # cached tiles of this layer are stale now
 
     invalidate(request.app, layer.datastack, layer.name)

@@ -56,7 +56,8 @@ async def get_tile(datastack: str, layer: str, plane: str, index: str, name: str
                               "with whole numbers", field="tile", value=f"{index}/{name}")
     row, col, mip, fmt = int(m.group(1)), int(m.group(2)), int(m.group(3)), m.group(4)
     svc = tile_service(request.app)
-    la = cutouts.layer_of(request, datastack, layer, memo=True)  # lookup reused for cutouts.LAYER_TTL_S
+    la = cutouts.cached_layer(request, datastack, layer) or await run_in_threadpool(  # catalog only on a miss
+        cutouts.layer_of, request, datastack, layer, memo=True)
     body = svc.lookup(la, plane, int(index), row, col, mip, fmt)
     if body is None:
         body = await run_in_threadpool(svc.render, la, plane, int(index), row, col, mip, fmt)
