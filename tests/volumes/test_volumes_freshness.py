@@ -1,8 +1,8 @@
 """No stale reads across processes (issue 11, finding 3).
 
-After a write is acknowledged, every process reading the lake serves the new voxels: tensorstore
-revalidates its cached chunks on each read, and caches of derived bytes (tiles) key on the layer's
-generation, which every landed write changes. On the old code (``recheck_cached_data: "open"`` and tiles
+After a write is acknowledged, every process reading the lake serves the new voxels: a layer reopens its
+arrays (so tensorstore revalidates cached chunks) whenever the layer's generation changed or a write is in
+flight, and caches of derived bytes (tiles) key on the generation, which every write changes. On the old code (``recheck_cached_data: "open"`` and tiles
 keyed by layer identity only) the second process kept serving the old voxels and tiles.
 """
 

@@ -75,6 +75,7 @@ class Layer:
         self.created = created
         self._context = context
         self._arrays: dict[int, ts.TensorStore] = {}
+        self._generation_seen: str | None = None
         self._lock = threading.Lock()
 
     # -- metadata ---------------------------------------------------------------------------------
@@ -171,9 +172,25 @@ class Layer:
         tmp.write_text(uuid.uuid4().hex)
         os.replace(tmp, self.root / GENERATION)
 
+    def _revalidate(self) -> None:
+        """Before a read: when the layer's generation changed (a write landed or started, in any process) or a
+        write is in flight or was killed (its pending entry exists), reopen the arrays, so chunks cached before
+        now are revalidated (``recheck_cached_data: "open"``). One stat and one listdir per read."""
+        g = self.generation()
+        try:
+            in_flight = bool(os.listdir(self.root / DIRTY))
+        except FileNotFoundError:
+            in_flight = False
+        if g != self._generation_seen or in_flight:
+            with self._lock:
+                self._arrays = {}
+                self._generation_seen = g
+
     def array(self, mip: int = 0) -> ts.TensorStore:
-        """The tensorstore array (axes z, y, x) of ``mip``, opened once and cached."""
+        """The tensorstore array (axes z, y, x) of ``mip``, opened once and reopened after any write to the
+        layer (see :meth:`_revalidate`): what it reads is never older than the last landed write."""
         mip = self._check_mip(mip)
+        self._revalidate()
         arr = self._arrays.get(mip)
         if arr is None:
             with self._lock:
@@ -278,19 +295,21 @@ class Layer:
         (bx0, bx1), (by0, by1), (bz0, bz1) = box
         region = ((bz0, bz1), (by0, by1), (bx0, bx1))
         # (entry file, descriptor holding its lock until this write ends)
-        pending = self._mark_dirty(mip, region) if update_mips and mip + 1 < self.num_mips else None
+        # every write is recorded while in flight (readers in other processes revalidate while one exists);
+        # the entry also carries the pyramid update that follows, when there are coarser mips to update
+        pyramid = update_mips and mip + 1 < self.num_mips
+        pending = self._mark_dirty(mip, region, pyramid)
         try:
             # before the write too: a writer killed part-way never bumps it afterwards, and bytes derived and
             # cached (in any process) before the write must not outlive it (TileService caches nothing while
             # an update is pending)
             self._bump_generation()
             self.array(mip)[bz0:bz1, by0:by1, bx0:bx1].write(arr).result()
-            if pending is not None:
+            if pyramid:
                 self._update_pyramid(mip, region)
-                pending[0].unlink(missing_ok=True)  # only now are the coarser mips right again
+            pending[0].unlink(missing_ok=True)  # only now are the coarser mips right again
         finally:  # also after a partial failure: whatever landed must not be hidden by caches
-            if pending is not None:
-                os.close(pending[1])  # releases the lock: a repair may take over an entry left by a failure
+            os.close(pending[1])  # releases the lock: a repair may take over an entry left by a failure
             self._bump_generation()
 
     # -- pending pyramid updates (crash safety of writes) -----------------------------------------
@@ -298,7 +317,7 @@ class Layer:
         arrays = [self.array(m) for m in range(mip, self.num_mips)]
         update_region(arrays, self.spec.mips[mip:], self.layer_type, region)
 
-    def _mark_dirty(self, mip: int, region: tuple[Range, Range, Range]) -> tuple[Path, int]:
+    def _mark_dirty(self, mip: int, region: tuple[Range, Range, Range], pyramid: bool = True) -> tuple[Path, int]:
         """Record, durably and before the write, that the coarser mips over ``region`` ((z, y, x) voxel
         ranges at ``mip``) are about to be stale; removed once the pyramid update has landed. Returns the
         entry file and a descriptor holding an exclusive ``flock`` on it until the writer closes it (or dies):
@@ -310,7 +329,7 @@ class Layer:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)  # locked before the entry is visible under its name
-            os.write(fd, json.dumps({"mip": mip, "box_zyx": [list(r) for r in region]}).encode())
+            os.write(fd, json.dumps({"mip": mip, "box_zyx": [list(r) for r in region], "pyramid": pyramid}).encode())
             os.fsync(fd)
             os.replace(tmp, path)
         except BaseException:
@@ -346,11 +365,18 @@ class Layer:
         out = []
         for n in names:
             if n.endswith(".json") and not n.startswith("."):
+                path = self.root / DIRTY / n
                 try:
-                    doc = json.loads((self.root / DIRTY / n).read_text())
+                    doc = json.loads(path.read_text())
                 except (FileNotFoundError, ValueError):  # finished meanwhile, or a torn temp file
                     continue
-                out.append((self.root / DIRTY / n, int(doc["mip"]), tuple(tuple(r) for r in doc["box_zyx"])))
+                if not doc.get("pyramid", True):  # a write with no pyramid update: only its in-flight marker
+                    fd = self._claim(path)
+                    if fd is not None:  # its writer is gone: nothing to finish
+                        path.unlink(missing_ok=True)
+                        os.close(fd)
+                    continue
+                out.append((path, int(doc["mip"]), tuple(tuple(r) for r in doc["box_zyx"])))
         return out
 
     def repair(self) -> int:
