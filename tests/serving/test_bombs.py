@@ -26,8 +26,6 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from tests.serving.conftest import DATA
-
 MiB, GiB = 2**20, 2**30
 BOMB = GiB  # what every bomb inflates to
 MAX_GROWTH = 150 * MiB  # allowed peak RSS growth of the server while it refuses a bomb
@@ -207,24 +205,16 @@ def test_decode_arrow_refuses_bombs_within_bounded_memory():
 
 # -- against a real server ------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def server(serve_lake, tmp_path_factory):
-    """A server (NEUROLAKE_MAX_BODY_BYTES = MAX_BODY) over the gala crop (image uint8, segmentation uint32)
-    with a point table ``pts``, and its process id."""
+def server(serve_lake, gala_lake_path):
+    """A server (NEUROLAKE_MAX_BODY_BYTES = MAX_BODY) over this module's gala crop (``gala_lake_path`` of
+    tests/serving/conftest.py: image uint8, segmentation uint32) with a point table ``pts``, and its process id."""
     import psutil
 
-    from neurolake import init_lake
-    from neurolake.annotations import create_table
-    from neurolake.demo import GALA_VOXEL
+    from neurolake import open_lake
 
-    path = tmp_path_factory.mktemp("bombs") / "lake"
-    lake = init_lake(path)
-    lake.create_datastack("gala", GALA_VOXEL)
-    lake.ingest(str(DATA / "gala_fibsem/train-image.h5:/stack"), "gala", "image", voxel_size=GALA_VOXEL,
-                layer_type="image", scheduler="threads")
-    lake.ingest(str(DATA / "gala_fibsem/train-gt.lzf.h5:/stack"), "gala", "segmentation", voxel_size=GALA_VOXEL,
-                layer_type="segmentation", scheduler="threads")
-    create_table(lake, "gala", "pts", "point", write_permission="PUBLIC")
-    lake.close()
+    path = gala_lake_path
+    with open_lake(path) as lake:
+        lake["gala"].create_table("pts", "point", write_permission="PUBLIC")
     base = serve_lake(path, env={"NEUROLAKE_MAX_BODY_BYTES": str(MAX_BODY)})
     port = base.rsplit(":", 1)[1]
     pid = next(p.pid for p in psutil.Process().children(recursive=True)
