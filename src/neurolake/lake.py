@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from neurolake.access.core import Access
     from neurolake.catalog.registry import FeatureRegistry
     from neurolake.datastack import Datastack as DatastackClient
+    from neurolake.query.engine import QueryResult
 
 LAKE_FORMAT = 1
 MARKER = "lake.json"
@@ -137,6 +138,49 @@ class Lake:
         from neurolake.catalog.registry import FeatureRegistry
 
         return self.state("features", lambda: FeatureRegistry(self))
+
+    # -- SQL with provenance (docs/query.md) --------------------------------------------------------
+    def sql(self, sql: str, params: Any = None, *, mode: str = "exploratory", pins: dict[str, Any] | None = None,
+            **kwargs: Any) -> QueryResult:
+        """Run one SELECT over the whole lake: annotation tables ``ds.table`` (``ds."table@7"`` pins a Delta
+        version), materialization versions ``ds.vN.table`` and ``ds.vN.connectome``, the edit log
+        ``ds.edits`` and feature tables ``features.name``. ``mode``: "exploratory" (``sample=``,
+        ``timeout_s=`` allowed) or "production" (pinned inputs only; its pins protect them). Further
+        keywords: ``sample``, ``timeout_s``, ``datastack``, ``save``, ``output``, ``job``.
+
+        Returns a :class:`~neurolake.query.engine.QueryResult` (``.df()``, ``.arrow()``, ``.pl()``,
+        ``.manifest`` = the OpenLineage RunEvent, ``.run_id``, ``.sha256``). Raises InvalidArgument (bad SQL,
+        pin or production rule), PermissionDenied (not a SELECT, files outside the lake), NotFound,
+        VersionExpired, CorruptData (a pinned input's files are gone)."""
+        from neurolake.query.engine import run
+
+        return run(self, sql, params, mode=mode, pins=pins, **kwargs)
+
+    def explain(self, sql: str, **kwargs: Any) -> dict[str, Any]:
+        """What :meth:`sql` would read and do, before running: inputs and pins, plan, estimated rows and bytes,
+        predicted runtime class, and whether each filter column is served by the table's layout."""
+        from neurolake.query.replay import explain
+
+        return explain(self, sql, **kwargs)
+
+    def reproduce(self, run: str | Path) -> dict[str, Any]:
+        """Re-run a recorded run (run id, ``*.manifest.json`` or result Parquet) with its pinned inputs:
+        ``{"status": "identical"|"different"|"input_gone", "message", …}`` (:mod:`neurolake.query.replay`)."""
+        from neurolake.query.replay import reproduce
+
+        return reproduce(self, run)
+
+    def runs(self, **filters: Any) -> list[dict[str, Any]]:
+        """Recorded query runs, newest first (``user=``, ``datastack=``, ``mode=``, ``limit=``)."""
+        from neurolake.provenance.runs import list_runs
+
+        return list_runs(self, **filters)
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        """One recorded run with its manifest (a unique prefix of the id is enough). Raises NotFound."""
+        from neurolake.provenance.runs import get_run
+
+        return get_run(self, run_id)
 
     def __enter__(self) -> Lake:
         return self

@@ -1,0 +1,517 @@
+"""Which tables a SQL statement names, and exactly what each one is: the lake's naming scheme and pins.
+
+Names (DuckDB identifiers; see docs/query.md):
+
+- ``DS.TABLE``: annotation table ``TABLE`` of datastack ``DS``: its rows valid now (``deleted IS NULL``),
+  read at the table's newest Delta version;
+- ``DS."TABLE@7"`` (a Delta version) or ``DS."TABLE@2026-11-30T12:00:00Z"`` (rows valid at that time,
+  read at the Delta version current when first resolved): a pinned annotation table;
+- ``DS.edits``: the proofreading edit log (operations, oldest first) up to an operation id
+  (``DS."edits@12"``); the chunkedgraph pin;
+- ``DS.vN.TABLE``: table ``TABLE`` of materialization version ``N`` (root ids bound at the version's
+  timestamp); ``DS.vN.connectome``: its connectome edges (pre root, post root, synapse count, summed size);
+  ``DS.latest.TABLE``: the newest valid version (resolved at run time: not a pin);
+- ``features.NAME`` or ``features.DS.NAME``: a registered feature table, at its registered fingerprint
+  (``features."NAME@<fingerprint prefix>"`` checks the prefix).
+
+``pins={"gerhard2013.synapses": 7, "features.bouton_size": "3f2a…"}`` pins names given without a pin in
+the SQL; a reproduced run passes every recorded pin this way.
+
+Each resolved input is a JSON-able dict (``name``, ``kind``, ``datastack``, ``table``, ``pin``,
+``pinned_by``, ``location``, ``files``, ``bytes``, ``segmentation``) plus the SQL of the view that
+reads it (``view_sql``, not recorded). Errors name what exists: NotFound for unknown datastacks,
+tables, versions and feature tables; InvalidArgument for a malformed name or pin; VersionExpired
+for an expired version; CorruptData when files of a pinned input are gone.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from neurolake.base.names import not_found
+from neurolake.base.time import isoformat, parse_timestamp
+from neurolake.errors import CorruptData, InvalidArgument, NotFound
+
+FEATURES = "features"
+EDITS = "edits"
+CONNECTOME = "connectome"
+LATEST = "latest"
+RESERVED = {"memory", "system", "temp", "main"}  # DuckDB catalog names a datastack cannot use in SQL
+_VERSION = re.compile(r"^v(\d+)$")
+
+
+@dataclass(frozen=True)
+class Reference:
+    """One table reference as written in the SQL: ``catalog.schema.table`` (empty parts omitted)."""
+
+    catalog: str
+    schema: str
+    table: str
+
+    @property
+    def written(self) -> str:
+        return ".".join(_quote(p) for p in (self.catalog, self.schema, self.table) if p)
+
+
+def _quote(part: str) -> str:
+    return part if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", part) else '"' + part.replace('"', '""') + '"'
+
+
+def sql_literal(value: str) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+# -------------------------------------------------------------------------------------------------
+# parsing
+# -------------------------------------------------------------------------------------------------
+def parse_tree(con, sql: str) -> dict[str, Any]:
+    """DuckDB's parse tree of ``sql`` (``json_serialize_sql``). Raises InvalidArgument with DuckDB's
+    message (and position) when the SQL does not parse."""
+    tree = json.loads(con.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()[0])
+    if tree.get("error"):
+        raise InvalidArgument(f"SQL does not parse: {tree.get('error_message')}", field="sql",
+                              position=tree.get("position"))
+    return tree
+
+
+def _walk(node: Any):
+    if isinstance(node, dict):
+        yield node
+        for v in node.values():
+            yield from _walk(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _walk(v)
+
+
+def references(tree: dict[str, Any]) -> list[Reference]:
+    """Table references of a parsed statement, in order, without CTE names."""
+    ctes: set[str] = set()
+    for n in _walk(tree):
+        cte_map = n.get("cte_map") if isinstance(n, dict) else None
+        if isinstance(cte_map, dict):
+            for entry in cte_map.get("map", []) or []:
+                if isinstance(entry, dict) and entry.get("key"):
+                    ctes.add(str(entry["key"]).lower())
+    out: list[Reference] = []
+    for n in _walk(tree):
+        if n.get("type") == "BASE_TABLE" and "table_name" in n:
+            ref = Reference(n.get("catalog_name") or "", n.get("schema_name") or "", n["table_name"])
+            if not ref.catalog and not ref.schema and ref.table.lower() in ctes:
+                continue
+            if ref not in out:
+                out.append(ref)
+    return out
+
+
+def function_names(tree: dict[str, Any]) -> set[str]:
+    """Lower-case names of every function called in the statement (scalar, aggregate, table)."""
+    names = set()
+    for n in _walk(tree):
+        if n.get("class") == "FUNCTION" and n.get("function_name"):
+            names.add(str(n["function_name"]).lower())
+        if n.get("type") == "TABLE_FUNCTION":
+            fn = n.get("function") or {}
+            if fn.get("function_name"):
+                names.add(str(fn["function_name"]).lower())
+    return names
+
+
+def top_modifiers(tree: dict[str, Any]) -> set[str]:
+    """Modifier types (``ORDER_MODIFIER``, ``LIMIT_MODIFIER``, …) of the statement's outermost query."""
+    try:
+        node = tree["statements"][0]["node"]
+    except (KeyError, IndexError):
+        return set()
+    return {m.get("type") for m in node.get("modifiers") or []}
+
+
+def split_pin(name: str) -> tuple[str, str | None]:
+    """``"synapses@7"`` → ``("synapses", "7")``; ``"synapses"`` → ``("synapses", None)``."""
+    base, sep, pin = name.partition("@")
+    if sep and not pin:
+        raise InvalidArgument(f"table name {name!r} has an empty pin after '@'; write name@DELTA_VERSION or "
+                              "name@ISO-TIMESTAMP", field="sql", value=name)
+    return base, (pin if sep else None)
+
+
+# -------------------------------------------------------------------------------------------------
+# resolution
+# -------------------------------------------------------------------------------------------------
+class Resolver:
+    """Resolves references of one query against one lake (with the principal's rights when given)."""
+
+    def __init__(self, lake, *, principal=None, pins: dict[str, Any] | None = None,
+                 datastack: str | None = None) -> None:
+        self.lake = lake
+        self.principal = principal
+        self.pins = {str(k): v for k, v in (pins or {}).items()}
+        self.default = datastack
+        self.used_pins: set[str] = set()
+        self._datastacks: list[str] | None = None
+
+    # -- helpers ----------------------------------------------------------------------------------
+    def datastacks(self) -> list[str]:
+        if self._datastacks is None:
+            self._datastacks = self.lake.datastacks()
+        return self._datastacks
+
+    def _check_datastack(self, ds: str) -> None:
+        if ds not in self.datastacks():
+            raise not_found("datastack", ds, self.datastacks(), hint="tables are named datastack.table, "
+                            "datastack.vN.table or features.name", field="sql")
+        if self.principal is not None:
+            self.lake.access.require(self.principal, ds, "viewer", "querying")
+
+    def _pin_for(self, canonical: str, written: str | None) -> tuple[str | None, str]:
+        arg = self.pins.get(canonical)
+        if written is not None and arg is not None and str(arg) != written:
+            raise InvalidArgument(f"{canonical} is pinned twice: @{written} in the SQL and {arg!r} in pins=",
+                                  field="pins", value=canonical)
+        if written is not None:
+            return written, "sql"
+        if arg is not None:
+            self.used_pins.add(canonical)
+            return str(arg), "argument"
+        return None, "latest"
+
+    def resolve(self, ref: Reference) -> dict[str, Any]:
+        """The input dict (with ``view_sql``) for ``ref``. Raises NotFound, InvalidArgument, …"""
+        cat, schema, table = ref.catalog, ref.schema, ref.table
+        if not cat and not schema:
+            if self.default is None:
+                raise InvalidArgument(
+                    f"table {table!r} is not qualified; name tables datastack.table (datastacks: "
+                    f"{', '.join(self.datastacks()) or 'none'}), datastack.vN.table or features.name",
+                    field="sql", value=table)
+            cat, schema = self.default, ""
+        elif not cat:  # two-part names: DuckDB cannot tell catalog.table from schema.table
+            cat, schema = schema, ""
+        if cat == FEATURES:
+            return self._feature(schema or None, table)
+        if cat in RESERVED:
+            raise InvalidArgument(f"{ref.written!r}: {cat!r} is not a datastack; datastacks: "
+                                  f"{', '.join(self.datastacks()) or 'none'}", field="sql", value=ref.written)
+        self._check_datastack(cat)
+        if schema in ("", "main"):
+            base, pin = split_pin(table)
+            if base == EDITS:
+                return self._edits(cat, pin)
+            return self._annotation(cat, base, pin)
+        m = _VERSION.match(schema)
+        if schema == LATEST or m:
+            base, pin = split_pin(table)
+            if pin is not None:
+                raise InvalidArgument(f"{ref.written}: a version table is pinned by its version "
+                                      f"({cat}.v<N>.{base}); it takes no @pin", field="sql", value=ref.written)
+            return self._version(cat, int(m.group(1)) if m else None, base, ref)
+        raise InvalidArgument(f"{ref.written!r}: {schema!r} is not a materialization version; write "
+                              f"{cat}.v<N>.{table} (versions: {self._version_names(cat)}) or {cat}.{table}",
+                              field="sql", value=ref.written)
+
+    def _version_names(self, ds: str) -> str:
+        from neurolake.materialize import versions
+
+        return ", ".join(f"v{v['version']}" for v in versions(self.lake, ds)) or "none yet"
+
+    # -- annotation tables ------------------------------------------------------------------------
+    def _annotation(self, ds: str, name: str, written: str | None) -> dict[str, Any]:
+        from deltalake import DeltaTable
+
+        from neurolake.annotations import get_table, list_tables
+
+        known = list_tables(self.lake, ds)
+        if name not in known:
+            raise not_found("table", name, [*known, EDITS], within=("datastack", ds),
+                            hint=f"materialized tables are {ds}.v<N>.<table>", field="sql")
+        t = get_table(self.lake, ds, name)
+        if self.principal is not None:
+            self.lake.access.require_table(self.principal, t, "read")
+        canonical = f"{ds}.{name}"
+        rec = self.pins.get(canonical)
+        ts = None
+        if isinstance(rec, dict):  # a reproduced run passes the full recorded pin
+            self.used_pins.add(canonical)
+            version, by = int(rec["delta_version"]), "argument"
+            ts = parse_timestamp(rec.get("timestamp"), "pin") if rec.get("timestamp") else None
+        else:
+            pin, by = self._pin_for(canonical, written)
+            if pin is None:
+                version = t.version
+            elif re.fullmatch(r"\d+", pin):
+                version = int(pin)
+            else:  # rows valid at a time, read at the newest Delta version (soft deletes keep history)
+                ts = parse_timestamp(pin, "pin")
+                version = t.version
+        if version > t.version or version < 0:
+            raise NotFound(f"{canonical}: Delta version {version} does not exist (versions 0–{t.version})",
+                           field="pin", value=version)
+        try:
+            d = DeltaTable(str(t.path), version=version)
+        except Exception as exc:  # noqa: BLE001 - deltalake raises its own error types
+            raise CorruptData(f"input {canonical} pinned at Delta version {version}: the Delta log of that "
+                              f"version cannot be read ({exc}); it was removed (vacuumed/checkpoint cleanup?)",
+                              input=canonical, pin={"delta_version": version}) from exc
+        committed = _commit_time(d, version)
+        files = d.file_uris()
+        missing = [f for f in files if not Path(f).exists()]
+        if missing:
+            raise CorruptData(f"input {canonical} pinned at Delta version {version} (committed {committed}): "
+                              f"{len(missing)} of its {len(files)} data files are gone (vacuumed), e.g. "
+                              f"{Path(missing[0]).name}; the pinned data cannot be read",
+                              input=canonical, pin={"delta_version": version}, missing=len(missing))
+        cols = []
+        idc = set(t.id_columns)
+        for f in t.arrow_schema:
+            q = _quote(f.name)
+            cols.append(f"CAST({q} AS UBIGINT) AS {q}" if f.name in idc else q)
+        if ts is None:
+            where = "deleted IS NULL"
+        else:
+            lit = sql_literal(ts.isoformat())
+            where = f"created <= {lit}::TIMESTAMPTZ AND (deleted IS NULL OR deleted > {lit}::TIMESTAMPTZ)"
+        view, arrow = None, None
+        if files:
+            view = f"SELECT {', '.join(cols)} FROM {_read_parquet(files)} WHERE {where}"
+        else:  # a table with no rows yet
+            import pyarrow as pa
+
+            empty = t.arrow_schema.empty_table()
+            arrow = pa.table([c.cast(pa.uint64()) if n in idc else c for n, c in
+                              zip(empty.column_names, empty.columns, strict=True)], names=empty.column_names)
+        return {"name": canonical, "kind": "annotation", "datastack": ds, "table": name,
+                "pin": {"delta_version": version, "committed": committed, "timestamp": isoformat(ts)},
+                "pinned_by": by, "location": str(t.path), "files": files, "bytes": _size(files),
+                "segmentation": self._segmentation(ds, ts), "view_sql": view, "arrow": arrow}
+
+    # -- the edit log ------------------------------------------------------------------------------
+    def _edits(self, ds: str, written: str | None) -> dict[str, Any]:
+        import pyarrow as pa
+
+        from neurolake.proofreading import has_segmentation, segmentation
+
+        canonical = f"{ds}.{EDITS}"
+        if not has_segmentation(self.lake, ds):
+            raise NotFound(f"datastack {ds!r} has no proofreading segmentation, so no edit log ({canonical})",
+                           field="sql", value=canonical)
+        seg = segmentation(self.lake, ds)
+        rec = self.pins.get(canonical)
+        if isinstance(rec, dict):
+            self.used_pins.add(canonical)
+            pin, by = None, "argument"
+        else:
+            pin, by = self._pin_for(canonical, written)
+        ops = seg.operations()
+        last = ops[-1]["operation_id"] if ops else 0
+        if isinstance(rec, dict):
+            upto = int(rec["operation_id"])
+        elif pin is None:
+            upto = last
+        elif re.fullmatch(r"\d+", pin):
+            upto = int(pin)
+            if upto > last:
+                raise NotFound(f"{canonical}: operation {upto} does not exist (operations 1–{last})",
+                               field="pin", value=upto)
+        else:
+            ts = parse_timestamp(pin, "pin")
+            upto = max([o["operation_id"] for o in ops if parse_timestamp(o["timestamp"]) <= ts], default=0)
+        ops = [o for o in ops if o["operation_id"] <= upto]
+        u64 = pa.list_(pa.uint64())
+        tab = pa.table({
+            "operation_id": pa.array([o["operation_id"] for o in ops], pa.int64()),
+            "kind": pa.array([o["kind"] for o in ops], pa.string()),
+            "author": pa.array([o["author"] for o in ops], pa.string()),
+            "timestamp": pa.array([parse_timestamp(o["timestamp"]) for o in ops], pa.timestamp("us", tz="UTC")),
+            "old_roots": pa.array([o["old_roots"] for o in ops], u64),
+            "new_roots": pa.array([o["new_roots"] for o in ops], u64),
+            "targets": pa.array([o["targets"] or [] for o in ops], pa.list_(pa.int64())),
+            # an undo after the pin has not happened yet as of the pin
+            "undone_by": pa.array([o["undone_by"] if o["undone_by"] and o["undone_by"] <= upto else None
+                                   for o in ops], pa.int64()),
+            "n_edges": pa.array([len(o["edges"]) for o in ops], pa.int64()),
+        })
+        at = next((o["timestamp"] for o in reversed(ops)), None)
+        return {"name": canonical, "kind": "edits", "datastack": ds, "table": EDITS,
+                "pin": {"operation_id": upto, "timestamp": at}, "pinned_by": by, "location": None, "files": [],
+                "bytes": tab.nbytes, "segmentation": {"layer": seg.layer, "operation_id": upto, "timestamp": at},
+                "arrow": tab, "view_sql": None}
+
+    def _segmentation(self, ds: str, ts: dt.datetime | None) -> dict[str, Any] | None:
+        """The chunkedgraph pin: the segmentation's last operation at ``ts`` (None = now)."""
+        from neurolake.proofreading import has_segmentation, segmentation
+
+        if not has_segmentation(self.lake, ds):
+            return None
+        seg = segmentation(self.lake, ds)
+        st = seg.state()
+        seq = st.seq_at(ts) if ts is not None else st.seq
+        return {"layer": seg.layer, "operation_id": int(seq), "timestamp": isoformat(ts)}
+
+    # -- materialization versions -----------------------------------------------------------------
+    def _version(self, ds: str, version: int | None, name: str, ref: Reference) -> dict[str, Any]:
+        from neurolake.materialize.versions import get_version
+
+        canonical_v = f"{ds}.v{{}}.{name}"
+        rec = self.pins.get(f"{ds}.{LATEST}.{name}")
+        if version is None and rec is not None:
+            version = int(rec["version"] if isinstance(rec, dict) else rec)
+            by = "argument"
+        else:
+            by = "sql" if version is not None else "latest"
+        v = get_version(self.lake, ds, version, allow_expired=False)
+        n = v["version"]
+        tables = sorted(v["tables"])
+        kind = "version_table"
+        table_name = name
+        if name == CONNECTOME:
+            kind = "connectome"
+            syn = [t for t, m in v["tables"].items() if m.get("schema") == "synapse"]
+            if len(syn) != 1:
+                raise InvalidArgument(f"{ref.written}: version {n} of {ds!r} has {len(syn)} synapse tables "
+                                      f"({', '.join(syn) or 'none'}); query them directly", field="sql")
+            table_name = syn[0]
+        elif name not in v["tables"]:
+            raise not_found("table", name, [*tables, CONNECTOME], within=("version", f"{ds}.v{n}"), field="sql")
+        if self.principal is not None:
+            from neurolake.annotations import get_table, list_tables
+
+            if table_name in list_tables(self.lake, ds):
+                self.lake.access.require_table(self.principal, get_table(self.lake, ds, table_name), "read")
+        path = self.lake.root / v["path"] / f"{table_name}.parquet"
+        if not path.exists():
+            raise CorruptData(f"input {canonical_v.format(n)} (materialization version {n}, timestamp "
+                              f"{v['timestamp']}): its file {path.name} is gone", input=canonical_v.format(n))
+        src = _read_parquet([str(path)])
+        if kind == "connectome":
+            size = "COALESCE(sum(size), 0.0)" if "size" in _parquet_names(path) else "CAST(NULL AS DOUBLE)"
+            view = (f"SELECT pre_pt_root_id AS pre, post_pt_root_id AS post, count(*) AS n_synapses, "
+                    f"{size} AS size_sum FROM {src} WHERE pre_pt_root_id <> 0 AND post_pt_root_id <> 0 "
+                    "GROUP BY ALL")
+        else:
+            view = f"SELECT * FROM {src}"
+        seg = (v.get("provenance") or {}).get("inputs", {}).get("segmentation") if v.get("provenance") else None
+        return {"name": canonical_v.format(n), "kind": kind, "datastack": ds, "table": name,
+                "pin": {"version": n, "timestamp": v["timestamp"], "table": table_name}, "pinned_by": by,
+                "location": str(path.parent), "files": [str(path)], "bytes": _size([str(path)]),
+                "segmentation": seg, "view_sql": view}
+
+    # -- feature tables ---------------------------------------------------------------------------
+    def _feature(self, ds: str | None, table: str) -> dict[str, Any]:
+        from neurolake.catalog.registry import FeatureRegistry
+
+        base, written = split_pin(table)
+        reg = FeatureRegistry(self.lake, self.principal) if self.principal is not None else self.lake.features
+        entry = reg.get(base, ds, with_files=True)
+        canonical = f"{FEATURES}.{entry['datastack']}.{base}"
+        rec = self.pins.get(canonical)
+        if isinstance(rec, dict):
+            self.used_pins.add(canonical)
+            pin, by = None, "argument"
+        else:
+            pin, by = self._pin_for(canonical, written)
+            if pin is None and ds is None:  # pins= may name the short form
+                pin, by = self._pin_for(f"{FEATURES}.{base}", None)
+        fp = entry["fingerprint"] or {}
+        value = str(fp.get("value"))
+        if isinstance(rec, dict):
+            want = str((rec.get("fingerprint") or {}).get("value"))
+            if want != value:
+                raise CorruptData(f"input {canonical} was pinned at fingerprint {want[:16]}… but the registered "
+                                  f"table now has {value[:16]}… (re-registered with other data); the pinned "
+                                  "data is gone", input=canonical, pin=rec)
+        elif pin is not None and not value.startswith(pin):
+            raise CorruptData(f"input {canonical} pinned at fingerprint {pin!r} but the registered table has "
+                              f"{value[:16]}…", input=canonical, pin=pin)
+        loc = entry["location"]
+        fmt = entry["format"]
+        base_dir = Path(loc)
+        if base_dir.is_file():
+            base_dir = base_dir.parent
+        view, arrow, files = None, None, []
+        if fmt == "lance":
+            import lance
+
+            ds_ = lance.dataset(loc, version=fp.get("value")) if isinstance(fp.get("value"), int) \
+                else lance.dataset(loc)
+            arrow = ds_
+            files = [str(base_dir / f["path"]) for f in entry.get("files") or []]
+        else:
+            from neurolake.catalog.registry import _data_files
+
+            data = _data_files(fmt, entry.get("files") or [], fp)
+            files = [str(base_dir / f["path"]) for f in data if str(f["path"]).endswith(".parquet")]
+            if fmt == "delta":
+                files = [f for f in files if "/_delta_log/" not in f]
+                files = _delta_files(loc, fp) or files
+            for f in data:
+                p = base_dir / f["path"]
+                if str(p) in files:
+                    try:
+                        size = p.stat().st_size
+                    except OSError:
+                        size = None
+                    if size is not None and f.get("size") is not None and size != f["size"]:
+                        raise CorruptData(f"input {canonical}: {f['path']} changed since registration "
+                                          f"({size} bytes, registered {f['size']}); register a new version",
+                                          input=canonical)
+            gone = [f for f in files if not Path(f).exists()]
+            if gone:
+                raise CorruptData(f"input {canonical} (fingerprint {value[:16]}…): {len(gone)} of its files are "
+                                  f"gone, e.g. {Path(gone[0]).name}", input=canonical)
+            hive = bool(entry.get("partition_columns")) and fmt == "parquet"
+            view = f"SELECT * FROM {_read_parquet(files, hive=hive)}" if files else None
+            if view is None:
+                raise CorruptData(f"input {canonical} has no data files", input=canonical)
+        return {"name": canonical, "kind": "feature", "datastack": entry["datastack"], "table": base,
+                "pin": {"fingerprint": fp, "format": fmt, "feature_id": entry["id"]}, "pinned_by": by if by != "latest" else
+                "registry", "location": loc, "files": files, "bytes": entry.get("size_bytes") or _size(files),
+                "segmentation": None, "view_sql": view, "arrow": arrow}
+
+
+def _delta_files(location: str, fp: dict[str, Any]) -> list[str]:
+    """Data files of the registered Delta version (fingerprint ``{"kind": "delta_version", "value": v}``)."""
+    if fp.get("kind") != "delta_version" or not isinstance(fp.get("value"), int):
+        return []
+    from deltalake import DeltaTable
+
+    try:
+        return list(DeltaTable(location, version=fp["value"]).file_uris())
+    except Exception as exc:  # noqa: BLE001
+        raise CorruptData(f"feature table at {location}: Delta version {fp['value']} cannot be read ({exc})",
+                          location=location) from exc
+
+
+def _commit_time(d, version: int) -> str | None:
+    try:
+        for h in d.history():
+            if h.get("version") == version and h.get("timestamp"):
+                return dt.datetime.fromtimestamp(h["timestamp"] / 1000, dt.UTC).isoformat()
+    except Exception:  # noqa: BLE001 - commit time is informative
+        return None
+    return None
+
+
+def _read_parquet(files: list[str], hive: bool = False) -> str:
+    lst = ", ".join(sql_literal(f) for f in files)
+    return f"read_parquet([{lst}]{', hive_partitioning = true' if hive else ''})"
+
+
+def _parquet_names(path: Path) -> list[str]:
+    import pyarrow.parquet as pq
+
+    return pq.read_schema(path).names
+
+
+def _size(files: list[str]) -> int:
+    total = 0
+    for f in files:
+        try:
+            total += Path(f).stat().st_size
+        except OSError:
+            pass
+    return total
