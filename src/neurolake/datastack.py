@@ -132,6 +132,12 @@ class Datastack:
         counterpart of :meth:`cutout`. Raises NotFound, InvalidArgument (ndim, dtype), OutOfBounds."""
         (self.layer(layer) if isinstance(layer, str) else layer).write(array, x0, y0, z0, mip)
 
+    def sql(self, sql: str, params: Any = None, **kwargs: Any):
+        """:meth:`neurolake.lake.Lake.sql` with unqualified table names resolved in this datastack
+        (``ds.sql("SELECT count(*) FROM synapses")``; ``v1.synapses`` is not a datastack name: qualify
+        version tables fully, e.g. ``gerhard2013.v1.synapses``)."""
+        return self.lake.sql(sql, params, datastack=self.name, **kwargs)
+
     # -- materialization and the connectome --------------------------------------------------------
     @property
     def versions(self) -> Versions:
@@ -197,11 +203,13 @@ class Versions:
 
         return materialize(self.lake, self.name, timestamp=timestamp, **kwargs)
 
-    def expire(self, version: int) -> dict[str, Any]:
-        """Expire a version (never the newest valid one). Raises NotFound, Conflict."""
+    def expire(self, version: int, force: bool = False) -> dict[str, Any]:
+        """Expire a version (never the newest valid one). A version production query runs pinned is refused
+        (Conflict naming the runs) unless ``force``; the dict's ``"broken_runs"`` names the runs a forced
+        expiry made irreproducible. Raises NotFound, VersionExpired, InvalidArgument, Conflict."""
         from neurolake.materialize.versions import expire
 
-        return expire(self.lake, self.name, version)
+        return expire(self.lake, self.name, version, force=force)
 
     def tables(self, version: int) -> list[str]:
         """Names of the tables frozen in ``version``."""

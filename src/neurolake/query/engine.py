@@ -2,7 +2,7 @@
 
 One query = one in-memory DuckDB connection: the tables the SQL names are resolved
 (:mod:`neurolake.query.names`), made views over their exact files, then the connection is locked
-(``enable_external_access=false`` with ``allowed_directories`` = the inputs' folders, locked
+(``enable_external_access=false`` with ``allowed_paths`` = the inputs' own files, locked
 configuration), so the SQL can read nothing else: no ``read_csv('/etc/passwd')``, no ``COPY … TO``,
 ``ATTACH``, ``INSTALL`` or ``SET`` (only one ``SELECT`` statement is accepted at all).
 
@@ -224,6 +224,9 @@ def prepare(lake, sql: str, *, mode: str = "exploratory", pins: dict[str, Any] |
             if "LIMIT_MODIFIER" in modifiers and "ORDER_MODIFIER" not in modifiers:
                 raise InvalidArgument("production queries cannot use LIMIT without ORDER BY (which rows "
                                       "are kept would be arbitrary)", field="sql")
+        remote = [f for i in inputs for f in i.get("files") or [] if str(f).startswith("s3://")]
+        if remote:
+            _s3(con, remote)
         for i, (ref, inp) in enumerate(views):
             _make_view(con, i, ref, inp, sample)
         ordered_by = "query"
@@ -268,11 +271,38 @@ def _make_view(con, i: int, ref: nm.Reference, inp: dict[str, Any], sample: floa
     con.execute(f"CREATE OR REPLACE VIEW {target} AS {body}")
 
 
+def _s3(con, files: list[str]) -> None:
+    """Let DuckDB read ``s3://`` inputs: httpfs from the offline extension wheel and an S3 secret from the
+    standard AWS environment (:mod:`neurolake.storage`), before the connection is locked."""
+    import duckdb_ext
+
+    from neurolake.storage import endpoint_url, region
+
+    duckdb_ext.init(con)
+    con.execute("LOAD httpfs")
+    opts = [f"REGION {nm.sql_literal(region())}"]
+    key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
+    if key and secret:
+        opts += [f"KEY_ID {nm.sql_literal(key)}", f"SECRET {nm.sql_literal(secret)}"]
+        if os.environ.get("AWS_SESSION_TOKEN"):
+            opts.append(f"SESSION_TOKEN {nm.sql_literal(os.environ['AWS_SESSION_TOKEN'])}")
+    else:
+        opts.append("PROVIDER credential_chain")
+    ep = endpoint_url()
+    if ep:
+        from urllib.parse import urlparse
+
+        u = urlparse(ep)
+        opts += [f"ENDPOINT {nm.sql_literal(u.netloc or u.path)}", "URL_STYLE 'path'",
+                 f"USE_SSL {'true' if u.scheme == 'https' else 'false'}"]
+    con.execute(f"CREATE SECRET neurolake_s3 (TYPE s3, {', '.join(opts)})")
+
+
 def _lock(con, inputs: list[dict[str, Any]], profile_path: Path) -> None:
-    dirs = sorted({str(Path(f).parent) + "/" for inp in inputs for f in inp.get("files") or []
-                   if not str(f).startswith("s3://")})
-    lst = ", ".join(nm.sql_literal(d) for d in dirs)
-    con.execute(f"SET allowed_directories = [{lst}]")
+    # exactly the inputs' own files (not their folders: a folder may hold other tables or the catalog)
+    files = sorted({str(f) for inp in inputs for f in inp.get("files") or [] if inp.get("view_sql")})
+    lst = ", ".join(nm.sql_literal(f) for f in files)
+    con.execute(f"SET allowed_paths = [{lst}]")
     con.execute("SET enable_external_access = false")
     con.execute("SET enable_profiling = 'json'")
     con.execute(f"SET profiling_output = {nm.sql_literal(str(profile_path))}")

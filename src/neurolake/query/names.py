@@ -429,27 +429,41 @@ class Resolver:
                               f"{value[:16]}…", input=canonical, pin=pin)
         loc = entry["location"]
         fmt = entry["format"]
-        base_dir = Path(loc)
-        if base_dir.is_file():
-            base_dir = base_dir.parent
+        remote = loc.startswith("s3://")
+        if remote:  # files are listed relative to the location (a single-file table lists its own name)
+            reg_files = entry.get("files") or []
+            single = len(reg_files) == 1 and loc.rstrip("/").endswith("/" + reg_files[0]["path"])
+            base = loc.rstrip("/").rsplit("/", 1)[0] if single else loc.rstrip("/")
+
+            def at(rel: str) -> str:
+                return f"{base}/{rel}"
+        else:
+            base_dir = Path(loc)
+            if base_dir.is_file():
+                base_dir = base_dir.parent
+
+            def at(rel: str) -> str:
+                return str(base_dir / rel)
         view, arrow, files = None, None, []
         if fmt == "lance":
             import lance
 
-            ds_ = lance.dataset(loc, version=fp.get("value")) if isinstance(fp.get("value"), int) \
-                else lance.dataset(loc)
-            arrow = ds_
-            files = [str(base_dir / f["path"]) for f in entry.get("files") or []]
+            from neurolake.storage import lance_storage_options
+
+            opts = lance_storage_options(loc) or None
+            arrow = lance.dataset(loc, version=fp.get("value"), storage_options=opts) \
+                if isinstance(fp.get("value"), int) else lance.dataset(loc, storage_options=opts)
+            files = [at(f["path"]) for f in entry.get("files") or []]
         else:
             from neurolake.catalog.registry import _data_files
 
             data = _data_files(fmt, entry.get("files") or [], fp)
-            files = [str(base_dir / f["path"]) for f in data if str(f["path"]).endswith(".parquet")]
+            files = [at(f["path"]) for f in data if str(f["path"]).endswith(".parquet")]
             if fmt == "delta":
                 files = [f for f in files if "/_delta_log/" not in f]
                 files = _delta_files(loc, fp) or files
-            for f in data:
-                p = base_dir / f["path"]
+            for f in data if not remote else []:
+                p = Path(at(f["path"]))
                 if str(p) in files:
                     try:
                         size = p.stat().st_size
@@ -459,7 +473,7 @@ class Resolver:
                         raise CorruptData(f"input {canonical}: {f['path']} changed since registration "
                                           f"({size} bytes, registered {f['size']}); register a new version",
                                           input=canonical)
-            gone = [f for f in files if not Path(f).exists()]
+            gone = [] if remote else [f for f in files if not Path(f).exists()]
             if gone:
                 raise CorruptData(f"input {canonical} (fingerprint {value[:16]}…): {len(gone)} of its files are "
                                   f"gone, e.g. {Path(gone[0]).name}", input=canonical)
@@ -479,8 +493,11 @@ def _delta_files(location: str, fp: dict[str, Any]) -> list[str]:
         return []
     from deltalake import DeltaTable
 
+    from neurolake.storage import storage_options
+
     try:
-        return list(DeltaTable(location, version=fp["value"]).file_uris())
+        return list(DeltaTable(location, version=fp["value"], storage_options=storage_options(location) or None)
+                    .file_uris())
     except Exception as exc:  # noqa: BLE001
         raise CorruptData(f"feature table at {location}: Delta version {fp['value']} cannot be read ({exc})",
                           location=location) from exc
