@@ -96,6 +96,7 @@ def run_demo(lake: Lake, say: Callable[[str], None], scheduler: str | None = Non
 
     demo_synapses(lake, say)
     demo_materialize(lake, say)  # last: binds every table of the steps above
+    demo_query(lake, say)
 
 
 def demo_materialize(lake: Lake, say: Callable[[str], None]) -> None:
@@ -104,6 +105,32 @@ def demo_materialize(lake: Lake, say: Callable[[str], None]) -> None:
         if name in lake and not lake[name].versions.list():
             v = lake[name].versions.create()
             say(f"{name}: materialization version {v['version']} ({v['rows']} rows, tables {sorted(v['tables'])})")
+
+
+DENSITY_SQL = """
+SELECT CAST(floor(ctr_pt_position_z / 5) AS INTEGER) AS block_z,
+       CAST(floor(ctr_pt_position_y / 256) AS INTEGER) AS block_y,
+       CAST(floor(ctr_pt_position_x / 256) AS INTEGER) AS block_x,
+       count(*) AS n_synapses,
+       count(*) / ($block_um3) AS synapses_per_um3
+FROM gerhard2013.v1.synapses
+GROUP BY ALL
+ORDER BY block_z, block_y, block_x
+"""
+
+
+def demo_query(lake: Lake, say: Callable[[str], None]) -> None:
+    """A production SQL run with provenance: synapse density per block of 256 x 256 voxels x 5 sections of
+    version 1, saved with its manifest under ``<lake>/runs/`` (``neurolake reproduce RUN_ID``)."""
+    ds = lake["gerhard2013"]
+    if not ds.versions.list() or "synapses" not in ds.versions.tables(1):
+        return
+    vx, vy, vz = ds.voxel_size_nm
+    block_um3 = (256 * vx / 1000) * (256 * vy / 1000) * (5 * vz / 1000)
+    res = lake.sql(DENSITY_SQL, {"block_um3": block_um3}, mode="production", save=True,
+                   job="demo.synapse_density")
+    say(f"gerhard2013: synapse density of version 1 by SQL ({len(res)} blocks), run {res.run_id}, "
+        f"sha256 {res.sha256[:16]}…; check it with `neurolake reproduce {res.run_id}`")
 
 
 def example_urls(base: str) -> list[tuple[str, str]]:
