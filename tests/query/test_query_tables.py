@@ -312,3 +312,18 @@ def test_result_file_carries_the_manifest(gala, tmp_path):
     assert side == res.manifest
     assert pq.read_table(out).num_rows == len(res)
     assert lake.reproduce(out)["status"] == "identical"
+
+
+def test_every_recorded_manifest_is_a_valid_openlineage_run_event(gala):
+    from neurolake.query.manifest import validate_event
+
+    lake, _ = gala
+    runs = lake.runs(limit=1000)
+    assert len(runs) >= 20
+    kinds = set()
+    for r in runs:
+        m = lake.run(r["run_id"])["manifest"]
+        validate_event(m)
+        kinds |= {i["kind"] for i in m["run"]["facets"]["neurolake"]["inputs"]}
+        assert m["run"]["runId"] == r["run_id"]
+    assert kinds >= {"annotation", "version_table", "connectome", "edits", "feature"}

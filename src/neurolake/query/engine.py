@@ -382,7 +382,7 @@ def run(lake, sql: str, params: Any = None, *, mode: str = "exploratory", pins: 
     CorruptData (see :func:`prepare`).
     """
     from neurolake import __version__  # noqa: F401 - keeps the version import cheap and explicit
-    from neurolake.query.manifest import block_hashes, build_event, result_sha256
+    from neurolake.query.manifest import build_event, hash_result
     from neurolake.query.profile import estimate, runtime_class
 
     if timeout_s is not None:
@@ -411,6 +411,9 @@ def run(lake, sql: str, params: Any = None, *, mode: str = "exploratory", pins: 
     import duckdb
 
     run_id = str(uuid.uuid4())
+    t_hash = time.perf_counter()
+    digest = hash_result(table)
+    hash_seconds = time.perf_counter() - t_hash
     user = principal.name if principal is not None else lake.settings.user
     inputs = [_record_input(i) for i in p.inputs]
     bytes_read = sum(int(i.get("bytes") or 0) for i in inputs)
@@ -423,8 +426,8 @@ def run(lake, sql: str, params: Any = None, *, mode: str = "exploratory", pins: 
         "mode": mode, "user": user, "started": started.isoformat(), "ended": ended.isoformat(),
         "inputs": inputs, "rows": table.num_rows,
         "columns": [{"name": f.name, "type": str(f.type)} for f in table.schema],
-        "bytes_read": bytes_read, "result_sha256": result_sha256(table),
-        "result_blocks": block_hashes(table), "ordered_by": p.ordered_by,
+        "bytes_read": bytes_read, "result_sha256": digest.sha256, "result_blocks": list(digest.blocks),
+        "result_bytes": table.nbytes, "ordered_by": p.ordered_by,
         "runtime_class": {"predicted": est.get("runtime_class"), "predicted_seconds": est.get("predicted_seconds"),
                           "measured": runtime_class(seconds), "measured_seconds": round(seconds, 6),
                           "estimate": {k: est.get(k) for k in ("estimated_rows", "estimated_bytes")}},
@@ -432,7 +435,8 @@ def run(lake, sql: str, params: Any = None, *, mode: str = "exploratory", pins: 
                                     "method": "bernoulli"} if sample is not None else None,
         "timeout_s": timeout_s, "partial": partial, "code": code_version(), "duckdb": duckdb.__version__,
         "lake": str(lake.root), "pins_argument": _jsonable(pins), "datastack": datastack,
-        "wall_seconds": round(time.perf_counter() - t0, 6), "result_file": None,
+        "wall_seconds": round(time.perf_counter() - t0, 6), "hash_seconds": round(hash_seconds, 6),
+        "result_file": None,
     }
     if job:
         run_rec["job"] = job
