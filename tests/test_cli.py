@@ -31,7 +31,7 @@ COMMANDS = dict(_leaves(ROOT))
 # every command that works on one datastack (or filters by one) takes it as --datastack/-d
 ON_A_DATASTACK = [
     "ingest", "cutout", "info", "materialize", "audit", "segment watershed",
-    *(f"annotations {c}" for c in ("list", "create", "load", "detect", "query", "history", "delete")),
+    *(f"annotations {c}" for c in ("list", "create", "load", "detect", "query", "history", "delete", "vacuum")),
     *(f"proofread {c}" for c in ("init", "info", "merge", "split", "undo", "redo", "rollback", "log", "roots",
                                  "leaves", "lineage")),
     *(f"versions {c}" for c in ("list", "show", "expire", "query")),

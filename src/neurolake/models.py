@@ -8,4 +8,5 @@ import neurolake.annotations.models  # noqa: F401
 import neurolake.catalog.models  # noqa: F401
 import neurolake.materialize.models  # noqa: F401
 import neurolake.proofreading.models  # noqa: F401
+import neurolake.provenance.models  # noqa: F401
 import neurolake.volumes.models  # noqa: F401

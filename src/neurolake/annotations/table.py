@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 from deltalake import CommitProperties, DeltaTable, WriterProperties, write_deltalake
-from deltalake.exceptions import CommitFailedError
+from deltalake.exceptions import CommitFailedError, DeltaError
 from sqlalchemy import select
 
 from neurolake.annotations.models import AnnotationTable
@@ -235,6 +235,57 @@ class Table:
                         "operation": h.get("operation"),
                         **{k: v for k, v in h.items() if k.startswith("neurolake")}})
         return out
+
+    def vacuum(self, retention_hours: float = 168, *, force: bool = False, dry_run: bool = False) -> dict[str, Any]:
+        """Delete the table's Parquet files that no version of the last ``retention_hours`` hours references
+        (rounded up to whole hours, deltalake's unit; default one week): files that updates and deletes
+        replaced that long ago, and files no commit names. Reading an older Delta version whose files are
+        gone fails afterwards.
+
+        Files of a Delta version that a production query run pinned are protected
+        (:func:`neurolake.provenance.runs.protecting_runs`): a vacuum that would delete any of them is
+        refused with Conflict naming the runs, unless ``force``. ``dry_run`` deletes nothing and is never
+        refused. Returns ``{"deleted": [paths relative to the table folder (with dry_run: to be deleted)],
+        "broken_runs": [ids of the production runs whose pinned version loses files], "dry_run": bool}``.
+        Raises InvalidArgument (``retention_hours`` not a number >= 0), Conflict.
+        """
+        import math
+
+        from neurolake.provenance.runs import protecting_pins, short_ids
+
+        if (isinstance(retention_hours, bool | np.bool_) or not isinstance(retention_hours, int | float | np.number)
+                or not math.isfinite(float(retention_hours)) or retention_hours < 0):
+            raise InvalidArgument(f"retention_hours must be a number of hours >= 0, got {retention_hours!r}",
+                                  field="retention_hours", value=repr(retention_hours))
+        hours = math.ceil(float(retention_hours))
+        with self._lock:
+            d = self.delta()
+            doomed = sorted(d.vacuum(retention_hours=hours, dry_run=True, enforce_retention_duration=False))
+            broken: list[str] = []
+            if doomed:
+                gone = {(self.path / f).resolve() for f in doomed}
+                by_version: dict[int, list[str]] = {}
+                for p in protecting_pins(self.lake, "annotation", self.datastack, self.name):
+                    if p["version"] is not None:
+                        by_version.setdefault(int(p["version"]), []).append(p["run_id"])
+                for v, runs in sorted(by_version.items()):
+                    try:
+                        files = DeltaTable(str(self.path), version=v).file_uris()
+                    except (DeltaError, OSError):  # its log is gone: the version is unreadable already
+                        continue
+                    if any(Path(u.removeprefix("file://")).resolve() in gone for u in files):
+                        broken += [r for r in runs if r not in broken]
+            if broken and not force and not dry_run:
+                n = len(broken)
+                raise Conflict(
+                    f"vacuuming annotation table {self.datastack}/{self.name} (retention {hours} h) would delete "
+                    f"files of Delta versions pinned by {n} production query run{'s' if n > 1 else ''} "
+                    f"({short_ids(broken)}); it would make {'them' if n > 1 else 'it'} irreproducible; pass "
+                    "force=True (`--force`) to vacuum anyway, or a longer retention",
+                    datastack=self.datastack, table=self.name, runs=broken, retention_hours=hours)
+            if doomed and not dry_run:
+                doomed = sorted(d.vacuum(retention_hours=hours, dry_run=False, enforce_retention_duration=False))
+        return {"deleted": doomed, "broken_runs": broken, "dry_run": bool(dry_run)}
 
     def dataset(self, version: int | None = None) -> pads.Dataset:
         """A pyarrow dataset over the table's Parquet files (cached per Delta version)."""

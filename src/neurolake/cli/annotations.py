@@ -1,4 +1,4 @@
-"""``neurolake annotations …``: create, load, detect, query, history and delete of annotation tables."""
+"""``neurolake annotations …``: create, load, detect, query, history, delete and vacuum of annotation tables."""
 
 from __future__ import annotations
 
@@ -141,3 +141,21 @@ def delete(datastack: DsOpt, table: TableOpt, ids: Annotated[str, typer.Option(h
     """Soft-delete rows (they stay readable at earlier timestamps)."""
     n = _table(lake, datastack, table).delete(parse_ids(ids, "ids"))
     say(f"deleted {n} rows")
+
+
+@app.command()
+def vacuum(datastack: DsOpt, table: TableOpt, lake: LakeOpt = None,
+           retention_hours: Annotated[float, typer.Option(
+               help="keep files that versions of the last H hours still reference")] = 168,
+           force: Annotated[bool, typer.Option(
+               "--force", help="vacuum even files of versions production query runs pinned")] = False,
+           dry_run: Annotated[bool, typer.Option("--dry-run", help="list the files, delete nothing")] = False):
+    """Delete old Parquet files of a table (time travel to versions older than the retention stops working).
+
+    Refused when it would delete files of a Delta version a production query run pinned, unless --force."""
+    out = _table(lake, datastack, table).vacuum(retention_hours, force=force, dry_run=dry_run)
+    if out["broken_runs"]:
+        what = "would no longer" if dry_run else "can no longer"
+        say(f"warning: {len(out['broken_runs'])} production query run(s) {what} be reproduced: "
+            + ", ".join(out["broken_runs"]))
+    echo_json(out)

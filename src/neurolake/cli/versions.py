@@ -49,9 +49,15 @@ def v_show(datastack: DsOpt, version: int, lake: LakeOpt = None):
 
 
 @app.command("expire")
-def v_expire(datastack: DsOpt, version: int, lake: LakeOpt = None):
-    """Expire VERSION (never the newest valid one)."""
-    echo_json(open_lake(lake)[datastack].versions.expire(version))
+def v_expire(datastack: DsOpt, version: int, lake: LakeOpt = None,
+             force: Annotated[bool, typer.Option("--force", help="expire even if production query runs pinned it "
+                                                 "(they become irreproducible)")] = False):
+    """Expire VERSION (never the newest valid one; one pinned by production query runs only with --force)."""
+    v = open_lake(lake)[datastack].versions.expire(version, force=force)
+    if v.get("broken_runs"):
+        say(f"warning: {len(v['broken_runs'])} production query run(s) can no longer be reproduced: "
+            + ", ".join(v["broken_runs"]))
+    echo_json(v)
 
 
 @app.command("query")

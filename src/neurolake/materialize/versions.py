@@ -34,9 +34,11 @@ from neurolake.base.names import not_found
 from neurolake.base.results import Result
 from neurolake.base.time import parse_timestamp
 from neurolake.db.base import as_utc, utcnow
-from neurolake.errors import InvalidArgument, NeurolakeError, NotFound
+from neurolake.errors import Conflict, InvalidArgument, NeurolakeError, NotFound
 from neurolake.materialize.models import MaterializationVersion
 from neurolake.volumes.models import Datastack
+
+PINNING_KINDS = ("version_table", "connectome")  # query-run inputs that read a materialization version
 
 
 class VersionExpired(NeurolakeError):
@@ -76,11 +78,14 @@ def bind_roots(lake, datastack: str, table, tab: pa.Table, timestamp: dt.datetim
     if seg is None:
         seg = _segmentation(lake, datastack)
     sv_layer = seg._row().layer if seg is not None else None
-    pending: list[tuple[str, np.ndarray]] = []
+    pending: list[tuple[str, np.ndarray, np.ndarray]] = []
     for p in table.schema.points:
         rcol, scol = f"{p}_root_id", f"{p}_supervoxel_id"
         if rcol not in tab.column_names or scol not in tab.column_names:
             continue
+        # root ids written with the rows (a table of given root ids, no supervoxel): kept where no supervoxel
+        stored = np.asarray(pc.fill_null(tab.column(rcol), 0).to_numpy(zero_copy_only=False)).astype(
+            np.int64).view(np.uint64)
         sv_arr = tab.column(scol)
         svs = np.asarray(pc.fill_null(sv_arr, 0).to_numpy(zero_copy_only=False)).astype(np.int64).view(np.uint64)
         if seg is not None and sv_layer is not None and table.segmentation_layer != sv_layer and len(tab):
@@ -93,14 +98,16 @@ def bind_roots(lake, datastack: str, table, tab: pa.Table, timestamp: dt.datetim
             svs[ok] = layer.read_points(vox[:, ::-1]).astype(np.uint64)
             tab = tab.set_column(tab.column_names.index(scol), scol,
                                  pa.array(svs.view(np.int64), pa.int64(), mask=~ok))
-        pending.append((rcol, svs))
+        pending.append((rcol, svs, stored))
     if not pending:
         return tab
-    allsv = np.concatenate([x for _, x in pending])
+    allsv = np.concatenate([x for _, x, _ in pending])
     roots = seg.roots(allsv, timestamp, unknown="zero") if seg is not None else allsv  # one lookup
     k = 0
-    for rcol, svs in pending:
-        col = pa.array(roots[k:k + len(svs)].astype(np.uint64), pa.uint64())
+    for rcol, svs, stored in pending:
+        r = roots[k:k + len(svs)].astype(np.uint64)
+        r = np.where(svs == 0, stored, r)
+        col = pa.array(r, pa.uint64())
         k += len(svs)
         tab = tab.set_column(tab.column_names.index(rcol), rcol, col)
     return tab
@@ -279,15 +286,20 @@ def versions(lake, datastack: str, expired: bool = False) -> list[dict[str, Any]
 
 
 def _expire_due(lake, datastack: str) -> None:
-    """Expire versions whose ``expires_on`` passed (never the newest valid one)."""
+    """Expire versions whose ``expires_on`` passed (never the newest valid one, never one a production query
+    run pinned: those stay valid until the runs are deleted or the version is expired with ``force``)."""
+    from neurolake.provenance.runs import protecting_runs
+
     now = utcnow()
     with lake.catalog.session() as s:
         rows = s.scalars(select(MaterializationVersion).where(
             MaterializationVersion.datastack_id == _dsid(s, datastack),
             MaterializationVersion.valid.is_(True)).order_by(MaterializationVersion.version)).all()
         due = [r.version for r in rows[:-1] if r.expires_on is not None and as_utc(r.expires_on) <= now]
+        due = [v for v in due if not protecting_runs(lake, PINNING_KINDS, datastack, None, v, session=s)]
     for v in due:
-        expire(lake, datastack, v)
+        with contextlib.suppress(VersionExpired, Conflict):  # expired or pinned meanwhile by another process
+            expire(lake, datastack, v)
 
 
 def get_version(lake, datastack: str, version: int | None = None, allow_expired: bool = True) -> dict[str, Any]:
@@ -319,9 +331,14 @@ def get_version(lake, datastack: str, version: int | None = None, allow_expired:
     return d
 
 
-def expire(lake, datastack: str, version: int) -> dict[str, Any]:
+def expire(lake, datastack: str, version: int, force: bool = False) -> dict[str, Any]:
     """Expire ``version``: mark it invalid and delete its files. The newest valid version cannot be
-    expired (InvalidArgument). Raises NotFound; VersionExpired when already expired."""
+    expired (InvalidArgument). A version a production query run pinned (one of its tables or its connectome,
+    :func:`neurolake.provenance.runs.protecting_runs`) is refused with Conflict naming the runs, unless
+    ``force``; the dict returned has ``"broken_runs"``: the ids of the production runs this made
+    irreproducible (empty without a pin). Raises NotFound; VersionExpired when already expired."""
+    from neurolake.provenance.runs import protecting_runs, short_ids
+
     version = whole(version, "version", 0, INT64_MAX)
     with lake.catalog.session() as s:
         dsid = _dsid(s, datastack)
@@ -339,11 +356,18 @@ def expire(lake, datastack: str, version: int) -> dict[str, Any]:
         if newest == row.version:
             raise InvalidArgument(f"version {version} is the newest valid version of {datastack!r}; it cannot be "
                                   "expired (materialize a newer one first)", field="version", value=int(version))
+        broken = protecting_runs(lake, PINNING_KINDS, datastack, None, row.version, session=s)
+        if broken and not force:
+            n = len(broken)
+            raise Conflict(f"version {version} of datastack {datastack!r} is pinned by {n} production query "
+                           f"run{'s' if n > 1 else ''} ({short_ids(broken)}); expiring it would make "
+                           f"{'them' if n > 1 else 'it'} irreproducible; pass force=True (`--force`) to expire "
+                           "anyway", datastack=datastack, version=int(version), runs=broken)
         row.valid = False
         row.status = "EXPIRED"
         row.expires_on = min(as_utc(row.expires_on), utcnow()) if row.expires_on else utcnow()
         path = lake.root / row.path
-        out = _vdict(row)
+        out = {**_vdict(row), "broken_runs": broken}
     shutil.rmtree(path, ignore_errors=True)
     return out
 

@@ -63,7 +63,6 @@ and ``spec/facets/*.json`` of github.com/OpenLineage/OpenLineage); the Arrow col
 from __future__ import annotations
 
 import copy
-import datetime as dt
 import hashlib
 import json
 import os
@@ -609,9 +608,12 @@ def _is_date_time(value: object) -> bool:
         return True
     if not _RFC3339.match(value):
         return False
+    from neurolake.base.time import parse_timestamp
+    from neurolake.errors import InvalidArgument
+
     try:
-        dt.datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
-    except ValueError:
+        parse_timestamp(value)
+    except InvalidArgument:
         return False
     return True
 

@@ -281,11 +281,12 @@ def mat_get(datastack: str, version: Count, lake: Lake = Depends(get_lake)) -> V
 
 
 @router.delete("/versions/{version}", access=Need.write(),
-               summary="Expire a version (never the newest valid one)")
-def mat_expire(datastack: str, version: Count, lake: Lake = Depends(get_lake)) -> VersionInfo:
+               summary="Expire a version (never the newest valid one; one pinned by production query runs: "
+                       "409 naming the runs, unless force=true)")
+def mat_expire(datastack: str, version: Count, force: bool = False, lake: Lake = Depends(get_lake)) -> VersionInfo:
     from neurolake.materialize import expire
 
-    return expire(lake, datastack, version)
+    return expire(lake, datastack, version, force=force)
 
 
 def _rows(tab, fmt: str) -> Response:

@@ -1,4 +1,10 @@
-"""Provenance records: who/what/when/which versions produced a derived thing (DESIGN.md, Provenance)."""
+"""Provenance records: who/what/when/which versions produced a derived thing (DESIGN.md, Provenance).
+
+This module gives the records derived things carry (:func:`record`, :func:`code_version`,
+:func:`current_user`, :func:`layer_identity`). Submodules: :mod:`neurolake.provenance.models` (catalog rows
+of query runs and the inputs they pinned) and :mod:`neurolake.provenance.runs` (the run store: save, show,
+list, delete runs; which production runs protect an input).
+"""
 
 from __future__ import annotations
 
