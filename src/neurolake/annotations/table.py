@@ -832,7 +832,10 @@ def create_table(lake: Any, datastack: str, name: str, schema: str, *, descripti
         if path.exists():
             shutil.rmtree(path)  # a leftover of a failed create
         path.parent.mkdir(parents=True, exist_ok=True)
-        DeltaTable.create(str(path), arrow_schema(sch, props), name=name, description=description or None)
+        # the Delta log is history users pin (queries, materializations): never cleaned up by age, so an old
+        # version stays readable until its data files are vacuumed on purpose (Table.vacuum)
+        DeltaTable.create(str(path), arrow_schema(sch, props), name=name, description=description or None,
+                          configuration={"delta.enableExpiredLogCleanup": "false"})
         row = AnnotationTable(datastack_id=dsrow.id, name=name, schema_name=sch.name, description=description,
                               owner=owner or current_user(), voxel_size_nm=list(res), properties=props,
                               required_points=required, segmentation_layer=segmentation_layer,
