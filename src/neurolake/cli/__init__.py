@@ -5,7 +5,7 @@ module                 commands
 =====================  ==========================================================
 ``volumes``            ``init``, ``ingest``, ``info``, ``cutout``, ``repair``
 ``serve``              ``serve``, ``demo``
-``annotations``        ``annotations create|load|detect|query|history|delete|list``
+``annotations``        ``annotations create|load|detect|query|history|delete|list|vacuum``
 ``proofread``          ``proofread init|info|merge|split|undo|redo|rollback|log|roots|leaves|lineage``
 ``segment``            ``segment watershed``
 ``versions``           ``materialize``, ``versions list|show|expire|query``
@@ -29,6 +29,7 @@ from neurolake.cli import (
     connectome,
     features,
     proofread,
+    query,
     segment,
     serve,
     versions,
@@ -49,6 +50,7 @@ app.add_typer(versions.app, name="versions")
 app.add_typer(connectome.app, name="connectome")
 app.add_typer(features.app, name="features")
 access.register(app)
+query.register(app)  # sql, explain, runs list|show, reproduce
 
 
 def main() -> None:

@@ -303,6 +303,8 @@ def _lock(con, inputs: list[dict[str, Any]], profile_path: Path) -> None:
     files = sorted({str(f) for inp in inputs for f in inp.get("files") or [] if inp.get("view_sql")})
     lst = ", ".join(nm.sql_literal(f) for f in files)
     con.execute(f"SET allowed_paths = [{lst}]")
+    con.execute(f"SET temp_directory = {nm.sql_literal(str(profile_path.parent / 'spill'))}")
+    con.execute("SET parquet_metadata_cache = true")  # the estimate and the query read the same footers
     con.execute("SET enable_external_access = false")
     con.execute("SET enable_profiling = 'json'")
     con.execute(f"SET profiling_output = {nm.sql_literal(str(profile_path))}")
@@ -348,15 +350,18 @@ def _execute(p: Prepared, params: Any, timeout_s: float | None) -> tuple[Any, bo
         raise InvalidArgument(f"query failed: {_duck_message(exc)}", field="sql") from exc
 
 
-def _profile(p: Prepared) -> dict[str, Any]:
-    from neurolake.query.profile import normalize_profile
+def _profile(p: Prepared, est: dict[str, Any]) -> dict[str, Any]:
+    """DuckDB's profile of the run, normalised, with a plain-words bottleneck hint."""
+    from neurolake.query.profile import bottleneck_hint, normalize_profile
 
     try:
         raw = json.loads(p.profile_path.read_text())
     except (OSError, ValueError):
         return {}
     try:
-        return normalize_profile(raw)
+        prof = normalize_profile(raw, scans=est.get("scans"))
+        prof["hint"] = bottleneck_hint(prof, est.get("layout") or [])
+        return prof
     except Exception as exc:  # noqa: BLE001 - a profile is a report, never a reason to fail the query
         return {"error": f"{type(exc).__name__}: {exc}"}
 
@@ -398,13 +403,13 @@ def run(lake, sql: str, params: Any = None, *, mode: str = "exploratory", pins: 
                 order=timeout_s is None)
     try:
         try:
-            est = estimate(p.con, p.executed_sql, p.inputs)
+            est = estimate(p.con, p.executed_sql, p.inputs, layout=True)
         except Exception as exc:  # noqa: BLE001 - the estimate informs; it never blocks a query
             est = {"error": f"{type(exc).__name__}: {exc}", "runtime_class": None}
         t_run = time.perf_counter()
         table, partial = _execute(p, params, timeout_s)
         seconds = time.perf_counter() - t_run
-        prof = _profile(p)
+        prof = _profile(p, est)
     finally:
         p.close()
     ended = utcnow()

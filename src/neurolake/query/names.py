@@ -162,11 +162,15 @@ class Resolver:
         return self._datastacks
 
     def _check_datastack(self, ds: str) -> None:
+        p = self.principal
+        if p is not None and not (p.is_admin or p.local):
+            # rights first: a datastack the user may not read gets the same 403 whether it exists or not
+            self.lake.access.require(p, ds, "viewer", "querying")
         if ds not in self.datastacks():
-            raise not_found("datastack", ds, self.datastacks(), hint="tables are named datastack.table, "
+            known = [d for d in self.datastacks() if p is None or p.is_admin or p.local
+                     or self.lake.access.allowed(p, d, "viewer")]
+            raise not_found("datastack", ds, known, hint="tables are named datastack.table, "
                             "datastack.vN.table or features.name", field="sql")
-        if self.principal is not None:
-            self.lake.access.require(self.principal, ds, "viewer", "querying")
 
     def _pin_for(self, canonical: str, written: str | None) -> tuple[str | None, str]:
         arg = self.pins.get(canonical)

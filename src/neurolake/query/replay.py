@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from neurolake.errors import InvalidArgument, NeurolakeError, NotFound
+from neurolake.errors import InvalidArgument, NeurolakeError, NotFound, PermissionDenied
 from neurolake.query import names as nm
 
 
@@ -115,7 +115,7 @@ def _first_difference(old, new) -> int | None:
     first = n if old.num_rows != new.num_rows else None
     step = 65_536
     for start in range(0, n, step):
-        a, b = old.slice(start, step), new.slice(start, step)
+        a, b = old.slice(start, min(step, n - start)), new.slice(start, min(step, n - start))
         bad = np.zeros(a.num_rows, dtype=bool)
         for c in old.column_names:
             x, y = a.column(c), b.column(c)
@@ -206,9 +206,14 @@ def explain(lake, sql: str, *, pins: dict[str, Any] | None = None, datastack: st
     from neurolake.query.engine import prepare
     from neurolake.query.profile import explain as plan
 
+    import duckdb
+
     p = prepare(lake, sql, mode=mode, pins=pins, principal=principal, datastack=datastack)
     try:
         out = plan(p.con, p.executed_sql, p.inputs)
+    except duckdb.PermissionException as exc:
+        raise PermissionDenied(f"the query tried to reach files or URLs outside the lake's tables: {exc}",
+                               field="sql") from exc
     finally:
         p.close()
     out["inputs"] = [{k: v for k, v in i.items() if k not in ("view_sql", "arrow", "files")} for i in p.inputs]

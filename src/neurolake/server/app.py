@@ -19,6 +19,7 @@ from neurolake.server import (
     ocp,
     precomputed,
     proofreading,
+    query,
     tiles,
     viewer,
     zarr,
@@ -59,6 +60,7 @@ def create_app(lake: Lake | str | Path, max_cutout_bytes: int | None = None, aut
     app.include_router(cave.router)  # CAVE subset for caveclient
     app.include_router(proofreading.router)  # /api/v1/.../segmentation, versions, connectome
     app.include_router(proofreading.roots_router)  # /precomputed-roots
+    app.include_router(query.router)  # /api/v1/query, /api/v1/runs: SQL with provenance
 
     root = APIRouter()
 

@@ -30,7 +30,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-EXPOSE_HEADERS = "Content-Range, Content-Length, Content-Encoding, ETag"
+EXPOSE_HEADERS = ("Content-Range, Content-Length, Content-Encoding, ETag, X-Neurolake-Run-Id, X-Neurolake-Sha256, "
+                  "X-Neurolake-Partial, Link")
 ALLOW_METHODS = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
 CORS_HEADERS = [
     (b"access-control-allow-origin", b"*"),
