@@ -145,6 +145,7 @@ def example_urls(base: str) -> list[tuple[str, str]]:
         ("proofread roots", f"{base}/ocp/ca/gerhard2013/supervoxels/xy/0/0,1024/0,1024/10/?roots=true"),
         ("edit log", f"{base}/api/v1/datastacks/gerhard2013/segmentation/operations"),
         ("versions", f"{base}/api/v1/datastacks/gerhard2013/versions"),
+        ("SQL runs with their manifests", f"{base}/api/v1/runs"),
         ("CAVE datastack", f"{base}/info/api/v2/datastack/full/gerhard2013"),
         ("API docs", f"{base}/docs"),
         # serving (issue 3)
