@@ -160,14 +160,56 @@ def _volatile(tree: dict[str, Any]) -> list[str]:
     return sorted(found)
 
 
-def _connect(lake):
+def _new_connection():
     import duckdb
 
     con = duckdb.connect(config={"threads": max(1, os.cpu_count() or 1)})
     con.execute("SET TimeZone = 'UTC'")
     con.execute("SET autoinstall_known_extensions = false")
     con.execute("SET autoload_known_extensions = false")
+    con.execute("SET parquet_metadata_cache = true")  # views, the estimate and the query read the same footers
     return con
+
+
+class _Spare:
+    """One fresh DuckDB connection kept ready (made in a background thread after each query), so a query
+    does not wait for DuckDB to start; every query still gets its own connection, used once."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._con = None
+        self._making = False
+
+    def _make(self) -> None:
+        try:
+            con = _new_connection()
+        except Exception:  # noqa: BLE001 - the next query makes its own
+            con = None
+        with self._lock:
+            self._making = False
+            if self._con is None:
+                self._con, con = con, None
+        if con is not None:
+            con.close()
+
+    def take(self):
+        with self._lock:
+            con, self._con = self._con, None
+            refill = not self._making
+            self._making = True
+        if refill:
+            threading.Thread(target=self._make, daemon=True, name="neurolake-duckdb-spare").start()
+        return con if con is not None else _new_connection()
+
+    def close(self) -> None:
+        with self._lock:
+            con, self._con = self._con, None
+        if con is not None:
+            con.close()
+
+
+def _connect(lake):
+    return lake.state("query.spare_connection", _Spare).take()
 
 
 def prepare(lake, sql: str, *, mode: str = "exploratory", pins: dict[str, Any] | None = None,
@@ -304,7 +346,6 @@ def _lock(con, inputs: list[dict[str, Any]], profile_path: Path) -> None:
     lst = ", ".join(nm.sql_literal(f) for f in files)
     con.execute(f"SET allowed_paths = [{lst}]")
     con.execute(f"SET temp_directory = {nm.sql_literal(str(profile_path.parent / 'spill'))}")
-    con.execute("SET parquet_metadata_cache = true")  # the estimate and the query read the same footers
     con.execute("SET enable_external_access = false")
     con.execute("SET enable_profiling = 'json'")
     con.execute(f"SET profiling_output = {nm.sql_literal(str(profile_path))}")
@@ -387,7 +428,7 @@ def run(lake, sql: str, params: Any = None, *, mode: str = "exploratory", pins: 
     CorruptData (see :func:`prepare`).
     """
     from neurolake import __version__  # noqa: F401 - keeps the version import cheap and explicit
-    from neurolake.query.manifest import build_event, hash_result
+    from neurolake.query.manifest import build_event, hash_result, round_floats
     from neurolake.query.profile import estimate, runtime_class
 
     if timeout_s is not None:
@@ -403,15 +444,15 @@ def run(lake, sql: str, params: Any = None, *, mode: str = "exploratory", pins: 
                 order=timeout_s is None)
     try:
         try:
-            est = estimate(p.con, p.executed_sql, p.inputs, layout=True)
+            est = estimate(p.con, p.executed_sql, p.inputs, layout=True, params=params)
         except Exception as exc:  # noqa: BLE001 - the estimate informs; it never blocks a query
             est = {"error": f"{type(exc).__name__}: {exc}", "runtime_class": None}
         t_run = time.perf_counter()
         table, partial = _execute(p, params, timeout_s)
         seconds = time.perf_counter() - t_run
         prof = _profile(p, est)
-    finally:
-        p.close()
+    finally:  # closing DuckDB takes ~10 ms: off the caller's path
+        threading.Thread(target=p.close, daemon=True, name="neurolake-duckdb-close").start()
     ended = utcnow()
     import duckdb
 
@@ -419,6 +460,8 @@ def run(lake, sql: str, params: Any = None, *, mode: str = "exploratory", pins: 
     t_hash = time.perf_counter()
     digest = hash_result(table)
     hash_seconds = time.perf_counter() - t_hash
+    rounded = round_floats(table)
+    float12 = hash_result(rounded).sha256 if rounded is not None else None
     user = principal.name if principal is not None else lake.settings.user
     inputs = [_record_input(i) for i in p.inputs]
     bytes_read = sum(int(i.get("bytes") or 0) for i in inputs)
@@ -432,7 +475,7 @@ def run(lake, sql: str, params: Any = None, *, mode: str = "exploratory", pins: 
         "inputs": inputs, "rows": table.num_rows,
         "columns": [{"name": f.name, "type": str(f.type)} for f in table.schema],
         "bytes_read": bytes_read, "result_sha256": digest.sha256, "result_blocks": list(digest.blocks),
-        "result_bytes": table.nbytes, "ordered_by": p.ordered_by,
+        "result_sha256_float12": float12, "result_bytes": table.nbytes, "ordered_by": p.ordered_by,
         "runtime_class": {"predicted": est.get("runtime_class"), "predicted_seconds": est.get("predicted_seconds"),
                           "measured": runtime_class(seconds), "measured_seconds": round(seconds, 6),
                           "estimate": {k: est.get(k) for k in ("estimated_rows", "estimated_bytes")}},

@@ -324,6 +324,37 @@ def hash_result(table, *, block_rows: int = BLOCK_ROWS, threads: int | None = No
                       block_rows=block_rows)
 
 
+FLOAT_DIGITS = 12  # significant digits of the rounded hash (float64 carries 15-17)
+
+
+def round_floats(table, digits: int = FLOAT_DIGITS):
+    """``table`` with every float column's mantissa rounded to ``ceil(digits · log2 10)`` bits (40 bits,
+    about ``digits`` = 12 significant decimal digits; NaN, ±inf and nulls kept), or None when it has no
+    float column. The rounded hash (``result_sha256_float12`` in the
+    manifest) is ``result_sha256`` of this table: it lets reproduce accept a result whose floating-point
+    aggregates differ only in the last bits, as DuckDB's parallel sums of doubles do from run to run."""
+    import numpy as np
+    import pyarrow as pa
+
+    table = _as_table(table)
+    cols, changed = [], False
+    for col in table.columns:
+        if pa.types.is_floating(col.type):
+            changed = True
+            arr = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+            v = np.asarray(arr.cast(pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
+            # binary rounding of the mantissa (exact, no overflow at any exponent): 40 bits ≈ 12 digits
+            bits = int(np.ceil(digits * np.log2(10)))
+            with np.errstate(invalid="ignore"):
+                m, e = np.frexp(v)
+                r = np.where(np.isfinite(v), np.ldexp(np.round(np.ldexp(m, bits)), e - bits), v)
+            mask = arr.is_null().to_numpy(zero_copy_only=False) if arr.null_count else None
+            cols.append(pa.array(r, pa.float64(), mask=mask).cast(col.type, safe=False))
+        else:
+            cols.append(col)
+    return pa.table(cols, names=table.column_names) if changed else None
+
+
 def result_sha256(table) -> str:
     """SHA-256 (hex) of ``table``'s rows in order, format ``neurolake-result-hash/1`` (module docstring).
 

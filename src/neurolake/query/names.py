@@ -255,14 +255,21 @@ class Resolver:
         if version > t.version or version < 0:
             raise NotFound(f"{canonical}: Delta version {version} does not exist (versions 0–{t.version})",
                            field="pin", value=version)
-        try:
-            d = DeltaTable(str(t.path), version=version)
-        except Exception as exc:  # noqa: BLE001 - deltalake raises its own error types
-            raise CorruptData(f"input {canonical} pinned at Delta version {version}: the Delta log of that "
-                              f"version cannot be read ({exc}); it was removed (vacuumed/checkpoint cleanup?)",
-                              input=canonical, pin={"delta_version": version}) from exc
-        committed = _commit_time(d, version)
-        files = d.file_uris()
+        # a Delta version's file list and commit time never change: kept by the lake (bounded)
+        known = self.lake.state("query.delta_versions", dict)
+        hit = known.get((str(t.path), version))
+        if hit is None:
+            try:
+                d = DeltaTable(str(t.path), version=version)
+            except Exception as exc:  # noqa: BLE001 - deltalake raises its own error types
+                raise CorruptData(f"input {canonical} pinned at Delta version {version}: the Delta log of that "
+                                  f"version cannot be read ({exc}); it was removed (vacuumed/checkpoint cleanup?)",
+                                  input=canonical, pin={"delta_version": version}) from exc
+            hit = (list(d.file_uris()), _commit_time(d, version))
+            if len(known) > 1024:
+                known.clear()
+            known[(str(t.path), version)] = hit
+        files, committed = hit
         missing = [f for f in files if not Path(f).exists()]
         if missing:
             raise CorruptData(f"input {canonical} pinned at Delta version {version} (committed {committed}): "

@@ -412,7 +412,7 @@ def _as_list(v: Any) -> list[str]:
 # The plan
 
 
-def _plan(con: Any, sql: str, duckdb_text: bool) -> tuple[list[dict], str]:
+def _plan(con: Any, sql: str, duckdb_text: bool, params: Any = None) -> tuple[list[dict], str]:
     """The JSON plan and a text plan: DuckDB's box drawing when ``duckdb_text`` (a second EXPLAIN,
     which re-reads the Parquet footers), else an indented rendering of the JSON tree."""
     if not isinstance(sql, str) or not sql.strip():
@@ -420,8 +420,8 @@ def _plan(con: Any, sql: str, duckdb_text: bool) -> tuple[list[dict], str]:
     import duckdb
 
     try:
-        rows = con.execute("EXPLAIN (FORMAT json) " + sql).fetchall()
-        text_rows = con.execute("EXPLAIN " + sql).fetchall() if duckdb_text else None
+        rows = con.execute("EXPLAIN (FORMAT json) " + sql, params).fetchall()
+        text_rows = con.execute("EXPLAIN " + sql, params).fetchall() if duckdb_text else None
     except duckdb.Error as e:
         raise InvalidArgument(f"DuckDB cannot plan this SQL: {e}", field="sql", value=sql[:500]) from None
     plan = json.loads(rows[0][1])
@@ -586,6 +586,10 @@ def _sample_values(col: Any) -> np.ndarray:
 def _term_mask(v: np.ndarray, op: str, vals: list) -> np.ndarray:
     try:
         if op == "isnull":
+            if v.dtype.kind == "f":  # nulls were read as NaN (e.g. the views' "deleted IS NULL")
+                return np.isnan(v)
+            if v.dtype.kind in "iub":
+                return np.zeros(len(v), dtype=bool)
             return np.array([x is None or (isinstance(x, float) and np.isnan(x)) for x in v], dtype=bool)
         if op == "notnull":
             return ~_term_mask(v, "isnull", vals)
@@ -826,12 +830,12 @@ def _cost(plan: list[dict], scans: list[dict]) -> tuple[float, list[dict]]:
     return c["base_s"] + cpu / c["parallelism"], ops
 
 
-def _analyze(con: Any, sql: str, inputs: list[dict], duckdb_text: bool = False) -> dict:
+def _analyze(con: Any, sql: str, inputs: list[dict], duckdb_text: bool = False, params: Any = None) -> dict:
     if not isinstance(inputs, (list, tuple)):
         raise InvalidArgument(f"inputs must be a list of input dicts, got {type(inputs).__name__}",
                               field="inputs", value=repr(inputs)[:200])
     tables = [_Table(i) for i in inputs]
-    plan, text = _plan(con, sql, duckdb_text)
+    plan, text = _plan(con, sql, duckdb_text, params)
     for t in tables:
         if not t.columns:  # no local footer (s3:// files): the view's own columns
             try:
@@ -852,7 +856,7 @@ def _analyze(con: Any, sql: str, inputs: list[dict], duckdb_text: bool = False) 
             "operators": ops, "estimated_rows": est_rows}
 
 
-def estimate(con: Any, sql: str, inputs: list[dict], *, layout: bool = False) -> dict:
+def estimate(con: Any, sql: str, inputs: list[dict], *, layout: bool = False, params: Any = None) -> dict:
     """Before running ``sql`` on ``con``: its plan and what it will cost (``layout=True``: with the
     :func:`layout_report` as ``"layout"``, from the same planning pass, for :func:`bottleneck_hint`).
 
@@ -876,7 +880,7 @@ def estimate(con: Any, sql: str, inputs: list[dict], *, layout: bool = False) ->
     filters (OR, functions of columns) keep every row group, as DuckDB does. Raises InvalidArgument
     when DuckDB cannot plan the SQL or an input is malformed, NotFound when an input file is missing.
     """
-    a = _analyze(con, sql, inputs)
+    a = _analyze(con, sql, inputs, params=params)
     scans = [_public_scan(s) for s in a["scans"]]
     out = {"plan": a["plan"], "plan_text": a["plan_text"], "estimated_rows": a["estimated_rows"],
            "estimated_bytes": int(sum(s["bytes"] for s in scans)), "scans": scans,

@@ -138,6 +138,7 @@ def reproduce(lake, ref: str | Path, *, principal=None) -> dict[str, Any]:
     "inputs_gone": [...], "seconds": [first, reproduced]}``. Raises NotFound (unknown run),
     InvalidArgument (not a manifest; a partial run)."""
     from neurolake.query.engine import run
+    from neurolake.query.manifest import FLOAT_DIGITS
 
     manifest = load_manifest(lake, ref)
     facet = run_facet(manifest)
@@ -160,7 +161,13 @@ def reproduce(lake, ref: str | Path, *, principal=None) -> dict[str, Any]:
                 "seconds": [(facet.get("runtime_class") or {}).get("measured_seconds"),
                             res.run["runtime_class"]["measured_seconds"]]})
     if res.sha256 == facet.get("result_sha256"):
-        return {**out, "status": "identical", "message": f"identical (sha256 {res.sha256})"}
+        return {**out, "status": "identical", "exact": True, "message": f"identical (sha256 {res.sha256})"}
+    f12 = res.run.get("result_sha256_float12")
+    if f12 is not None and f12 == facet.get("result_sha256_float12"):
+        return {**out, "status": "identical", "exact": False,
+                "message": f"identical to {FLOAT_DIGITS} significant digits (float12 sha256 {f12}); the exact "
+                           "sha256 differs only in the last bits of floating-point values, which DuckDB's "
+                           "parallel aggregation does not fix from run to run"}
     old_cols = [(c["name"], c["type"]) for c in facet.get("columns") or []]
     new_cols = [(f.name, str(f.type)) for f in new.schema]
     cols = {"removed": [c for c in old_cols if c not in new_cols], "added": [c for c in new_cols if c not in old_cols]}
