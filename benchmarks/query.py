@@ -360,13 +360,21 @@ def bench_classes(lake) -> dict:
     for name, sql in class_queries():
         r = lake.sql(sql)
         rc = r.run["runtime_class"]
+        from neurolake.query.profile import runtime_class
+
+        model = rc.get("model_seconds")
         out.append({"name": name, "predicted": rc["predicted"], "measured": rc["measured"],
                     "predicted_s": rc.get("predicted_seconds"), "measured_s": rc["measured_seconds"],
+                    "calibration": rc.get("calibration"),
+                    "model_class": runtime_class(model) if isinstance(model, int | float) else None,
                     "rows": r.num_rows, "hit": rc["predicted"] == rc["measured"]})
     hits = sum(q["hit"] for q in out)
+    model_hits = sum(q["model_class"] == q["measured"] for q in out)
     ratios = [q["predicted_s"] / q["measured_s"] for q in out
               if isinstance(q["predicted_s"], int | float) and q["measured_s"] > 0]
     return {"queries": out, "hits": hits, "total": len(out), "hit_rate": hits / len(out),
+            "model_hits": model_hits, "model_hit_rate": model_hits / len(out),
+            "calibration": [q["calibration"] for q in out],
             "predicted_over_measured_median": median(ratios) if ratios else None,
             "measured_classes": {c: sum(q["measured"] == c for q in out) for c in ("interactive", "short", "batch")}}
 
@@ -456,9 +464,11 @@ def main() -> None:
                   f"(ratio {rep['ratio']:.2f}); {rep['statuses'].count('identical')}/{len(rep['statuses'])} identical.", "",
                   f"The same query with `avg(size)` added (a double aggregated by 2 threads): "
                   f"{rep['float_statuses'].count('identical')}/{len(rep['float_statuses'])} reproductions identical "
-                  "(the others differ in the last bits of the mean: DuckDB's parallel sum of doubles is not "
-                  "order-stable).", "",
+                  "(exactly, or to 12 significant digits: DuckDB's parallel sum of doubles is not order-stable in "
+                  "the last bits, which `result_sha256_float12` absorbs).", "",
                   "## (e) runtime-class prediction (target ≥ 80 % in the right class)", "",
+                  f"Calibrated on this process's earlier runs (factor {cls['calibration'][0]}–{cls['calibration'][-1]}); "
+                  f"the raw cost model alone: {cls['model_hits']}/{cls['total']} = {cls['model_hit_rate'] * 100:.0f} %.", "",
                   f"**{cls['hits']}/{cls['total']} = {cls['hit_rate'] * 100:.0f} %** right. Measured classes: "
                   + ", ".join(f"{n} {c}" for c, n in cls["measured_classes"].items() if n)
                   + (f"; median predicted/measured seconds {cls['predicted_over_measured_median']:.2f}."

@@ -429,7 +429,7 @@ def run(lake, sql: str, params: Any = None, *, mode: str = "exploratory", pins: 
     """
     from neurolake import __version__  # noqa: F401 - keeps the version import cheap and explicit
     from neurolake.query.manifest import build_event, hash_result, round_floats
-    from neurolake.query.profile import estimate, runtime_class
+    from neurolake.query.profile import Calibration, estimate, runtime_class
 
     if timeout_s is not None:
         if mode == "production":
@@ -447,9 +447,17 @@ def run(lake, sql: str, params: Any = None, *, mode: str = "exploratory", pins: 
             est = estimate(p.con, p.executed_sql, p.inputs, layout=True, params=params)
         except Exception as exc:  # noqa: BLE001 - the estimate informs; it never blocks a query
             est = {"error": f"{type(exc).__name__}: {exc}", "runtime_class": None}
+        calibration = lake.state("query.calibration", Calibration)
+        modelled = est.get("predicted_seconds")
+        factor = calibration.factor()
+        if modelled is not None:
+            est["predicted_seconds"] = round(float(modelled) * factor, 6)
+            est["runtime_class"] = runtime_class(est["predicted_seconds"])
         t_run = time.perf_counter()
         table, partial = _execute(p, params, timeout_s)
         seconds = time.perf_counter() - t_run
+        if not partial:
+            calibration.observe(modelled, seconds)
         prof = _profile(p, est)
     finally:  # closing DuckDB takes ~10 ms: off the caller's path
         threading.Thread(target=p.close, daemon=True, name="neurolake-duckdb-close").start()
@@ -477,6 +485,7 @@ def run(lake, sql: str, params: Any = None, *, mode: str = "exploratory", pins: 
         "bytes_read": bytes_read, "result_sha256": digest.sha256, "result_blocks": list(digest.blocks),
         "result_sha256_float12": float12, "result_bytes": table.nbytes, "ordered_by": p.ordered_by,
         "runtime_class": {"predicted": est.get("runtime_class"), "predicted_seconds": est.get("predicted_seconds"),
+                          "model_seconds": modelled, "calibration": round(factor, 4),
                           "measured": runtime_class(seconds), "measured_seconds": round(seconds, 6),
                           "estimate": {k: est.get(k) for k in ("estimated_rows", "estimated_bytes")}},
         "profile": prof, "sample": {"fraction": float(sample), "seed": SAMPLE_SEED,

@@ -75,6 +75,32 @@ _POSITION_RE = re.compile(r"^(?P<point>.+)_position_[xyz]$")
 _HIVE_RE = re.compile(r"^([^=/\\]+)=([^/\\]*)$")
 
 
+class Calibration:
+    """The cost model's scale on this machine now, learnt from the process's own runs: the median ratio
+    of measured to modelled seconds over the last ``window`` runs that took at least ``min_seconds``
+    (below that, fixed costs dominate). Until ``min_runs`` such runs were seen the factor is 1 (the
+    constants in :data:`COST`). Machines differ, and so does one machine shared with other work; the
+    engine keeps one per lake (``Lake.state``) and records the factor it used in each manifest."""
+
+    def __init__(self, window: int = 50, min_runs: int = 5, min_seconds: float = 0.05) -> None:
+        import collections
+        import threading
+
+        self._ratios: collections.deque = collections.deque(maxlen=window)
+        self._lock = threading.Lock()
+        self.min_runs, self.min_seconds = min_runs, min_seconds
+
+    def factor(self) -> float:
+        with self._lock:
+            r = list(self._ratios)
+        return float(np.median(r)) if len(r) >= self.min_runs else 1.0
+
+    def observe(self, modelled_seconds: float | None, measured_seconds: float) -> None:
+        if modelled_seconds and modelled_seconds > 0 and measured_seconds >= self.min_seconds:
+            with self._lock:
+                self._ratios.append(float(measured_seconds) / float(modelled_seconds))
+
+
 def runtime_class(seconds: float) -> str:
     """The runtime class of a duration in seconds: ``"interactive"`` (< 1 s), ``"short"`` (< 1 min),
     ``"batch"`` (< 1 h) or ``"long"``. Raises InvalidArgument for a negative or non-finite number."""
