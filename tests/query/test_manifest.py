@@ -643,3 +643,18 @@ def test_rounded_hash_absorbs_last_bit_differences_of_float_aggregates():
     r = round_floats(pa.table({"x": pa.array([0.0, None, float("nan"), float("inf"), -1.23456789012345e-300])}))
     assert r["x"].to_pylist()[:2] == [0.0, None] and np.isnan(r["x"][2].as_py()) and r["x"][3].as_py() == np.inf
     assert r["x"][4].as_py() == pytest.approx(-1.23456789012e-300, rel=1e-12)
+
+
+def test_one_pass_float12_hash_equals_the_hash_of_the_rounded_table():
+    import numpy as np
+    import pyarrow as pa
+
+    from neurolake.query.manifest import hash_result, round_floats
+
+    rng = np.random.default_rng(1)
+    t = pa.table({"id": np.arange(200_000, dtype=np.uint64), "x": rng.normal(size=200_000),
+                  "f": pa.array(rng.random(200_000).astype(np.float32)), "s": [str(i % 7) for i in range(200_000)]})
+    h = hash_result(t, float12=True, block_rows=65_536)
+    assert h.sha256 == hash_result(t).sha256
+    assert h.sha256_float12 == hash_result(round_floats(t)).sha256
+    assert hash_result(pa.table({"n": [1]}), float12=True).sha256_float12 is None

@@ -428,7 +428,7 @@ def run(lake, sql: str, params: Any = None, *, mode: str = "exploratory", pins: 
     CorruptData (see :func:`prepare`).
     """
     from neurolake import __version__  # noqa: F401 - keeps the version import cheap and explicit
-    from neurolake.query.manifest import build_event, hash_result, round_floats
+    from neurolake.query.manifest import build_event, hash_result
     from neurolake.query.profile import Calibration, estimate, runtime_class
 
     if timeout_s is not None:
@@ -466,10 +466,9 @@ def run(lake, sql: str, params: Any = None, *, mode: str = "exploratory", pins: 
 
     run_id = str(uuid.uuid4())
     t_hash = time.perf_counter()
-    digest = hash_result(table)
+    digest = hash_result(table, float12=True)  # one pass; float columns also hashed rounded
     hash_seconds = time.perf_counter() - t_hash
-    rounded = round_floats(table)
-    float12 = hash_result(rounded).sha256 if rounded is not None else None
+    float12 = digest.sha256_float12
     user = principal.name if principal is not None else lake.settings.user
     inputs = [_record_input(i) for i in p.inputs]
     bytes_read = sum(int(i.get("bytes") or 0) for i in inputs)

@@ -107,6 +107,7 @@ class ResultHash:
     rows: int
     block_rows: int
     format: str = HASH_FORMAT
+    sha256_float12: str | None = None  # with ``float12=True``: the hash of :func:`round_floats` (table)
 
 
 def _u64(n: int) -> bytes:
@@ -279,7 +280,8 @@ def _as_table(table):
                           field="table", value=type(table).__name__, allowed=["pyarrow.Table", "pyarrow.RecordBatch"])
 
 
-def hash_result(table, *, block_rows: int = BLOCK_ROWS, threads: int | None = None) -> ResultHash:
+def hash_result(table, *, block_rows: int = BLOCK_ROWS, threads: int | None = None,
+                float12: bool = False) -> ResultHash:
     """Hash ``table`` (a pyarrow Table or RecordBatch) in format ``neurolake-result-hash/1``.
 
     Returns a :class:`ResultHash` with the hex ``sha256`` and the hex digest of each block of
@@ -301,6 +303,10 @@ def hash_result(table, *, block_rows: int = BLOCK_ROWS, threads: int | None = No
     nblocks = -(-n // block_rows)
     cols = [table.column(i) for i in range(len(names))]
 
+    import pyarrow as pa
+
+    floats = {c for c, col in enumerate(cols) if pa.types.is_floating(col.type)} if float12 else set()
+
     def one(task: tuple[int, int]) -> bytes:
         b, c = task
         start = b * block_rows
@@ -308,20 +314,38 @@ def hash_result(table, *, block_rows: int = BLOCK_ROWS, threads: int | None = No
         _feed(h, _block_array(cols[c], start, min(block_rows, n - start)))
         return h.digest()
 
+    def rounded(task: tuple[int, int]) -> bytes:  # the same column slice, mantissas rounded
+        b, c = task
+        start = b * block_rows
+        piece = pa.table([_block_array(cols[c], start, min(block_rows, n - start))], names=["x"])
+        h = hashlib.sha256()
+        _feed(h, round_floats(piece).column(0).combine_chunks())
+        return h.digest()
+
     tasks = [(b, c) for b in range(nblocks) for c in range(len(cols))]
+    extra = [(b, c) for b, c in tasks if c in floats]
     workers = threads if threads is not None else min(8, os.cpu_count() or 1)
     if workers > 1 and len(tasks) > 1 and n * max(1, len(cols)) >= 100_000:
         with ThreadPoolExecutor(max_workers=min(workers, len(tasks)), thread_name_prefix="nl-hash") as pool:
             digests = list(pool.map(one, tasks))
+            round_digests = list(pool.map(rounded, extra))
     else:
         digests = [one(t) for t in tasks]
+        round_digests = [rounded(t) for t in extra]
     k = len(cols)
     blocks = [hashlib.sha256(b"".join(digests[b * k:(b + 1) * k])).digest() for b in range(nblocks)]
     top = hashlib.sha256(b"".join(header))
     for d in blocks:
         top.update(d)
+    f12 = None
+    if floats:  # the rounded table's hash: other columns' digests are the same, float columns re-hashed
+        alt = dict(zip(extra, round_digests, strict=True))
+        top2 = hashlib.sha256(b"".join(header))
+        for b in range(nblocks):
+            top2.update(hashlib.sha256(b"".join(alt.get((b, c), digests[b * k + c]) for c in range(k))).digest())
+        f12 = top2.hexdigest()
     return ResultHash(sha256=top.hexdigest(), blocks=tuple(d.hex() for d in blocks), rows=n,
-                      block_rows=block_rows)
+                      block_rows=block_rows, sha256_float12=f12)
 
 
 FLOAT_DIGITS = 12  # significant digits of the rounded hash (float64 carries 15-17)

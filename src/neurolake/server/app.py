@@ -43,6 +43,7 @@ def create_app(lake: Lake | str | Path, max_cutout_bytes: int | None = None, aut
                   description="Volumes, cutouts and metadata of a neurolake installation. "
                               "Coordinates are x, y, z voxels at the requested mip; arrays are (z, y, x).")
     app.state.lake = lake
+    app.state.auth = auth
     app.state.max_cutout_bytes = max_cutout_bytes or lake.settings.max_cutout_bytes
     errors.install(app)
     bodies.install(app, lake.settings.max_body_bytes)  # 413 beyond NEUROLAKE_MAX_BODY_BYTES, as bodies arrive
@@ -61,6 +62,9 @@ def create_app(lake: Lake | str | Path, max_cutout_bytes: int | None = None, aut
     app.include_router(proofreading.router)  # /api/v1/.../segmentation, versions, connectome
     app.include_router(proofreading.roots_router)  # /precomputed-roots
     app.include_router(query.router)  # /api/v1/query, /api/v1/runs: SQL with provenance
+    from neurolake import web
+
+    app.include_router(web.router())  # /ui: the browser UI (server-rendered pages)
 
     root = APIRouter()
 
