@@ -20,6 +20,9 @@ def serve(lake: LakeOpt = None, host: str = "127.0.0.1", port: int = 8000,
 
     lk = open_lake(lake)
     app_ = create_app(lk, auth=auth)
+    from neurolake.web import warm_up
+
+    warm_up()  # the explorers' libraries, before the first request
     say(f"serving {lk.root} on http://{host}:{port} (docs: http://{host}:{port}/docs)")
     uvicorn.run(app_, host=host, port=port, log_level=log_level)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, Response
 
 from neurolake import __version__
 from neurolake.lake import Lake, open_lake
@@ -27,6 +29,7 @@ from neurolake.server import (
 from neurolake.server import http as http_hygiene
 from neurolake.server.access import Need, check_app_routes, visible_datastacks
 from neurolake.server.routing import APIRouter
+from neurolake.web.render import PageRoute
 
 
 def create_app(lake: Lake | str | Path, max_cutout_bytes: int | None = None, auth: bool = False) -> FastAPI:
@@ -39,7 +42,7 @@ def create_app(lake: Lake | str | Path, max_cutout_bytes: int | None = None, aut
     """
     if not isinstance(lake, Lake):
         lake = open_lake(lake)
-    app = FastAPI(title="neurolake", version=__version__,
+    app = FastAPI(title="neurolake", version=__version__, docs_url=None, redoc_url=None,  # offline: see below
                   description="Volumes, cutouts and metadata of a neurolake installation. "
                               "Coordinates are x, y, z voxels at the requested mip; arrays are (z, y, x).")
     app.state.lake = lake
@@ -66,11 +69,32 @@ def create_app(lake: Lake | str | Path, max_cutout_bytes: int | None = None, aut
 
     app.include_router(web.router())  # /ui: the browser UI (server-rendered pages)
 
-    root = APIRouter()
+    root = APIRouter(route_class=PageRoute)  # a browser's error on / is an HTML page (401: the login page)
 
-    @root.get("/", include_in_schema=False, access=Need.authenticated())
-    def index(request: Request) -> dict:
+    @root.get("/", include_in_schema=False, access=Need.authenticated(), response_model=None)
+    def index(request: Request) -> dict | Response:
+        """JSON for API clients; the home page for browsers (``Accept: text/html``)."""
+        if "text/html" in request.headers.get("accept", ""):
+            from neurolake.web.browse import home_page
+
+            return home_page(request)
         return {"neurolake": __version__, "datastacks": visible_datastacks(request), "docs": "/docs"}
+
+    # /docs and /redoc with Swagger UI and ReDoc served by neurolake itself (fastapi-offline's copies, at
+    # /ui/static/...): FastAPI's own pages load them from a CDN and are blank without internet
+    @root.get("/docs", include_in_schema=False, access=Need.public("the API description"))
+    def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title="neurolake API",
+                                   swagger_js_url="/ui/static/swagger-ui-bundle.js",
+                                   swagger_css_url="/ui/static/swagger-ui.css",
+                                   swagger_favicon_url="/ui/static/favicon.png",
+                                   swagger_ui_parameters={"validatorUrl": None})  # no badge from swagger.io
+
+    @root.get("/redoc", include_in_schema=False, access=Need.public("the API description"))
+    def redoc() -> HTMLResponse:
+        return get_redoc_html(openapi_url=app.openapi_url, title="neurolake API",
+                              redoc_js_url="/ui/static/redoc.standalone.js",
+                              redoc_favicon_url="/ui/static/favicon.png", with_google_fonts=False)
 
     app.include_router(root)
 

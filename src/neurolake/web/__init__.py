@@ -26,3 +26,17 @@ def router() -> APIRouter:
     for mod in (render, browse, image, graph, vectors, console):
         r.include_router(mod.router)
     return r
+
+
+def warm_up() -> None:
+    """Import the explorers' heavy libraries (plotly, igraph, leidenalg, scikit-learn; ~1–8 s) before a
+    server answers (``neurolake serve`` calls it), so the first graph or vector page does not pay for
+    them. Synchronous on purpose: importing them in a thread while a request imports them too can
+    deadlock on the import locks."""
+    import importlib
+
+    for name in ("plotly.graph_objects", "igraph", "leidenalg", "sklearn.decomposition"):
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - a page reports a missing library when it needs it
+            pass
