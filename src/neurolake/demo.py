@@ -7,7 +7,12 @@ Datasets (see each folder's SOURCE.md for authors and licences):
   ``labels``, CC BY-NC-SA 3.0, doi:10.6084/m9.figshare.856713);
 - ``gala_fibsem``: the FIB-SEM crop of the gala test data (Nunez-Iglesias et al. 2014, Janelia FlyEM),
   50 x 100 x 200 uint8 (``image``) with its 88-label ground-truth neuron segmentation
-  (``segmentation``). The source states no voxel size; 8 nm isotropic (FlyEM FIB-SEM) is assumed.
+  (``segmentation``). The source states no voxel size; 8 nm isotropic (FlyEM FIB-SEM) is assumed;
+- ``pinky100`` and ``celegans``: connectomes without image layers (:mod:`neurolake.connectome.demo`): the
+  MICrONS pinky100 pyramidal cells (MicronsBinder ``soma.csv``/``synapses.csv``; Turner et al., Cell 2022),
+  tables ``somas`` and ``synapses``; the C. elegans wiring of Varshney et al. (PLoS Comput Biol 2011,
+  ``NeuronConnect``), tables ``neurons`` (cell classes, names), ``chemical``, ``electrical``, ``wiring``;
+  each materialized as version 1, so ``neurolake connectome summary -d pinky100`` shows real numbers.
 
 Other packages add steps to :data:`STEPS` (a step gets the lake and a ``say`` function).
 """
@@ -62,6 +67,15 @@ def _proofreading_step(lake: Lake, say: Callable[[str], None]) -> None:  # issue
 STEPS.append(_proofreading_step)
 
 
+def _connectome_step(lake: Lake, say: Callable[[str], None]) -> None:  # issue 13: pinky100, celegans
+    from neurolake.connectome.demo import demo_connectomes
+
+    demo_connectomes(lake, say)
+
+
+STEPS.append(_connectome_step)
+
+
 def ingest_demo_layers(lake: Lake, say: Callable[[str], None], scheduler: str | None = None,
                        progress=None) -> None:
     """Ingest the demo layers that are not ready yet, sharing one Dask cluster for their pyramids."""
@@ -101,7 +115,7 @@ def run_demo(lake: Lake, say: Callable[[str], None], scheduler: str | None = Non
 
 def demo_materialize(lake: Lake, say: Callable[[str], None]) -> None:
     """Version 1 of each demo datastack (run after every other step, so it holds their tables)."""
-    for name in ("gerhard2013", "gala_fibsem"):
+    for name in ("gerhard2013", "gala_fibsem", "pinky100", "celegans"):
         if name in lake and not lake[name].versions.list():
             v = lake[name].versions.create()
             say(f"{name}: materialization version {v['version']} ({v['rows']} rows, tables {sorted(v['tables'])})")
@@ -135,6 +149,7 @@ def demo_query(lake: Lake, say: Callable[[str], None]) -> None:
 
 def example_urls(base: str) -> list[tuple[str, str]]:
     from neurolake.annotations.demo import example_urls as annotation_urls  # issue 4
+    from neurolake.connectome.demo import example_urls as connectome_urls  # issue 13
 
     return [
         ("PNG of section 10", f"{base}/ocp/ca/gerhard2013/image/xy/0/0,1024/0,1024/10/"),
@@ -156,7 +171,8 @@ def example_urls(base: str) -> list[tuple[str, str]]:
         ("Zarr v3 / OME-Zarr group (zarr3://" + base + "/zarr/gerhard2013/image)",
          f"{base}/zarr/gerhard2013/image/zarr.json"),
         ("CATMAID tile", f"{base}/catmaid/gerhard2013/image/xy/10/0_0_0.jpg"),
+        ("2-D image view over the tiles", f"{base}/ui/image/gerhard2013?layer=image&z=10"),
         ("BossDB channel (intern host " + base.removeprefix("http://") + ")",
          f"{base}/v1/collection/gerhard2013/experiment/gerhard2013/channel/image"),
         ("tile cache stats", f"{base}/api/v1/stats"),
-    ] + annotation_urls(base)
+    ] + annotation_urls(base) + connectome_urls(base)
