@@ -4,10 +4,10 @@ the locked engine still refuses other objects of the bucket."""
 from __future__ import annotations
 
 import pytest
-from tests.registry.conftest import build_tables
-from tests.registry.test_registry_s3 import BUCKET, s3  # noqa: F401 - the moto fixture
 
 from neurolake.errors import PermissionDenied
+from tests.registry.conftest import build_tables
+from tests.registry.test_registry_s3 import BUCKET, s3  # noqa: F401 - the moto fixture
 
 
 @pytest.fixture(scope="module")

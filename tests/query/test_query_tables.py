@@ -32,10 +32,9 @@ def assert_same(sql_tab: pa.Table, py_tab: pa.Table) -> None:
 
 @pytest.fixture(scope="module")
 def gala(tmp_path_factory):
+    from neurolake import open_lake
     from tests.proofreading.conftest import build_gala_lake
     from tests.registry.conftest import build_tables
-
-    from neurolake import open_lake
 
     root = tmp_path_factory.mktemp("query")
     info = build_gala_lake(root / "lake")

@@ -210,10 +210,10 @@ def explain(lake, sql: str, *, pins: dict[str, Any] | None = None, datastack: st
     """What :func:`~neurolake.query.engine.run` would do, without running it: the inputs with their pins,
     the plan, estimated rows and bytes, the predicted runtime class and, per filter column, whether the
     table's layout serves it (:func:`neurolake.query.profile.explain`). Raises as :func:`prepare`."""
+    import duckdb
+
     from neurolake.query.engine import prepare
     from neurolake.query.profile import explain as plan
-
-    import duckdb
 
     p = prepare(lake, sql, mode=mode, pins=pins, principal=principal, datastack=datastack)
     try:
