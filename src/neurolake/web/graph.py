@@ -9,7 +9,7 @@ Routes (every choice is in the query string, so a URL reopens the same view):
   partners and download links. ``syn`` defaults to the version's only synapse table, ``ct`` to its only
   cell-type table (``ct=none``: no cell types); ``version`` to the newest valid one (links then pin it).
 - ``POST /ui/graph/upload`` (multipart ``file`` = CSV or GraphML, ``csrf``): analysed at once and kept in
-  the server's memory (``lake.state("web.uploads")``, the last :data:`MAX_UPLOADS`, keyed by the SHA-256
+  the server's memory (``lake.state("web.graph.uploads")``, the last :data:`MAX_UPLOADS`, keyed by the SHA-256
   of the bytes) → 303 to ``/ui/graph?upload=<prefix>``; that URL works while the server runs.
 - ``GET /ui/graph/download?<same query>&format=csv|parquet|graphml``: the edges at the threshold (Parquet
   with the version and parameters in its key-value metadata; GraphML with node attributes and community).
@@ -84,7 +84,7 @@ class Uploads:
 
 
 def _uploads(lake) -> Uploads:
-    return lake.state("web.uploads", Uploads)
+    return lake.state("web.graph.uploads", Uploads)
 
 
 # -- loading ------------------------------------------------------------------------------------------

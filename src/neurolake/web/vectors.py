@@ -6,7 +6,7 @@
   recorded and linked). ``GET /ui/vectors?upload=PREFIX`` shows an uploaded file instead.
 - ``POST /ui/vectors/upload`` (multipart ``file``, ``csrf``): parse the CSV
   (:func:`neurolake.analysis.read_table_upload`), keep it while the server runs in
-  ``lake.state("web.uploads")`` keyed by its SHA-256, and redirect to ``/ui/vectors?upload=<16 hex>``.
+  ``lake.state("web.vectors.uploads")`` keyed by its SHA-256, and redirect to ``/ui/vectors?upload=<16 hex>``.
 
 The page shows the summary table (``#vector-summary``), histograms (``#vector-histograms``), a scatter
 matrix of up to 6 columns (``#vector-splom``), the correlation heatmap (``#vector-corr``) and a PCA scatter
@@ -76,7 +76,7 @@ class Uploads:
 
 
 def uploads(lake) -> Uploads:
-    return lake.state("web.uploads", Uploads)
+    return lake.state("web.vectors.uploads", Uploads)
 
 
 def _names(request: Request) -> list[str]:
