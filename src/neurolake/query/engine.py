@@ -198,7 +198,9 @@ class _Spare:
             refill = not self._making
             self._making = True
         if refill:
-            threading.Thread(target=self._make, daemon=True, name="neurolake-duckdb-spare").start()
+            # not a daemon: the interpreter waits for it at exit (a DuckDB call cut off by finalisation
+            # aborts the process: "terminate called without an active exception")
+            threading.Thread(target=self._make, daemon=False, name="neurolake-duckdb-spare").start()
         return con if con is not None else _new_connection()
 
     def close(self) -> None:
@@ -460,7 +462,7 @@ def run(lake, sql: str, params: Any = None, *, mode: str = "exploratory", pins: 
             calibration.observe(modelled, seconds)
         prof = _profile(p, est)
     finally:  # closing DuckDB takes ~10 ms: off the caller's path
-        threading.Thread(target=p.close, daemon=True, name="neurolake-duckdb-close").start()
+        threading.Thread(target=p.close, daemon=False, name="neurolake-duckdb-close").start()  # joined at exit
     ended = utcnow()
     import duckdb
 
