@@ -176,9 +176,12 @@ class _Spare:
     does not wait for DuckDB to start; every query still gets its own connection, used once."""
 
     def __init__(self) -> None:
+        import atexit
+
         self._lock = threading.Lock()
         self._con = None
         self._making = False
+        atexit.register(self.close)  # close the idle connection before the interpreter finalises
 
     def _make(self) -> None:
         try:
