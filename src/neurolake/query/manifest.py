@@ -352,9 +352,9 @@ FLOAT_DIGITS = 12  # significant digits of the rounded hash (float64 carries 15-
 
 
 def round_floats(table, digits: int = FLOAT_DIGITS):
-    """``table`` with every float column's mantissa rounded to ``ceil(digits · log2 10)`` bits (40 bits,
-    about ``digits`` = 12 significant decimal digits; NaN, ±inf and nulls kept), or None when it has no
-    float column. The rounded hash (``result_sha256_float12`` in the
+    """``table`` with every float column's significand rounded to ``ceil(digits · log2 10)`` bits (40 bits,
+    about ``digits`` = 12 significant decimal digits; half away from zero, on the float64 bit pattern; NaN,
+    ±inf and nulls kept), or None when it has no float column. The rounded hash (``result_sha256_float12`` in the
     manifest) is ``result_sha256`` of this table: it lets reproduce accept a result whose floating-point
     aggregates differ only in the last bits, as DuckDB's parallel sums of doubles do from run to run."""
     import numpy as np
@@ -367,11 +367,14 @@ def round_floats(table, digits: int = FLOAT_DIGITS):
             changed = True
             arr = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
             v = np.asarray(arr.cast(pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
-            # binary rounding of the mantissa (exact, no overflow at any exponent): 40 bits ≈ 12 digits
+            # round the 53-bit significand to `bits` (40 ≈ 12 digits) on the IEEE bit pattern: add half of the
+            # dropped part and clear it (round half away from zero; a carry moves into the exponent, as it
+            # should); one vectorised integer pass, NaN and ±inf left as they are
             bits = int(np.ceil(digits * np.log2(10)))
-            with np.errstate(invalid="ignore"):
-                m, e = np.frexp(v)
-                r = np.where(np.isfinite(v), np.ldexp(np.round(np.ldexp(m, bits)), e - bits), v)
+            drop = np.uint64(53 - bits)
+            u = v.view(np.uint64)
+            rounded = (u + (np.uint64(1) << (drop - np.uint64(1)))) & ~((np.uint64(1) << drop) - np.uint64(1))
+            r = np.where(np.isfinite(v), rounded, u).view(np.float64)
             mask = arr.is_null().to_numpy(zero_copy_only=False) if arr.null_count else None
             cols.append(pa.array(r, pa.float64(), mask=mask).cast(col.type, safe=False))
         else:
