@@ -172,17 +172,24 @@ class Resolver:
             raise not_found("datastack", ds, known, hint="tables are named datastack.table, "
                             "datastack.vN.table or features.name", field="sql")
 
-    def _pin_for(self, canonical: str, written: str | None) -> tuple[str | None, str]:
+    def _pin_for(self, canonical: str, written: str | None) -> tuple[dict | None, str | None, str]:
+        """How ``canonical`` is pinned: ``(recorded, pin, pinned_by)``. ``recorded`` is the full pin dict a
+        reproduced run passes in ``pins=`` (then ``pin`` is None); ``pin`` the text written after ``@`` in the
+        SQL or given in ``pins=``; ``pinned_by`` "sql", "argument" or "latest" (unpinned). Raises
+        InvalidArgument when the SQL and ``pins=`` pin it differently."""
         arg = self.pins.get(canonical)
+        if isinstance(arg, dict):
+            self.used_pins.add(canonical)
+            return arg, None, "argument"
         if written is not None and arg is not None and str(arg) != written:
             raise InvalidArgument(f"{canonical} is pinned twice: @{written} in the SQL and {arg!r} in pins=",
                                   field="pins", value=canonical)
         if written is not None:
-            return written, "sql"
+            return None, written, "sql"
         if arg is not None:
             self.used_pins.add(canonical)
-            return str(arg), "argument"
-        return None, "latest"
+            return None, str(arg), "argument"
+        return None, None, "latest"
 
     def resolve(self, ref: Reference) -> dict[str, Any]:
         """The input dict (with ``view_sql``) for ``ref``. Raises NotFound, InvalidArgument, …"""
@@ -237,14 +244,12 @@ class Resolver:
         if self.principal is not None:
             self.lake.access.require_table(self.principal, t, "read")
         canonical = f"{ds}.{name}"
-        rec = self.pins.get(canonical)
+        rec, pin, by = self._pin_for(canonical, written)
         ts = None
-        if isinstance(rec, dict):  # a reproduced run passes the full recorded pin
-            self.used_pins.add(canonical)
-            version, by = int(rec["delta_version"]), "argument"
+        if rec is not None:  # a reproduced run passes the full recorded pin
+            version = int(rec["delta_version"])
             ts = parse_timestamp(rec.get("timestamp"), "pin") if rec.get("timestamp") else None
         else:
-            pin, by = self._pin_for(canonical, written)
             if pin is None:
                 version = t.version
             elif re.fullmatch(r"\d+", pin):
@@ -311,15 +316,10 @@ class Resolver:
             raise NotFound(f"datastack {ds!r} has no proofreading segmentation, so no edit log ({canonical})",
                            field="sql", value=canonical)
         seg = segmentation(self.lake, ds)
-        rec = self.pins.get(canonical)
-        if isinstance(rec, dict):
-            self.used_pins.add(canonical)
-            pin, by = None, "argument"
-        else:
-            pin, by = self._pin_for(canonical, written)
+        rec, pin, by = self._pin_for(canonical, written)
         ops = seg.operations()
         last = ops[-1]["operation_id"] if ops else 0
-        if isinstance(rec, dict):
+        if rec is not None:
             upto = int(rec["operation_id"])
         elif pin is None:
             upto = last
@@ -419,17 +419,12 @@ class Resolver:
         reg = FeatureRegistry(self.lake, self.principal) if self.principal is not None else self.lake.features
         entry = reg.get(base, ds, with_files=True)
         canonical = f"{FEATURES}.{entry['datastack']}.{base}"
-        rec = self.pins.get(canonical)
-        if isinstance(rec, dict):
-            self.used_pins.add(canonical)
-            pin, by = None, "argument"
-        else:
-            pin, by = self._pin_for(canonical, written)
-            if pin is None and ds is None:  # pins= may name the short form
-                pin, by = self._pin_for(f"{FEATURES}.{base}", None)
+        rec, pin, by = self._pin_for(canonical, written)
+        if rec is None and pin is None and ds is None:  # pins= may name the short form
+            rec, pin, by = self._pin_for(f"{FEATURES}.{base}", None)
         fp = entry["fingerprint"] or {}
         value = str(fp.get("value"))
-        if isinstance(rec, dict):
+        if rec is not None:
             want = str((rec.get("fingerprint") or {}).get("value"))
             if want != value:
                 raise CorruptData(f"input {canonical} was pinned at fingerprint {want[:16]}… but the registered "
