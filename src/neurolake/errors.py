@@ -40,6 +40,12 @@ class OutOfBounds(InvalidArgument):
     code = "out_of_bounds"
 
 
+class Unsupported(InvalidArgument):
+    """A file format or feature neurolake does not read (HTTP 400); the message says what to do instead."""
+
+    code = "unsupported"
+
+
 class NotFound(NeurolakeError):
     """A named thing (datastack, layer, table, id …) does not exist (HTTP 404)."""
 
