@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # imported lazily at run time: `import neurolake` stays fast
     from neurolake.annotations.table import Table
     from neurolake.base.results import Result
     from neurolake.connectome.graph import Connectome
+    from neurolake.ephys import Ephys
     from neurolake.lake import Lake
     from neurolake.proofreading.service import Segmentation
     from neurolake.volumes.layer import Layer
@@ -63,6 +64,15 @@ class Datastack:
     def ingest(self, source: str, layer: str, **kwargs: Any) -> Layer:
         """Ingest ``source`` as layer ``layer``; see :func:`neurolake.volumes.ingest.ingest`."""
         return self.lake.ingest(source, self.name, layer, **kwargs)
+
+    # -- electrophysiology ------------------------------------------------------------------------
+    @property
+    def ephys(self) -> Ephys:
+        """The datastack's electrophysiology tables: ``.ingest(folder)``, ``.table(name)``, ``.trace(file,
+        sweep)`` (:class:`neurolake.ephys.Ephys`, docs/ephys.md)."""
+        from neurolake.ephys import Ephys
+
+        return Ephys(self.lake, self.name)
 
     # -- annotation tables ------------------------------------------------------------------------
     def tables(self) -> list[str]:

@@ -12,6 +12,8 @@ module                 commands
 ``connectome``         ``connectome summary|partners|matrix|motifs|export``
 ``features``           ``features register|list|show|status|update|verify|url|crawl|delete``
 ``access``             ``users …``, ``tokens …``, ``usage``, ``audit``
+``ephys``              ``ephys ingest|tables|show|plot``
+``estimate``           ``estimate`` (storage and access cost)
 =====================  ==========================================================
 
 Every command takes the lake as ``--lake/-l`` (default ``$NEUROLAKE_LAKE``, else the current folder;
@@ -27,6 +29,7 @@ from neurolake.cli import (
     access,
     annotations,
     connectome,
+    ephys,
     features,
     proofread,
     query,
@@ -49,6 +52,7 @@ app.command("materialize")(versions.materialize)
 app.add_typer(versions.app, name="versions")
 app.add_typer(connectome.app, name="connectome")
 app.add_typer(features.app, name="features")
+app.add_typer(ephys.app, name="ephys")
 access.register(app)
 query.register(app)  # sql, explain, runs list|show, reproduce
 

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from neurolake.db.base import Base, utcnow
 
 RUN_STATUSES = ("ok", "partial", "failed")
-PIN_KINDS = ("annotation", "version_table", "connectome", "edits", "feature")
+PIN_KINDS = ("annotation", "version_table", "connectome", "edits", "feature", "ephys")
 
 
 class QueryRun(Base):
@@ -44,7 +44,7 @@ class RunPin(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     run_id: Mapped[str] = mapped_column(ForeignKey("query_runs.run_id", ondelete="CASCADE"), index=True)
-    kind: Mapped[str] = mapped_column(String(16))  # annotation | version_table | connectome | edits | feature
+    kind: Mapped[str] = mapped_column(String(16))  # annotation | version_table | connectome | edits | feature | ephys
     datastack: Mapped[str | None] = mapped_column(String(128), nullable=True)
     name: Mapped[str] = mapped_column(String(128))  # table name within the datastack (feature: registry name)
     version: Mapped[int | None] = mapped_column(BigInteger, nullable=True)

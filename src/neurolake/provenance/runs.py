@@ -38,7 +38,7 @@ MIN_PREFIX = 8
 _RUN_ID = re.compile(r"^[0-9a-fA-F-]{1,36}$")
 
 # which pin field is the integer version of each input kind (None: feature tables, pinned by fingerprint)
-_VERSION_FIELD = {"annotation": "delta_version", "version_table": "version", "connectome": "version",
+_VERSION_FIELD = {"annotation": "delta_version", "ephys": "delta_version", "version_table": "version", "connectome": "version",
                   "edits": "operation_id", "feature": None}
 
 

@@ -41,6 +41,7 @@ FEATURES = "features"
 EDITS = "edits"
 CONNECTOME = "connectome"
 LATEST = "latest"
+EPHYS = "ephys"
 RESERVED = {"memory", "system", "temp", "main"}  # DuckDB catalog names a datastack cannot use in SQL
 _VERSION = re.compile(r"^v(\d+)$")
 
@@ -214,6 +215,9 @@ class Resolver:
             if base == EDITS:
                 return self._edits(cat, pin)
             return self._annotation(cat, base, pin)
+        if schema == EPHYS:
+            base, pin = split_pin(table)
+            return self._ephys(cat, base, pin)
         m = _VERSION.match(schema)
         if schema == LATEST or m:
             base, pin = split_pin(table)
@@ -410,6 +414,71 @@ class Resolver:
                 "pin": {"version": n, "timestamp": v["timestamp"], "table": table_name}, "pinned_by": by,
                 "location": str(path.parent), "files": [str(path)], "bytes": _size([str(path)]),
                 "segmentation": seg, "view_sql": view}
+
+    # -- ephys tables -----------------------------------------------------------------------------
+    def _ephys(self, ds: str, name: str, written: str | None) -> dict[str, Any]:
+        """``DS.ephys.TABLE`` (``DS.ephys."TABLE@7"``: Delta version 7): rows of loaded files only — the view
+        keeps rows whose file has a row in ``files`` at the ``files`` version current when resolved (or
+        recorded), so rows of an ingest killed mid-batch never show."""
+        from deltalake import DeltaTable
+
+        from neurolake.ephys import tables as et
+
+        known = [t for t in et.TABLES if et.exists(self.lake, ds, t)]
+        if name not in known:
+            raise not_found("ephys table", name, known, within=("datastack", ds),
+                            hint="load recordings with `neurolake ephys ingest`", field="sql")
+        canonical = f"{ds}.{EPHYS}.{name}"
+        rec, pin, by = self._pin_for(canonical, written)
+        newest = et.version(self.lake, ds, name)
+        keyed = name in et.KEYED
+        files_v: int | None = None
+        if rec is not None:
+            version, files_v = int(rec["delta_version"]), rec.get("files_version")
+        elif pin is None:
+            version = newest
+        elif re.fullmatch(r"\d+", pin):
+            version = int(pin)
+        else:
+            raise InvalidArgument(f"{canonical}@{pin}: ephys tables are pinned by a Delta version (an integer)",
+                                  field="pin", value=pin)
+        if version is None or version > newest or version < 0:
+            raise NotFound(f"{canonical}: Delta version {version} does not exist (versions 0–{newest})",
+                           field="pin", value=version)
+        if keyed and rec is None:  # which files were loaded when this version was current
+            files_v = et.files_version_for(self.lake, ds, name, version)
+            if files_v == -1:
+                files_v = et.version(self.lake, ds, "files")
+
+        def files_of(table: str, v: int) -> tuple[list[str], str | None]:
+            try:
+                d = DeltaTable(str(et.table_path(self.lake, ds, table)), version=v)
+            except Exception as exc:  # noqa: BLE001 - deltalake raises its own error types
+                raise CorruptData(f"input {canonical}: Delta version {v} of ephys table {table} cannot be read "
+                                  f"({exc})", input=canonical) from exc
+            return list(d.file_uris()), _commit_time(d, v)
+
+        data, committed = files_of(name, version)
+        marker: list[str] = []
+        if keyed and files_v is not None:
+            marker, _ = files_of("files", int(files_v))
+        missing = [f for f in data + marker if not Path(f).exists()]
+        if missing:
+            raise CorruptData(f"input {canonical} pinned at Delta version {version}: {len(missing)} data files are "
+                              f"gone (vacuumed), e.g. {Path(missing[0]).name}", input=canonical)
+        view, arrow = None, None
+        if data and (marker or not keyed):
+            view = f"SELECT * FROM {_read_parquet(data)}"
+            if marker:
+                view += f" WHERE file_sha256 IN (SELECT file_sha256 FROM {_read_parquet(marker)})"
+        else:  # no rows, or no file loaded at that version
+            arrow = et.SCHEMAS[name].empty_table()
+        pin_rec = {"delta_version": version, "committed": committed}
+        if keyed:
+            pin_rec["files_version"] = files_v
+        return {"name": canonical, "kind": "ephys", "datastack": ds, "table": name, "pin": pin_rec,
+                "pinned_by": by, "location": str(et.table_path(self.lake, ds, name)), "files": data + marker,
+                "bytes": _size(data + marker), "segmentation": None, "view_sql": view, "arrow": arrow}
 
     # -- feature tables ---------------------------------------------------------------------------
     def _feature(self, ds: str | None, table: str) -> dict[str, Any]:

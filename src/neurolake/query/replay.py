@@ -56,9 +56,9 @@ def recorded_pins(facet: dict[str, Any]) -> dict[str, Any]:
     """``pins=`` that make every input resolve exactly as recorded (inputs pinned in the SQL need none)."""
     pins: dict[str, Any] = {}
     for inp in facet.get("inputs") or []:
-        if inp.get("pinned_by") == "sql":
-            continue
         kind = inp["kind"]
+        if inp.get("pinned_by") == "sql" and kind != "ephys":  # ephys: the files version is in the pin dict
+            continue
         if kind in ("version_table", "connectome"):
             pins[f"{inp['datastack']}.{nm.LATEST}.{inp['table']}"] = inp["pin"]["version"]
         else:
@@ -68,6 +68,8 @@ def recorded_pins(facet: dict[str, Any]) -> dict[str, Any]:
 
 def _pin_text(inp: dict[str, Any]) -> str:
     pin = inp.get("pin") or {}
+    if inp["kind"] == "ephys":
+        return f"Delta version {pin.get('delta_version')} (committed {pin.get('committed')})"
     if inp["kind"] == "annotation":
         s = f"Delta version {pin.get('delta_version')} (committed {pin.get('committed')})"
         return s + (f", rows valid at {pin['timestamp']}" if pin.get("timestamp") else "")
@@ -89,6 +91,9 @@ def check_inputs(lake, facet: dict[str, Any], principal=None) -> list[dict[str, 
             ref = nm.Reference(nm.FEATURES, ds, table)
         elif inp["kind"] in ("version_table", "connectome"):
             ref = nm.Reference(ds, f"v{inp['pin']['version']}", table)
+        elif inp["kind"] == "ephys":
+            written = inp["pin"].get("delta_version") if inp.get("pinned_by") == "sql" else None
+            ref = nm.Reference(ds, nm.EPHYS, f"{table}@{written}" if written is not None else table)
         else:
             pin = None
             if inp.get("pinned_by") == "sql":

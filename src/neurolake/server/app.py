@@ -16,6 +16,7 @@ from neurolake.server import (
     bodies,
     boss,
     cave,
+    ephys,
     errors,
     features,
     ocp,
@@ -65,6 +66,7 @@ def create_app(lake: Lake | str | Path, max_cutout_bytes: int | None = None, aut
     app.include_router(proofreading.router)  # /api/v1/.../segmentation, versions, connectome
     app.include_router(proofreading.roots_router)  # /precomputed-roots
     app.include_router(query.router)  # /api/v1/query, /api/v1/runs: SQL with provenance
+    app.include_router(ephys.router)  # /api/v1/datastacks/{ds}/ephys: recordings, features, traces, plots
     from neurolake import web
 
     app.include_router(web.router())  # /ui: the browser UI (server-rendered pages)
