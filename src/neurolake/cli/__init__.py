@@ -30,6 +30,7 @@ from neurolake.cli import (
     annotations,
     connectome,
     ephys,
+    estimate,
     features,
     proofread,
     query,
@@ -53,6 +54,7 @@ app.add_typer(versions.app, name="versions")
 app.add_typer(connectome.app, name="connectome")
 app.add_typer(features.app, name="features")
 app.add_typer(ephys.app, name="ephys")
+estimate.register(app)
 access.register(app)
 query.register(app)  # sql, explain, runs list|show, reproduce
 
