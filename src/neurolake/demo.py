@@ -12,7 +12,8 @@ Datasets (see each folder's SOURCE.md for authors and licences):
   MICrONS pinky100 pyramidal cells (MicronsBinder ``soma.csv``/``synapses.csv``; Turner et al., Cell 2022),
   tables ``somas`` and ``synapses``; the C. elegans wiring of Varshney et al. (PLoS Comput Biol 2011,
   ``NeuronConnect``), tables ``neurons`` (cell classes, names), ``chemical``, ``electrical``, ``wiring``;
-  each materialized as version 1, so ``neurolake connectome summary -d pinky100`` shows real numbers.
+  each materialized as version 1, so ``neurolake connectome summary -d pinky100`` shows real numbers;
+- ``ephys``: the patch-clamp and MEA recordings of ``data/ephys`` as ephys tables (:mod:`neurolake.ephys`).
 
 Other packages add steps to :data:`STEPS` (a step gets the lake and a ``say`` function).
 """
@@ -74,6 +75,20 @@ def _connectome_step(lake: Lake, say: Callable[[str], None]) -> None:  # issue 1
 
 
 STEPS.append(_connectome_step)
+
+
+def _ephys_step(lake: Lake, say: Callable[[str], None]) -> None:  # issue 18: patch clamp and MEA
+    """Datastack ``ephys``: every recording of ``data/ephys`` (14 ABF files from pyABF's samples, the Hippocampus
+    Hub NWB file, the meaRtools Axion spike list with its plate log, four retinal-wave HDF5 recordings)."""
+    if "ephys" not in lake:
+        lake.create_datastack("ephys", (1, 1, 1), description="patch-clamp and MEA recordings (data/ephys: "
+                              "pyABF samples, Hippocampus Hub NWB, meaRtools Axion spike list, waverepo HDF5)")
+    r = lake["ephys"].ephys.ingest(data_dir() / "ephys", lab="public samples")
+    say(f"ephys: {len(r.loaded)} recordings loaded, {len(r.skipped)} already there, {len(r.errors)} errors "
+        "(tables ephys.ephys.files, sweeps, spikes, cell_features, mea_wells …)")
+
+
+STEPS.append(_ephys_step)
 
 
 def ingest_demo_layers(lake: Lake, say: Callable[[str], None], scheduler: str | None = None,
@@ -162,6 +177,8 @@ def example_urls(base: str) -> list[tuple[str, str]]:
         ("versions", f"{base}/api/v1/datastacks/gerhard2013/versions"),
         ("SQL runs with their manifests", f"{base}/api/v1/runs"),
         ("CAVE datastack", f"{base}/info/api/v2/datastack/full/gerhard2013"),
+        ("electrophysiology: files, sweeps, f-I curves, MEA plates", f"{base}/ui/ephys/ephys"),
+        ("ephys cell features (JSON)", f"{base}/api/v1/datastacks/ephys/ephys/cell_features?limit=50"),
         ("API docs", f"{base}/docs"),
         # serving (issue 3)
         ("Neuroglancer viewer", f"{base}/viewer/gerhard2013"),

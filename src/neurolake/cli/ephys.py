@@ -18,6 +18,9 @@ def ingest(folder: Annotated[Path, typer.Argument(help="a folder (searched recur
            lab: Annotated[str | None, typer.Option(help="the lab that recorded the files")] = None,
            condition: Annotated[list[str] | None, typer.Option(
                "--condition", help="KEY=VALUE tag stored with every file, repeatable (e.g. drug=TTX)")] = None,
+           qc: Annotated[list[str] | None, typer.Option(
+               "--qc", help="KEY=VALUE: override a QC limit, repeatable (e.g. slow_noise_rms_mv_max=1.0); "
+                            "the rows record the limits used")] = None,
            json_out: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False) -> None:
     """Load every ABF, NWB, Axion spike list (+ plate log) and retinal-wave HDF5 file of FOLDER. Running it
     again adds nothing; a changed file replaces its rows; bad files are recorded in the errors table."""
@@ -25,8 +28,10 @@ def ingest(folder: Annotated[Path, typer.Argument(help="a folder (searched recur
 
     lk = open_lake(lake)
     conds = parse_pairs(condition, "condition", "=")
+    limits = {k: _number(k, v) for k, v in parse_pairs(qc, "qc", "=").items()}
     with Bar() as bar:  # the datastack is created when missing
         report = run_ingest(lk, datastack, folder, lab=lab, conditions=conds or None,
+                            qc_thresholds=limits or None,
                             progress=lambda done, total, path: bar("files", done, total))
     if json_out:
         echo_json(report.to_dict())
@@ -37,6 +42,15 @@ def ingest(folder: Annotated[Path, typer.Argument(help="a folder (searched recur
         say(f"  error {Path(e['path']).name}: {e['error_code']}: {e['message']}")
     if report.orphans_removed:
         say(f"  removed rows of an interrupted ingest: {report.orphans_removed}")
+
+
+def _number(key: str, text: str) -> float:
+    from neurolake.errors import InvalidArgument
+
+    try:
+        return float(text)
+    except ValueError:
+        raise InvalidArgument(f"--qc {key}={text!r}: the limit must be a number", field="qc", value=text) from None
 
 
 @app.command("tables")
@@ -91,11 +105,14 @@ def plot(kind: Annotated[str, typer.Argument(help="sweep, fi, isi, raster or hea
          channel: Annotated[int, typer.Option(help="channel (sweep plot)")] = 0,
          cell: Annotated[str | None, typer.Option(help="cell (fi, isi)")] = None,
          well: Annotated[str | None, typer.Option(help="well, e.g. B3 (raster)")] = None,
-         value: Annotated[str, typer.Option(help="mea_wells column of the heatmap")] = "firing_rate_hz") -> None:
+         value: Annotated[str, typer.Option(help="mea_wells column of the heatmap")] = "firing_rate_hz",
+         plate: Annotated[str | None, typer.Option(help="plate of the heatmap (when there are several)")] = None
+         ) -> None:
     """Write a self-contained, offline Plotly page (plotly.js inlined: no network needed to open it)."""
     from neurolake.ephys.plots import to_html
 
     lk = open_lake(lake)
-    fig = lk[datastack].ephys.plot(kind, file=file, sweep=sweep, channel=channel, cell=cell, well=well, value=value)
+    fig = lk[datastack].ephys.plot(kind, file=file, sweep=sweep, channel=channel, cell=cell, well=well, value=value,
+                                   plate=plate)
     output.write_text(to_html(fig))
     say(f"wrote {output}")

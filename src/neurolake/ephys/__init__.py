@@ -37,12 +37,13 @@ class Ephys:
 
     def ingest(self, source: str | Path | Iterable[str | Path], *, lab: str | None = None,
                conditions: dict[str, str] | None = None, progress: Progress | None = None,
-               mea_params: Any = None) -> IngestReport:
+               mea_params: Any = None, qc_thresholds: dict[str, float] | None = None,
+               feature_settings: dict[str, Any] | None = None) -> IngestReport:
         """Load a folder (recursively), a file or a list of files; see :func:`neurolake.ephys.etl.ingest`."""
         from neurolake.ephys.etl import ingest
 
         return ingest(self.lake, self.datastack, source, lab=lab, conditions=conditions, progress=progress,
-                      mea_params=mea_params)
+                      mea_params=mea_params, qc_thresholds=qc_thresholds, feature_settings=feature_settings)
 
     def tables(self) -> list[str]:
         """Names of the ephys tables that hold data."""
@@ -127,7 +128,7 @@ class Ephys:
 
     def plot(self, kind: str, *, file: str | None = None, sweep: int | None = None, channel: int = 0,
              cell: str | None = None, well: str | None = None, value: str = "firing_rate_hz",
-             max_points: int = 20_000):
+             plate: str | None = None, max_points: int = 20_000):
         """A Plotly figure (:mod:`neurolake.ephys.plots`; ``plots.to_html`` makes an offline page) of kind:
 
         - ``sweep``: ``file`` + ``sweep`` (+ ``channel``): the stored trace (min/max-decimated to ``max_points``)
@@ -135,7 +136,8 @@ class Ephys:
         - ``fi``: the f–I curve of every cell (or ``cell``/``file``) from long-square sweep features;
         - ``isi``: inter-spike-interval histogram of ``file``/``cell`` (patch clamp) or of an MEA ``file``/``well``;
         - ``raster``: MEA spike raster of ``well`` of ``file``;
-        - ``heatmap``: per-well ``value`` (a ``mea_wells`` column) in the plate layout, one panel per DIV.
+        - ``heatmap``: per-well ``value`` (a ``mea_wells`` column) in the plate layout, one panel per DIV, of
+          ``plate`` (needed when the table holds several plates) or of ``file``.
 
         Raises InvalidArgument (unknown kind, missing argument), NotFound (unknown file, sweep, well)."""
         import pyarrow.compute as pc
@@ -180,7 +182,7 @@ class Ephys:
                                f"{', '.join(sorted(mea['well'].unique())[:48])}", field="well", value=well)
             return plots.mea_raster(mea, well)
         wells = self.table("mea_wells", file_sha256=sha).df()
-        return plots.well_heatmap(wells, value)
+        return plots.well_heatmap(wells, value, plate=plate)
 
 
 __all__ = ["Ephys"]

@@ -160,15 +160,18 @@ def _cell(rec, channel: int, n_channels: int) -> str:
     return rec.cell if n_channels == 1 else f"{rec.cell}/ch{channel}"
 
 
-def analyze_patch_clamp(path: Path, sha: str, fmt: str) -> tuple[Any, dict[str, list[dict]], dict[str, Any]]:
-    """Read, classify, QC and extract features of one patch-clamp file: ``(recording, rows per table, file row
-    fields)``."""
+def analyze_patch_clamp(path: Path, sha: str, fmt: str, qc_thresholds: dict[str, float] | None = None,
+                        feature_settings: dict[str, Any] | None = None
+                        ) -> tuple[Any, dict[str, list[dict]], dict[str, Any]]:
+    """Read, classify, QC (``qc_thresholds`` override :data:`neurolake.ephys.qc.THRESHOLDS`) and extract features
+    (``feature_settings``: eFEL settings, :func:`neurolake.ephys.features.resolve_settings`) of one patch-clamp
+    file: ``(recording, rows per table, file row fields)``."""
     from neurolake.ephys import features, qc, stimulus
 
     rec = read_recording(path, fmt)
     stims = [stimulus.classify(s) for s in rec.sweeps]
-    qcs = [qc.check_sweep(s, st) for s, st in zip(rec.sweeps, stims, strict=True)]
-    an = features.analyze(rec, stims, qcs)
+    qcs = [qc.check_sweep(s, st, qc_thresholds) for s, st in zip(rec.sweeps, stims, strict=True)]
+    an = features.analyze(rec, stims, qcs, feature_settings)
     channels = sorted({s.channel for s in rec.sweeps})
     cells = {c: _cell(rec, c, len(channels)) for c in channels}
     sweeps = []
@@ -353,16 +356,27 @@ def _files_of(source: str | Path | Iterable[str | Path]) -> list[Path]:
 
 def ingest(lake, datastack: str, source: str | Path | Iterable[str | Path], *, lab: str | None = None,
            conditions: dict[str, str] | None = None, progress: Progress | None = None,
-           mea_params: Any = None) -> IngestReport:
+           mea_params: Any = None, qc_thresholds: dict[str, float] | None = None,
+           feature_settings: dict[str, Any] | None = None) -> IngestReport:
     """Load every supported file of ``source`` (a folder, searched recursively, a file, or a list of files) into
     the ephys tables of ``datastack`` (created when missing, not public: grant roles to share it). ``lab`` and ``conditions`` (tags like
     ``{"drug": "TTX"}``) are stored with each file's row. ``progress(done, total, path)`` is called per file.
+    ``qc_thresholds`` overrides QC limits (the rows record them, version ``…+custom``); ``feature_settings`` the
+    eFEL settings; ``mea_params`` the MEA burst/activity parameters (:class:`neurolake.ephys.mea.FeatureParams`).
+    A file already loaded is not re-analysed with new settings: delete its rows first (or change the file).
 
     Returns an :class:`IngestReport`. Raises NotFound when ``source`` does not exist; every per-file failure is
     recorded in the ``errors`` table and the report instead of raised.
     """
     from neurolake.provenance import current_user
 
+    if qc_thresholds:
+        from neurolake.ephys.qc import THRESHOLDS
+
+        bad = sorted(set(qc_thresholds) - set(THRESHOLDS))
+        if bad:
+            raise InvalidArgument(f"unknown QC limit {bad[0]!r}; limits: {', '.join(THRESHOLDS)}",
+                                  field="qc_thresholds", value=bad[0], allowed=list(THRESHOLDS))
     files = _files_of(source)
     if datastack not in lake.datastacks():
         lake.create_datastack(datastack, (1, 1, 1), description="electrophysiology recordings", exist_ok=True,
@@ -465,7 +479,7 @@ def ingest(lake, datastack: str, source: str | Path | Iterable[str | Path], *, l
                     info = {"format": fmt, "n_sweeps": None, "n_channels": None, "n_spikes": None,
                             "metadata": json.dumps({"wells": log.num_rows}), "flags": []}
                 elif fmt in PATCH_CLAMP:
-                    rec, rows, info = analyze_patch_clamp(path, sha, fmt)
+                    rec, rows, info = analyze_patch_clamp(path, sha, fmt, qc_thresholds, feature_settings)
                     traces.write(lake, datastack, sha, rec)
                     pending_bytes += sum(s.n_samples for s in rec.sweeps) * 16
                     for t, r in rows.items():

@@ -87,12 +87,12 @@ def trace(datastack: str, file: str, sweep: Count, request: Request, channel: Co
 @router.get(API + "/plots/{kind}", access=Need.read(), response_class=HTMLResponse,
             summary="A self-contained offline Plotly figure: sweep, fi, isi, raster, heatmap")
 def plot(datastack: str, kind: str, file: str | None = None, sweep: Count | None = None, channel: Count = 0,
-         cell: str | None = None, well: str | None = None, value: str = "firing_rate_hz",
+         cell: str | None = None, well: str | None = None, value: str = "firing_rate_hz", plate: str | None = None,
          lake: Lake = Depends(get_lake)) -> HTMLResponse:
     from neurolake.ephys.plots import to_html
 
     fig = _ephys(lake, datastack).plot(kind, file=file, sweep=sweep, channel=channel, cell=cell, well=well,
-                                       value=value)
+                                       value=value, plate=plate)
     return HTMLResponse(to_html(fig))
 
 

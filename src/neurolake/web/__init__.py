@@ -7,7 +7,8 @@ template; no core module imports this package. One module per page family, each 
 - :mod:`~neurolake.web.image`: the 2-D pan/zoom view over the tile route, links into Neuroglancer;
 - :mod:`~neurolake.web.graph`: the graph explorer (a version's connectome or an uploaded edge list);
 - :mod:`~neurolake.web.vectors`: the vector explorer (a table or an uploaded CSV);
-- :mod:`~neurolake.web.console`: the SQL console (paged rows, the run's manifest, reproduce, downloads).
+- :mod:`~neurolake.web.console`: the SQL console (paged rows, the run's manifest, reproduce, downloads);
+- :mod:`~neurolake.web.ephys`: electrophysiology: files, sweeps with plots, cell features, MEA plates.
 
 :mod:`~neurolake.web.render` holds the shared machinery: the Jinja2 environment, the page context (nav,
 user, CSRF token), Plotly figures as HTML (plotly.js served by neurolake itself), static files.
@@ -20,10 +21,10 @@ from neurolake.server.routing import APIRouter
 
 def router() -> APIRouter:
     """Every page route (``create_app`` includes it)."""
-    from neurolake.web import browse, console, graph, image, render, vectors
+    from neurolake.web import browse, console, ephys, graph, image, render, vectors
 
     r = APIRouter()
-    for mod in (render, browse, image, graph, vectors, console):
+    for mod in (render, browse, image, graph, vectors, console, ephys):
         r.include_router(mod.router)
     return r
 

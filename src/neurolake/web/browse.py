@@ -154,7 +154,8 @@ def home_page(request: Request) -> HTMLResponse:
         cards.append({"name": n, "description": info.get("description") or "",
                       "voxel_size_nm": info.get("voxel_size_nm"), "public": info.get("public"),
                       "layers": len(ds.layers()), "tables": len(_readable_tables(request, n)),
-                      "versions": len(ds.versions.list()), "segmentation": ds.has_segmentation()})
+                      "versions": len(ds.versions.list()), "segmentation": ds.has_segmentation(),
+                      "ephys": len(ds.ephys.tables())})
     runs = _runs_of(request, limit=8)
     return page(request, "home.html", title="Home", explorers=EXPLORERS, cards=cards, runs=runs)
 
@@ -229,7 +230,7 @@ def datastack_page(datastack: str, request: Request) -> HTMLResponse:
     versions = _visible_versions(ds.versions.list(expired=True), names)
     seg = ds.segmentation.info() if ds.has_segmentation() else None
     return page(request, "browse_datastack.html", title=datastack, ds=info, dsname=datastack, layers=layers, tables=tables,
-                versions=versions, seg=seg, crumbs=[("Home", "/ui"), (datastack, None)])
+                versions=versions, seg=seg, ephys=ds.ephys.tables(), crumbs=[("Home", "/ui"), (datastack, None)])
 
 
 @router.get("/ui/datastacks/{datastack}/tables/{table}", access=Need.read(), include_in_schema=False,
