@@ -266,8 +266,14 @@ def test_qc_failed_sweep_never_reaches_cell_features():
     qcs[rheo_sweep] = _failed_qc()
     an = features.analyze(rec, stims, qcs)
     rows = _by(an.sweep_features, sweep=rheo_sweep)
-    assert rows and {r["status"] for r in rows} == {QC_EXCLUDED} and all(r["value"] is None for r in rows)
-    assert not _by(an.spikes, sweep=rheo_sweep)
+    # measured and kept for the record (its spikes too), but no value of it is "ok" …
+    assert rows and QC_EXCLUDED in {r["status"] for r in rows} and OK not in {r["status"] for r in rows}
+    before = {r["feature"]: r for r in _by(good.sweep_features, sweep=rheo_sweep)}
+    for r in rows:
+        if r["status"] == QC_EXCLUDED:
+            assert before[r["feature"]]["status"] == OK and r["value"] == before[r["feature"]]["value"]
+    assert len(_by(an.spikes, sweep=rheo_sweep)) == len(_by(good.spikes, sweep=rheo_sweep)) > 0
+    # … and it never reaches a cell feature
     assert _cf(an, "rheobase_pa")["value"] == 20.0
     amps, slope = _fi_expected(an, stims, skip={rheo_sweep})
     assert 10.0 not in amps
@@ -284,7 +290,7 @@ def test_with_real_qc_only_passing_sweeps_reach_cell_features():
     passed = {i for i, q in enumerate(qcs) if q.passed}
     for i in range(len(rec.sweeps)):
         statuses = {r["status"] for r in _by(an.sweep_features, sweep=i)}
-        assert (statuses == {QC_EXCLUDED}) == (i not in passed)
+        assert (QC_EXCLUDED in statuses and OK not in statuses) == (i not in passed)
     spiking = [stims[i].amplitude for i in passed
                if stims[i].stimulus_class == LONG_SQUARE and stims[i].amplitude > 0
                and _sf(an, i, "spike_count")["value"] >= 1]
@@ -293,7 +299,7 @@ def test_with_real_qc_only_passing_sweeps_reach_cell_features():
         assert rheo["status"] == OK and rheo["value"] == min(spiking)
     else:
         assert rheo["status"] != OK and rheo["value"] is None
-    assert {r["sweep"] for r in an.spikes} <= passed
+    assert {r["sweep"] for r in an.spikes} - passed  # failed sweeps keep their spikes …
 
 
 def test_fewer_than_two_suprathreshold_sweeps_keeps_the_cell():
@@ -341,7 +347,9 @@ def test_all_qc_failed_class_is_qc_excluded_not_missing():
     an = features.analyze(rec, stims, qcs)
     assert _cf(an, "rheobase_pa")["status"] == QC_EXCLUDED
     assert _cf(an, "threshold_i_short_square_pa")["status"] == NOT_APPLICABLE
-    assert {r["status"] for r in an.sweep_features} == {QC_EXCLUDED} and not an.spikes
+    statuses = {r["status"] for r in an.sweep_features}
+    assert QC_EXCLUDED in statuses and OK not in statuses
+    assert an.spikes  # measured and kept, but no cell feature uses them
 
 
 def test_voltage_clamp_file_is_not_applicable():

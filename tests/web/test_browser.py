@@ -540,3 +540,25 @@ def test_watcher_catches_errors_and_error_pages_are_html(ui_server, open_page):
     w2.page.wait_for_timeout(200)
     with pytest.raises(AssertionError, match="uncaught"):
         w2.assert_clean()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# electrophysiology (issue 18)
+# ---------------------------------------------------------------------------------------------------------
+def test_ephys_pages_draw_their_plots(ui_server, open_page):
+    """The ephys index (f–I curves, the plate heatmap) and a current-clamp file's sweep with its spike markers
+    are drawn by plotly.js in Chromium, offline, with no console error."""
+    w = open_page(ui_server + "/ui/ephys/ephys")
+    traces = wait_plots(w)
+    w.assert_clean()
+    assert len(traces) == 2 and all(n > 0 for n in traces), traces
+    w.screenshot("ephys")
+    w.go(ui_server + "/ui/ephys/ephys/files/17o05028_ic_steps.abf?sweep=10")
+    traces = wait_plots(w, "#sweep-plot .js-plotly-plot")
+    w.assert_clean()
+    names = w.page.evaluate("document.querySelector('#sweep-plot .js-plotly-plot').data.map(t => t.name)")
+    peaks = w.page.evaluate("""(() => { const d = document.querySelector('#sweep-plot .js-plotly-plot')._fullData;
+        const t = d.find(t => (t.name || '').toLowerCase().includes('peak')); return t ? t._length : 0; })()""")
+    assert traces[0] >= 2 and peaks > 0, (names, peaks)
+    w.screenshot("ephys-sweep")
+    assert_plots_apart(w)

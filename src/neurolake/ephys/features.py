@@ -11,8 +11,9 @@ ms and mV; its rates are mV/ms (= V/s) and its input resistance is mV/nA = MOhm.
 Statuses (issue 18): ``ok``; ``not_applicable`` (the feature is not defined for this sweep: voltage clamp, no
 spikes for an AP feature, a depolarising step for input resistance …); ``failed:<reason>`` (eFEL returned
 None or raised although the feature applies; the reason is eFEL's error message); ``qc_excluded``
-(:class:`~neurolake.ephys.model.SweepQC` ``passed`` is False: every feature of the sweep, no spikes, and the
-sweep never reaches a cell feature).
+(:class:`~neurolake.ephys.model.SweepQC` ``passed`` is False: a current-clamp sweep is still measured — its
+spikes are kept and each value that would be ``ok`` is stored with status ``qc_excluded`` — but the sweep never
+reaches a cell feature; other statuses stay as they are).
 
 Spike detection window: eFEL's ``strict_stiminterval=True`` (our default) restricts spikes to
 ``[stim_start, stim_end]``; without it eFEL counts spikes anywhere in the trace (eFEL issue #166). The window
@@ -450,7 +451,7 @@ def analyze(recording: Recording, stimuli: Sequence[Stimulus], qcs: Sequence[Swe
     results: list[_SweepResult] = []
     with _efel_settings(resolved):
         for sweep, stim, qc in zip(sweeps, stimuli, qcs, strict=True):
-            if not qc.passed:
+            if not qc.passed and sweep.clamp_mode != CURRENT_CLAMP:
                 res = _SweepResult(sweep, stim, QC_EXCLUDED,
                                    {n: (None, QC_EXCLUDED) for n in SWEEP_FEATURES})
                 interp = None
@@ -468,6 +469,9 @@ def analyze(recording: Recording, stimuli: Sequence[Stimulus], qcs: Sequence[Swe
                                    _spikes(sweep, values, interp), (start, end) if has_window else None,
                                    _f(values["minimum_voltage"][0]) if values.get("minimum_voltage") is not None
                                    and len(values["minimum_voltage"]) else None)
+                if not qc.passed:  # measured and kept (spikes too), but never used for cell features
+                    res.status = QC_EXCLUDED
+                    res.values = {n: (v, QC_EXCLUDED if st == OK else st) for n, (v, st) in res.values.items()}
                 analysis.spikes.extend(res.spikes)
             results.append(res)
             s = sjson(interp)
