@@ -98,7 +98,7 @@ def docs_demo_template(demo_lake_path, tmp_path_factory) -> Path:
     said: list[str] = []
     with open_lake(path) as lake:
         run_demo(lake, said.append, scheduler="threads")
-        assert lake.datastacks() == ["celegans", "gala_fibsem", "gerhard2013", "pinky100"], said
+        assert lake.datastacks() == ["celegans", "ephys", "gala_fibsem", "gerhard2013", "pinky100"], said
         assert [v["version"] for v in lake["gerhard2013"].versions.list()] == [1], said
     return path
 

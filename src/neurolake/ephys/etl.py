@@ -32,6 +32,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -385,7 +386,7 @@ def ingest(lake, datastack: str, source: str | Path | Iterable[str | Path], *, l
     version, commit = _code()
     user = current_user()
     cond = json.dumps(conditions or {}, sort_keys=True)
-    with tables.write_lock(lake, datastack):
+    with tables.write_lock(lake, datastack), ThreadPoolExecutor(1, thread_name_prefix="traces") as writer:
         report.orphans_removed = tables.remove_orphans(lake, datastack)
         loaded = tables.loaded_shas(lake, datastack)
         store = tables.root(lake, datastack) / "traces"
@@ -429,11 +430,15 @@ def ingest(lake, datastack: str, source: str | Path | Iterable[str | Path], *, l
         plate_logs: dict[str, pa.Table] = {}
         pending: dict[str, list[dict]] = {t: [] for t in ("sweeps", "spikes", "sweep_features", "cell_features")}
         pending_files: list[dict] = []
+        pending_traces: list[Future] = []  # of traces.PendingWrite: written by a thread while we go on
         pending_replace: list[str] = []
         pending_bytes = 0
 
         def flush() -> None:
             nonlocal pending_bytes
+            for w in pending_traces:  # the traces are in place before any row names their file
+                w.result().commit()
+            pending_traces.clear()
             if pending_replace:  # a changed file: its old rows go in the same batch as the new ones
                 for t in (*tables.KEYED, "files"):  # files last: earlier versions keep their meaning
                     tables.delete_files(lake, datastack, t, pending_replace, note="replace changed file")
@@ -480,7 +485,7 @@ def ingest(lake, datastack: str, source: str | Path | Iterable[str | Path], *, l
                             "metadata": json.dumps({"wells": log.num_rows}), "flags": []}
                 elif fmt in PATCH_CLAMP:
                     rec, rows, info = analyze_patch_clamp(path, sha, fmt, qc_thresholds, feature_settings)
-                    traces.write(lake, datastack, sha, rec)
+                    pending_traces.append(writer.submit(traces.write, lake, datastack, sha, rec))
                     pending_bytes += sum(s.n_samples for s in rec.sweeps) * 16
                     for t, r in rows.items():
                         pending[t].extend(r)

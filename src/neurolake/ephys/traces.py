@@ -1,12 +1,16 @@
 """Raw patch-clamp traces kept in the lake, chunked, so plots and re-analysis never need the source file again.
 
-One Zarr v3 group per file: ``<lake>/datastacks/<ds>/ephys/traces/<file_sha256>.zarr`` with, per recorded
-channel ``c``, the arrays ``response_c<c>`` and (when the file has a command waveform) ``command_c<c>``, each of
-shape **(sweep, sample)**, float64, chunks (1, 65536), Blosc-zstd compressed; sweeps shorter than the longest
-are padded with NaN (the ``sweeps`` table has each sweep's ``n_samples``). Units: response in mV (current
-clamp) or pA (voltage clamp), command in pA or mV — the group's attributes name them per channel, with the
-sampling rate (Hz) per sweep. The group is written to a temporary folder and renamed into place: a killed
-writer leaves no half store under the final name.
+One Zarr v3 group per file: ``<lake>/datastacks/<ds>/ephys/traces/<file_sha256>.zarr`` with two arrays,
+``response`` and ``command``, each of shape **(channel, sweep, sample)**, float64, chunks (1, 1, 65536),
+Blosc-lz4 with byte shuffle; sweeps shorter than the longest are padded with NaN, and ``command`` is NaN where
+a channel has no command waveform. Units: response in mV (current clamp) or pA (voltage clamp), command in pA
+or mV; the group's attributes name them per channel (``channels[<channel number>]``: ``index`` on the first
+axis, units, sampling rate and sample count per sweep). Any Zarr v3 reader opens it (zarr-python, tensorstore).
+
+Written with tensorstore (the library the volumes use) into a temporary folder; :func:`write` returns a
+:class:`PendingWrite` whose ``commit()`` waits for the bytes and renames the folder into place, so the ETL
+overlaps compression and I/O with the next file's analysis, and a killed writer leaves no half store under the
+final name.
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ from __future__ import annotations
 import json
 import shutil
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -24,66 +30,113 @@ from neurolake.ephys.tables import os_fsync_dir, root
 from neurolake.errors import InvalidArgument, NotFound
 
 CHUNK_SAMPLES = 65_536
+ARRAYS = ("response", "command")
 
 
 def store_path(lake, datastack: str, file_sha256: str) -> Path:
     return root(lake, datastack) / "traces" / f"{file_sha256}.zarr"
 
 
-def write(lake, datastack: str, file_sha256: str, recording: Recording) -> Path:
-    """Write ``recording``'s sweeps as the file's trace store (replacing an older one of the same hash)."""
-    import zarr
-    from zarr.codecs import BloscCodec
+def _spec(path: Path, shape: tuple[int, ...]) -> dict[str, Any]:
+    return {"driver": "zarr3", "kvstore": {"driver": "file", "path": str(path)},
+            "metadata": {"shape": list(shape), "data_type": "float64",
+                         "chunk_grid": {"name": "regular",
+                                        "configuration": {"chunk_shape": [1, 1, min(CHUNK_SAMPLES, shape[2])]}},
+                         "chunk_key_encoding": {"name": "default"},
+                         "codecs": [{"name": "bytes", "configuration": {"endian": "little"}},
+                                    {"name": "blosc", "configuration": {"cname": "lz4", "clevel": 5,
+                                                                        "shuffle": "shuffle", "typesize": 8,
+                                                                        "blocksize": 0}}],
+                         "fill_value": "NaN", "dimension_names": ["channel", "sweep", "sample"]}}
+
+
+@dataclass
+class PendingWrite:
+    """A trace store being written: ``commit()`` waits for tensorstore and renames it into place (idempotent);
+    ``abort()`` removes the temporary folder."""
+
+    tmp: Path
+    final: Path
+    futures: list[Any]
+    done: bool = False
+
+    def commit(self) -> Path:
+        if not self.done:
+            for f in self.futures:
+                f.result()
+            if self.final.exists():
+                shutil.rmtree(self.final)
+            self.tmp.rename(self.final)
+            os_fsync_dir(self.final.parent)
+            self.done = True
+        return self.final
+
+    def abort(self) -> None:
+        for f in self.futures:
+            try:
+                f.result()
+            except Exception:  # noqa: BLE001 - aborting anyway
+                pass
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def write(lake, datastack: str, file_sha256: str, recording: Recording) -> PendingWrite:
+    """Start writing ``recording``'s sweeps as the file's trace store; call ``.commit()`` on the result."""
+    import tensorstore as ts
 
     final = store_path(lake, datastack, file_sha256)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".{file_sha256}.{uuid.uuid4().hex}.tmp"
-    g = zarr.open_group(str(tmp), mode="w", zarr_format=3)
+    tmp.mkdir()
     channels = sorted({s.channel for s in recording.sweeps})
-    units: dict[str, dict] = {}
-    for c in channels:
-        sweeps = sorted((s for s in recording.sweeps if s.channel == c), key=lambda s: s.number)
-        n = max(s.number for s in sweeps) + 1
-        width = max(s.n_samples for s in sweeps)
-        comp = [BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")]
-        resp = np.full((n, width), np.nan)
-        cmd = np.full((n, width), np.nan) if any(s.command is not None for s in sweeps) else None
-        for s in sweeps:
-            resp[s.number, :s.n_samples] = s.response
-            if cmd is not None and s.command is not None:
-                cmd[s.number, :s.command.shape[0]] = s.command
-        chunks = (1, min(CHUNK_SAMPLES, width))
-        g.create_array(f"response_c{c}", data=resp, chunks=chunks, compressors=comp, fill_value=np.nan)
-        if cmd is not None:
-            g.create_array(f"command_c{c}", data=cmd, chunks=chunks, compressors=comp, fill_value=np.nan)
-        units[str(c)] = {"response_unit": sweeps[0].response_unit, "command_unit": sweeps[0].command_unit,
-                         "sampling_rate_hz": {str(s.number): s.sampling_rate_hz for s in sweeps},
-                         "n_samples": {str(s.number): s.n_samples for s in sweeps}}
-    g.attrs.update({"neurolake_traces": 1, "file_sha256": file_sha256, "axes": ["sweep", "sample"],
-                    "channels": units})
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
-    os_fsync_dir(final.parent)
-    return final
+    index = {c: i for i, c in enumerate(channels)}
+    n_sweeps = max(s.number for s in recording.sweeps) + 1
+    width = max(s.n_samples for s in recording.sweeps)
+    resp = np.full((len(channels), n_sweeps, width), np.nan)
+    cmd = np.full((len(channels), n_sweeps, width), np.nan)
+    info: dict[str, dict] = {}
+    for s in recording.sweeps:
+        i = index[s.channel]
+        resp[i, s.number, :s.n_samples] = s.response
+        if s.command is not None:
+            cmd[i, s.number, :s.command.shape[0]] = s.command
+        ch = info.setdefault(str(s.channel), {"index": i, "response_unit": s.response_unit,
+                                              "command_unit": s.command_unit, "sampling_rate_hz": {},
+                                              "n_samples": {}})
+        ch["sampling_rate_hz"][str(s.number)] = s.sampling_rate_hz
+        ch["n_samples"][str(s.number)] = s.n_samples
+    (tmp / "zarr.json").write_text(json.dumps({
+        "zarr_format": 3, "node_type": "group",
+        "attributes": {"neurolake_traces": 2, "file_sha256": file_sha256, "axes": ["channel", "sweep", "sample"],
+                       "channels": info}}))
+    futures = []
+    for name, data in (("response", resp), ("command", cmd)):
+        arr = ts.open(_spec(tmp / name, data.shape), create=True).result()
+        futures.append(arr.write(data))
+    return PendingWrite(tmp, final, futures)
 
 
 def delete(lake, datastack: str, file_sha256: str) -> None:
     shutil.rmtree(store_path(lake, datastack, file_sha256), ignore_errors=True)
 
 
+def describe(lake, datastack: str, file_sha256: str) -> dict:
+    """The store's attributes (channels, units, rates) as a JSON-able dict. Raises NotFound."""
+    path = store_path(lake, datastack, file_sha256) / "zarr.json"
+    if not path.exists():
+        raise NotFound(f"no traces of file {file_sha256[:12]}… in datastack {datastack!r}",
+                       field="file_sha256", value=file_sha256)
+    return json.loads(path.read_text()).get("attributes", {})
+
+
 def read(lake, datastack: str, file_sha256: str, sweep: int, channel: int = 0) -> dict:
     """One sweep: ``{"time_s", "response", "command" (None without one)}`` as (sample,) float64 arrays, plus
     ``response_unit``, ``command_unit``, ``sampling_rate_hz``. Raises NotFound for an unknown file, sweep or
     channel."""
-    import zarr
+    import tensorstore as ts
 
-    path = store_path(lake, datastack, file_sha256)
-    if not (path / "zarr.json").exists():
-        raise NotFound(f"no traces of file {file_sha256[:12]}… in datastack {datastack!r}",
-                       field="file_sha256", value=file_sha256)
-    g = zarr.open_group(str(path), mode="r")
-    chans = g.attrs["channels"]
+    attrs = describe(lake, datastack, file_sha256)
+    chans = attrs["channels"]
     if str(channel) not in chans:
         raise not_found("channel", str(channel), sorted(chans), field="channel")
     info = chans[str(channel)]
@@ -91,9 +144,14 @@ def read(lake, datastack: str, file_sha256: str, sweep: int, channel: int = 0) -
         raise not_found("sweep", str(sweep), sorted(info["n_samples"], key=int), field="sweep")
     n = int(info["n_samples"][str(sweep)])
     rate = float(info["sampling_rate_hz"][str(sweep)])
-    response = np.asarray(g[f"response_c{channel}"][sweep, :n])
-    command = np.asarray(g[f"command_c{channel}"][sweep, :n]) if f"command_c{channel}" in g else None
-    return {"time_s": np.arange(n) / rate, "response": response, "command": command,
+    base = store_path(lake, datastack, file_sha256)
+    out = {}
+    for name in ARRAYS:
+        arr = ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": str(base / name)}},
+                      open=True).result()
+        out[name] = np.asarray(arr[info["index"], sweep, :n].read().result())
+    command = out["command"] if info.get("command_unit") is not None and not np.isnan(out["command"]).all() else None
+    return {"time_s": np.arange(n) / rate, "response": out["response"], "command": command,
             "response_unit": info["response_unit"], "command_unit": info["command_unit"],
             "sampling_rate_hz": rate}
 
@@ -114,21 +172,13 @@ def decimated(lake, datastack: str, file_sha256: str, sweep: int, channel: int =
     else:
         buckets = max_points // 2
         edges = np.linspace(0, n, buckets + 1).astype(np.int64)
-        # positions of each bucket's min and max, in time order
         idx = []
         for b in range(buckets):
             seg = y[edges[b]:edges[b + 1]]
-            i_lo = edges[b] + int(np.argmin(seg)) if seg.size else edges[b]
-            i_hi = edges[b] + int(np.argmax(seg)) if seg.size else edges[b]
+            if not seg.size:
+                continue
+            i_lo, i_hi = edges[b] + int(np.nanargmin(seg)), edges[b] + int(np.nanargmax(seg))
             idx.extend(sorted((i_lo, i_hi)))
         idx = np.asarray(idx, dtype=np.int64)
     out = {"time_s": t[idx], "response": y[idx], "command": c[idx] if c is not None else np.full(idx.size, np.nan)}
     return pd.DataFrame(out)
-
-
-def describe(lake, datastack: str, file_sha256: str) -> dict:
-    """The store's attributes (channels, units, rates) as JSON-able dict."""
-    path = store_path(lake, datastack, file_sha256) / "zarr.json"
-    if not path.exists():
-        raise NotFound(f"no traces of file {file_sha256[:12]}…", field="file_sha256", value=file_sha256)
-    return json.loads(path.read_text()).get("attributes", {})
