@@ -48,6 +48,7 @@ MEA = ("axion_spike_list", "spike_times_h5")
 PLATE_LOG = "axion_plate_log"
 BATCH_FILES = 16          # patch-clamp files whose rows are committed together
 BATCH_BYTES = 256 << 20   # … or fewer, when their traces pass this many bytes
+MEA_BATCH_ROWS = 262_144  # spikes per streamed batch of a spike list (memory: ~100 bytes a row in flight)
 
 Progress = Callable[[int, int, str], None]
 
@@ -264,7 +265,7 @@ def load_mea(lake, datastack: str, path: Path, sha: str, fmt: str, plate_logs: d
     if fmt == "axion_spike_list":
         src = mea.open_spike_list(path)
         plate = str(src.plate)
-        batches = src.batches()
+        batches = src.batches(rows=MEA_BATCH_ROWS)
         pitch = src.pitch_um
         log_rows = _log_for(plate_logs, path.name, plate)
         recorded_at, meta = src.recorded_at, {"settings": dict(src.settings), "plate_source": src.plate_source}
