@@ -80,6 +80,7 @@ SCHEMAS: dict[str, pa.Schema] = {
 TABLES = tuple(SCHEMAS)
 KEYED = tuple(t for t in TABLES if t not in ("files", "errors"))  # rows of loaded files only
 ROW_GROUP_ROWS = 65_536
+TARGET_FILE_BYTES = 32 << 20  # Parquet data files of ~32 MB: the writer's buffers stay small while streaming
 
 _locks: dict[str, threading.Lock] = {}
 _locks_guard = threading.Lock()
@@ -147,7 +148,7 @@ def append(lake, datastack: str, table: str, data: pa.Table | pa.RecordBatchRead
         return None
     path = table_path(lake, datastack, table)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_deltalake(str(path), data, mode="append", schema_mode=None,
+    write_deltalake(str(path), data, mode="append", schema_mode=None, target_file_size=TARGET_FILE_BYTES,
                     writer_properties=WriterProperties(max_row_group_size=ROW_GROUP_ROWS, compression="ZSTD"),
                     commit_properties=CommitProperties(custom_metadata={"neurolake.operation": note or "ingest"}))
     return version(lake, datastack, table)
