@@ -26,6 +26,7 @@ from neurolake.access.core import Principal, local_principal
 from neurolake.base.names import check_name, not_found
 from neurolake.base.time import parse_timestamp
 from neurolake.catalog import formats as fmts
+from neurolake.catalog import vectors
 from neurolake.catalog.hooks import check_materialization, check_references
 from neurolake.catalog.models import FeatureTable
 from neurolake.db.base import as_utc
@@ -70,6 +71,8 @@ FIELDS: dict[str, tuple[Any, str]] = {
     "superseded_by": (str, "name of the registered table replacing this one"),
     "partition_columns": (list, "declared partition columns (checked against the detected ones)"),
     "hash_functions": (dict, "{column: hash/bucketing function} used for partitioning"),
+    "vectors": ((dict, list), "vector (embedding) columns: {column: {dimension, metric: cosine|l2|dot, embeds, "
+                              "model_version, id_column?}}; checked against the data (catalog/vectors.py)"),
 }
 REQUIRED = ("name", "datastack", "location")
 
@@ -162,6 +165,8 @@ def _check_fields(spec: dict[str, Any], partial: bool = False) -> dict[str, Any]
         out["references"] = refs
     if out.get("schema") is not None:
         out["schema"] = _declared_schema(out["schema"])
+    if out.get("vectors") is not None:
+        out["vectors"] = vectors.parse_declarations(out["vectors"])
     if out.get("column_descriptions") is not None:
         if not all(isinstance(x, str) for x in out["column_descriptions"].values()):
             raise _bad("column_descriptions", out["column_descriptions"], "values must be strings")
@@ -229,6 +234,7 @@ def to_dict(row: FeatureTable, with_files: bool = False) -> dict[str, Any]:
         "superseded_by": row.superseded_by, "partition_columns": row.partition_columns,
         "hash_functions": row.hash_functions, "row_count": row.row_count, "size_bytes": row.size_bytes,
         "fingerprint": row.fingerprint, "file_count": len(row.files or []), "warnings": row.warnings,
+        "vectors": vectors.declared(row.schema),
         "registered_by": row.registered_by, "created": created.isoformat(),
         "updated": as_utc(row.updated).isoformat(), "provenance": row.provenance,
     }
@@ -330,6 +336,9 @@ class FeatureRegistry:
         check_allowed_root(self.lake, location)
         insp = fmts.inspect(location, spec.get("format"))
         schema = _merge_schema(insp.schema, spec.get("schema"), spec.get("column_descriptions"))
+        if spec.get("vectors"):
+            schema = vectors.attach(schema, vectors.validate_declarations(
+                spec["vectors"], schema, _column_reader(spec["name"], location, insp)))
         declared_parts = spec.get("partition_columns")
         if declared_parts is not None and sorted(declared_parts) != sorted(insp.partition_columns):
             raise InvalidArgument(f"partition_columns {declared_parts} do not match the table's partition columns "
@@ -486,6 +495,14 @@ class FeatureRegistry:
                     raise InvalidArgument(f"partition_columns {changes['partition_columns']} do not match the "
                                           f"table's {insp.partition_columns}", field="partition_columns",
                                           value=changes["partition_columns"], detected=insp.partition_columns)
+            new_schema = None
+            if "vectors" in changes or insp is not None:  # (re-)check the vector declarations against the data
+                decls = changes["vectors"] if "vectors" in changes else vectors.declared(row.schema)
+                base_schema = schema if insp is not None else row.schema
+                reader = _column_reader(row.name, normalize_location(changes.get("location") or row.location),
+                                        insp) if insp is not None else _column_reader(row.name, row.location, row)
+                new_schema = vectors.attach(base_schema, vectors.validate_declarations(decls or {}, base_schema,
+                                                                                        reader))
             warnings = list(row.warnings or [])
             if changes.get("materialization_version") is not None:
                 warnings = [w for w in warnings if "materialization" not in w]
@@ -502,8 +519,10 @@ class FeatureRegistry:
                     insp.size_bytes
                 row.fingerprint, row.files = insp.fingerprint, insp.files
                 row.hash_functions = {**insp.hash_functions, **(row.hash_functions or {})}
+            if new_schema is not None:
+                row.schema = new_schema
             for k, v in changes.items():
-                if k in ("location", "format", "schema", "column_descriptions", "partition_columns"):
+                if k in ("location", "format", "schema", "column_descriptions", "partition_columns", "vectors"):
                     continue
                 if k in ("description", "owner_team", "owner_person", "licence", "citation", "pipeline",
                          "deprecation") and v is None:
@@ -552,6 +571,212 @@ class FeatureRegistry:
             loc, fmt, fp = row.location, row.format, row.fingerprint
         cur = fmts.inspect(loc, fmt).fingerprint
         return {"ok": cur.get("value") == fp.get("value"), "registered": fp, "current": cur}
+
+    # -- similarity search (catalog/vectors.py) --------------------------------------------------------
+    def _vector_entry(self, name: str, datastack: str | None, need: str, action: str) -> dict[str, Any]:
+        """The entry (with files) of a table for search/indexing, read from the catalog at most every
+        :data:`GRANT_CACHE_SECONDS` (this process's writes clear it); the principal needs ``need``."""
+        cache = _grant_cache(self.lake)
+        key = ("vectors", name, datastack)
+        hit = cache.get(key)
+        now = time.monotonic()
+        if hit is not None and now - hit[0] < GRANT_CACHE_SECONDS:
+            entry = hit[1]
+            if not self.access.allowed(self.principal, entry["datastack"], "viewer"):
+                with self.lake.catalog.session() as s:
+                    self._row(s, name, datastack)  # the same 403 as for a table that does not exist
+        else:
+            with self.lake.catalog.session() as s:
+                row = self._row(s, name, datastack)
+                entry = to_dict(row, with_files=True)
+            if len(cache) > 10_000:
+                cache.clear()
+            cache[key] = (now, entry)
+        self.access.require(self.principal, entry["datastack"], need, action)
+        return entry
+
+    @staticmethod
+    def _vector_column(entry: dict[str, Any], column: str | None) -> tuple[str, dict[str, Any]]:
+        decls = vectors.declared(entry.get("schema"))
+        if not decls:
+            raise InvalidArgument(f"feature table {entry['name']!r} declares no vector columns; declare them with "
+                                  "vectors={column: {dimension, metric, embeds, model_version}} (register, or "
+                                  "update a draft)", field="column", value=column, table=entry["name"])
+        if column is None:
+            if len(decls) > 1:
+                raise InvalidArgument(f"feature table {entry['name']!r} has several vector columns "
+                                      f"({', '.join(decls)}); give column=", field="column", value=None,
+                                      allowed=list(decls))
+            column = next(iter(decls))
+        if column not in decls:
+            raise InvalidArgument(f"column {column!r} of {entry['name']!r} is not a declared vector column; vector "
+                                  f"columns: {', '.join(decls)}", field="column", value=column, allowed=list(decls))
+        return column, decls[column]
+
+    def index(self, name: str, column: str | None = None, datastack: str | None = None, *, kind: str = "auto",
+              nlist: int | None = None, m: int | None = None, nbits: int | None = None, nprobe: int | None = None,
+              refine: int | None = None, train_rows: int | None = None, rebuild: bool = False,
+              progress=None) -> dict[str, Any]:
+        """Build the ANN index of a vector column (FAISS IVF-PQ, or IVF-Flat below 20,000 rows; see
+        :func:`neurolake.catalog.vectors.build_index`) under ``<lake>/features/_indexes/…`` (needs *editor*).
+
+        A fresh index (built for the registered fingerprint) is kept unless ``rebuild`` or a parameter is
+        given. Returns the index metadata plus ``built`` (bool) and ``stale`` (why the old one was replaced).
+        Raises NotFound, PermissionDenied, InvalidArgument (no/unknown vector column, parameters),
+        Unsupported (Iceberg), CorruptData (files changed since registration)."""
+        entry = self._vector_entry(name, datastack, "editor", "building a vector index")
+        column, _ = self._vector_column(entry, column)
+        meta = vectors.index_meta(self.lake, entry["datastack"], entry["name"], column)
+        stale = vectors.staleness(meta, entry, column) if meta else []
+        explicit = any(v is not None for v in (nlist, m, nbits, nprobe, refine, train_rows)) or kind != "auto"
+        if meta is not None and not stale and not rebuild and not explicit:
+            return {**meta, "built": False, "stale": []}
+        loaded = vectors.load(self.lake, entry)
+        meta = vectors.build_index(self.lake, entry, column, loaded, kind=kind, nlist=nlist, m=m, nbits=nbits,
+                                   nprobe=nprobe, refine=refine, train_rows=train_rows, user=self.principal.name,
+                                   progress=progress)
+        self.access.audit(self.principal.name, "feature.index", entry["name"], entry["datastack"], buffered=True,
+                          id=entry["id"], column=column, factory=meta["factory"], rows=meta["indexed_rows"],
+                          seconds=meta["build_seconds"])
+        return {**meta, "built": True, "stale": stale}
+
+    def index_info(self, name: str, column: str | None = None, datastack: str | None = None) -> dict[str, Any]:
+        """``{"table", "datastack", "column", "index": metadata or None, "stale": [reasons]}`` (needs *viewer*)."""
+        entry = self._vector_entry(name, datastack, "viewer", "reading a feature table")
+        column, _ = self._vector_column(entry, column)
+        meta = vectors.index_meta(self.lake, entry["datastack"], entry["name"], column)
+        return {"table": entry["name"], "datastack": entry["datastack"], "column": column, "index": meta,
+                "stale": vectors.staleness(meta, entry, column) if meta else []}
+
+    def similar(self, name: str, vector: Any = None, id: Any = None, k: int = 10, filter: str | None = None,
+                exact: bool = False, refine: int | None = None, nprobe: int | None = None, *,
+                column: str | None = None, datastack: str | None = None, columns: list[str] | None = None,
+                id_column: str | None = None, rebuild: bool = False):
+        """The ``k`` rows of a registered table whose vectors are nearest to a query (needs *viewer*, like
+        reading the table).
+
+        - query: ``vector`` (``d`` numbers, or a ``(b, d)`` batch: rows then carry ``_query``, the query's
+          position) or ``id`` (the row whose ``id_column`` — declared with the vector column, or given —
+          equals ``id``; that row is its own nearest neighbour);
+        - ``filter``: an SQL predicate over the table's columns (``"cell_type = 'L2/3' AND n_pre > 10"``);
+        - with an index (:meth:`index`) and not ``exact``: ``k × refine`` ANN candidates from ``nprobe``
+          inverted lists (defaults: the index's), re-ranked by exact distance; without one, with a stale one
+          (metadata ``index_stale`` says why; ``rebuild=True`` rebuilds it, needs *editor*), or ``exact``:
+          exact search. A filter leaving ≤ 50,000 rows is searched exactly.
+
+        Returns a :class:`neurolake.base.results.Result`: the table's columns (``columns``; default all but
+        the vector columns), ``_distance`` (cosine: ``1 - cos``; l2: Euclidean; dot: ``-x·q``; nearest first;
+        ties by row order) and metadata ``datastack, table, column, fingerprint, metric, model_version,
+        embeds, dimension, k, filter, search ("ann"|"exact"), index (parameters or "exact"), query,
+        rows_searched, seconds`` (+ ``index_stale``, ``warnings``). Raises NotFound (table, id),
+        PermissionDenied, InvalidArgument (column, vector, k, filter, refine, nprobe), CorruptData."""
+        from neurolake.base.results import Result
+
+        t0 = time.perf_counter()
+        if (vector is None) == (id is None):
+            raise InvalidArgument("give exactly one of vector= (the query vector) and id= (a row's key)",
+                                  field="vector" if vector is None else "id", value=None)
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= vectors.MAX_K:
+            raise _bad("k", k, f"an integer 1 … {vectors.MAX_K}")
+        if refine is not None:
+            vectors._check_refine(refine)
+        entry = self._vector_entry(name, datastack, "editor" if rebuild else "viewer",
+                                   "rebuilding a vector index" if rebuild else "reading a feature table")
+        column, decl = self._vector_column(entry, column)
+        loaded = vectors.load(self.lake, entry)
+        skip = list(vectors.declared(entry.get("schema")))
+        if columns is not None:
+            unknown = [c for c in columns if c not in loaded.table.column_names]
+            if unknown or not columns:
+                raise InvalidArgument(f"columns {unknown or columns} not in the table; columns: "
+                                      f"{', '.join(loaded.table.column_names)}", field="columns",
+                                      value=unknown or columns, allowed=loaded.table.column_names)
+        query: dict[str, Any]
+        if id is not None:
+            row = self._row_of_id(entry, loaded, decl, column, id, id_column)
+            Q, batched = vectors.query_matrix(loaded.vectors[column][row], decl["dimension"], decl["metric"])
+            query = {"id": id, "id_column": id_column or decl.get("id_column"), "row": int(row)}
+        else:
+            Q, batched = vectors.query_matrix(vector, decl["dimension"], decl["metric"])
+            query = {"vectors": int(Q.shape[0])}
+        if Q.shape[0] * k > 1_000_000:
+            raise _bad("k", k, f"queries × k must stay ≤ 1,000,000 ({Q.shape[0]} queries)")
+        mask = None
+        if filter is not None:
+            vectors.check_filter(filter, [c for c in loaded.table.column_names if c not in skip])
+            mask = vectors.filter_mask(loaded, filter, skip)
+        index, meta, stale = None, None, []
+        if rebuild:
+            self.index(entry["name"], column, entry["datastack"], rebuild=True)
+        if not exact or rebuild:
+            got = vectors.open_index(self.lake, entry["datastack"], entry["name"], column)
+            if got is not None:
+                index, meta = got
+                stale = vectors.staleness(meta, entry, column)
+                if meta.get("rows") != loaded.num_rows and not stale:
+                    stale = [f"the index was built over {meta.get('rows')} rows, the table has {loaded.num_rows}"]
+        use = index if (index is not None and not stale and not exact) else None
+        if nprobe is not None and (isinstance(nprobe, bool) or not isinstance(nprobe, int) or
+                                   not 1 <= nprobe <= (meta or {}).get("nlist", 1 << 30)):
+            raise _bad("nprobe", nprobe, f"an integer 1 … nlist ({(meta or {}).get('nlist')})")
+        hits = vectors.search(loaded, column, decl, Q, k, mask=mask, index=use,
+                              nprobe=nprobe or (meta or {}).get("nprobe"), refine=refine or (meta or {}).get("refine"),
+                              exact_only=use is None)
+        table = vectors.result_table(loaded, hits, batched, columns, skip)
+        ipar: Any = "exact"
+        if hits.mode == "ann":
+            ipar = {k2: meta[k2] for k2 in ("library", "library_version", "factory", "kind", "metric", "nlist", "m",
+                                            "nbits", "nprobe", "refine", "built_at", "indexed_rows") if k2 in meta}
+            ipar.update(nprobe=hits.detail.get("nprobe", ipar.get("nprobe")),
+                        refine=hits.detail.get("refine", ipar.get("refine")))
+        md = {"datastack": entry["datastack"], "table": entry["name"], "column": column,
+              "fingerprint": entry.get("fingerprint"), "metric": decl["metric"],
+              "model_version": decl.get("model_version") or "", "embeds": decl.get("embeds") or "",
+              "dimension": decl["dimension"], "k": k, "filter": filter, "search": hits.mode, "index": ipar,
+              "query": query, **hits.detail, "seconds": round(time.perf_counter() - t0, 6)}
+        if stale:
+            md["index_stale"] = {"reasons": stale, "index_fingerprint": meta.get("fingerprint"),
+                                 "built_at": meta.get("built_at")}
+            md["warnings"] = [f"the index of {entry['name']}.{column} is stale ({'; '.join(stale)}): exact search "
+                              "was used; rebuild it (neurolake features index --rebuild, or rebuild=True)"]
+        elif index is None and not exact:
+            md["exact_reason"] = md.get("exact_reason") or "no index (neurolake features index builds one)"
+        return Result(table, md)
+
+    @staticmethod
+    def _row_of_id(entry: dict[str, Any], loaded, decl: dict[str, Any], column: str, id: Any,
+                   id_column: str | None) -> int:
+        import pyarrow as pa
+
+        idc = id_column or decl.get("id_column")
+        if not idc:
+            raise InvalidArgument(f"vector column {column!r} of {entry['name']!r} declares no id_column; give "
+                                  "id_column= (or search by vector=)", field="id_column", value=None)
+        if idc not in loaded.table.column_names:
+            raise InvalidArgument(f"id_column {idc!r} is not in the table; columns: "
+                                  f"{', '.join(loaded.table.column_names)}", field="id_column", value=idc,
+                                  allowed=loaded.table.column_names)
+        col = loaded.table.column(idc)
+        try:
+            if isinstance(id, str) and pa.types.is_integer(col.type):
+                value = pa.scalar(int(id), col.type)
+            else:
+                value = pa.scalar(id).cast(col.type)
+        except (ValueError, TypeError, pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise InvalidArgument(f"id {id!r} is not a value of column {idc!r} ({col.type})", field="id",
+                                  value=id, column=idc) from exc
+        rows = vectors.rows_with(loaded, idc, value.as_py())
+        if len(rows) == 0:
+            raise NotFound(f"no row of {entry['name']!r} has {idc} = {id!r}", field="id", value=id,
+                           table=entry["name"], column=idc)
+        if len(rows) > 1:
+            raise InvalidArgument(f"{len(rows)} rows of {entry['name']!r} have {idc} = {id!r}; the id must be a "
+                                  "key (search by vector= instead)", field="id", value=id, rows=len(rows))
+        r = int(rows[0])
+        if not loaded.valid[column][r]:
+            raise InvalidArgument(f"the row with {idc} = {id!r} has no vector in {column!r} (null or not finite)",
+                                  field="id", value=id, column=column)
+        return r
 
     # -- signed URLs ------------------------------------------------------------------------------
     def signed_urls(self, name: str, datastack: str | None = None, expires_in_s: float = 3600,
@@ -665,6 +890,14 @@ def check_allowed_root(lake, location: str) -> None:
     raise PermissionDenied(f"location {location!r} is outside the folders allowed for feature tables "
                            f"(NEUROLAKE_FEATURE_ROOTS: {', '.join(roots)})", field="location", value=location,
                            allowed=roots)
+
+
+def _column_reader(name: str, location: str, src):
+    """``read(column) -> pyarrow array`` over the table at ``location`` described by ``src`` (an
+    :class:`~neurolake.catalog.formats.Inspection` or a catalog row: format, fingerprint, files, partitions)."""
+    entry = {"name": name, "location": location, "format": src.format, "fingerprint": src.fingerprint,
+             "files": src.files, "partition_columns": src.partition_columns}
+    return lambda col: vectors.read_table(entry, columns=[col]).column(col)
 
 
 def _hive_values(path: str) -> dict[str, str]:

@@ -36,6 +36,9 @@ def register(
     citation: str = "",
     status: str = "draft",
     spec: Annotated[Path | None, typer.Option(help="JSON file with more fields (see docs/features.md)")] = None,
+    vectors: Annotated[str | None, typer.Option(help='vector columns as JSON: \'{"emb": {"dimension": 128, '
+                                                     '"metric": "cosine", "embeds": "...", "model_version": "..."}}\'')]
+    = None,
 ):
     """Validate and register the table at LOCATION (local path or s3://) as NAME."""
     fields: dict[str, Any] = json.loads(spec.read_text()) if spec else {}
@@ -45,6 +48,12 @@ def register(
              "pipeline": pipeline or None, "licence": licence or None, "citation": citation or None,
              "status": status}
     fields.update({k: v for k, v in given.items() if v is not None})
+    if vectors is not None:
+        try:
+            fields["vectors"] = json.loads(vectors)
+        except json.JSONDecodeError as exc:
+            raise InvalidArgument(f"--vectors must be a JSON object: {exc}", field="vectors",
+                                  value=vectors[:100]) from None
     echo_json(_registry(lake).register(fields))
 
 
@@ -144,3 +153,58 @@ def crawl_(prefix: str, datastack: DsOpt, lake: LakeOpt = None,
 def delete(name: str, lake: LakeOpt = None, datastack: MaybeDsOpt = None):
     """Delete a draft entry (the data is not touched)."""
     _registry(lake).delete(name, datastack)
+
+
+@app.command("index")
+def index(name: str, lake: LakeOpt = None, datastack: MaybeDsOpt = None,
+          column: Annotated[str | None, typer.Option("--column", "-c", help="vector column (default: the only one)")]
+          = None,
+          rebuild: Annotated[bool, typer.Option("--rebuild", help="rebuild even when the index is fresh")] = False,
+          kind: Annotated[str, typer.Option(help="auto | ivf_pq | ivf_flat")] = "auto",
+          nlist: Annotated[int | None, typer.Option(help="inverted lists (default ≈ √rows)")] = None,
+          m: Annotated[int | None, typer.Option(help="PQ sub-quantisers (must divide the dimension)")] = None,
+          nbits: Annotated[int | None, typer.Option(help="bits per PQ code (default 8)")] = None,
+          nprobe: Annotated[int | None, typer.Option(help="default lists searched per query")] = None,
+          refine: Annotated[int | None, typer.Option(help="default candidates per result re-ranked exactly")] = None,
+          info: Annotated[bool, typer.Option("--info", help="only show the index and whether it is stale")] = False):
+    """Build the ANN index of a vector column of NAME (kept when fresh; see docs/features.md)."""
+    from neurolake.cli._common import Bar
+
+    reg = _registry(lake)
+    if info:
+        echo_json(reg.index_info(name, column, datastack))
+        return
+    with Bar() as bar:
+        meta = reg.index(name, column, datastack, kind=kind, nlist=nlist, m=m, nbits=nbits, nprobe=nprobe,
+                         refine=refine, rebuild=rebuild, progress=bar)
+    reg.access.flush_audit()
+    echo_json(meta)
+
+
+@app.command("similar")
+def similar(name: str, lake: LakeOpt = None, datastack: MaybeDsOpt = None,
+            id: Annotated[str | None, typer.Option("--id", help="key of the query row (the declared id_column)")]
+            = None,
+            vector: Annotated[str | None, typer.Option("--vector", help="query vector as JSON: [0.1, 0.2, …]")] = None,
+            k: Annotated[int, typer.Option("-k", "--k", help="number of results")] = 10,
+            filter: Annotated[str | None, typer.Option("--filter", help="SQL predicate, e.g. \"cell_type = 'L2/3'\"")]
+            = None,
+            exact: Annotated[bool, typer.Option("--exact", help="exact search (no index)")] = False,
+            refine: Annotated[int | None, typer.Option(help="candidates per result re-ranked exactly")] = None,
+            nprobe: Annotated[int | None, typer.Option(help="inverted lists searched")] = None,
+            column: Annotated[str | None, typer.Option("--column", "-c", help="vector column")] = None,
+            id_column: Annotated[str | None, typer.Option(help="key column for --id (default: declared)")] = None,
+            columns: Annotated[str | None, typer.Option(help="comma-separated columns to return")] = None,
+            rebuild: Annotated[bool, typer.Option("--rebuild", help="rebuild a stale index first")] = False):
+    """The K rows of NAME nearest to --id's vector or --vector: JSON {"metadata", "rows"}."""
+    q = None
+    if vector is not None:
+        try:
+            q = json.loads(vector)
+        except json.JSONDecodeError as exc:
+            raise InvalidArgument(f"--vector must be a JSON list of numbers: {exc}", field="vector",
+                                  value=vector[:100]) from None
+    res = _registry(lake).similar(name, vector=q, id=id, k=k, filter=filter, exact=exact, refine=refine,
+                                  nprobe=nprobe, column=column, datastack=datastack, columns=parse_csv(columns),
+                                  id_column=id_column, rebuild=rebuild)
+    echo_json({"metadata": res.metadata, "rows": res.arrow().to_pylist()})

@@ -11,6 +11,7 @@ from typing import Any
 import anyio
 from fastapi import Body, Query, Request
 from fastapi.responses import JSONResponse
+from pydantic import Field
 
 from neurolake.catalog.registry import FeatureRegistry
 from neurolake.errors import InvalidArgument
@@ -23,6 +24,7 @@ from neurolake.server.models import (
     FeatureEntry,
     FeatureSearch,
     Limit,
+    Model,
     SignedUrls,
     Usage,
     Verification,
@@ -109,6 +111,99 @@ async def signed_urls(request: Request, name: str, body: dict[str, Any] | None =
     # with the entry cached a grant does no catalog I/O (one stat for Parquet): run it inline, no thread hop
     grant = reg.signed_urls(*args, **kw) if reg.grant_cached(name, ds) else await _run(reg.signed_urls, *args, **kw)
     return JSONResponse(grant)  # plain JSON types already: skip FastAPI's jsonable_encoder
+
+
+class SimilarAnswer(Model):
+    """The answer of ``POST /api/v1/features/{name}/similar``."""
+
+    table: str
+    datastack: str
+    count: int = Field(description="rows returned (k per query, fewer when fewer rows match)")
+    columns: list[str] = Field(description="the table's columns, then _distance (and _query first for a batch)")
+    rows: list[dict[str, Any]] = Field(description="nearest first per query; _distance: cosine 1 - cos, l2 "
+                                                   "Euclidean, dot -x·q")
+    metadata: dict[str, Any] = Field(description="fingerprint, metric, model_version, embeds, dimension, k, filter, "
+                                                 "search (ann|exact), index (parameters or 'exact'), query, "
+                                                 "index_stale?, warnings?, seconds")
+
+
+SIMILAR_FIELDS = ("vector", "id", "k", "filter", "exact", "refine", "nprobe", "column", "columns", "id_column",
+                  "datastack", "rebuild")
+
+
+@router.post("/features/{name}/similar",
+             access=Need.self_checked("the feature registry authorises the principal per entry (viewer, as reading "
+                                      "the table; editor with rebuild)"),
+             summary="The k rows whose vectors are nearest to a vector or to a row (similarity search)")
+async def similar(request: Request, name: str, body: dict[str, Any] = Body(...),
+                  datastack: str | None = None) -> SimilarAnswer:
+    """Body: ``{"vector": [d numbers] | [[...], ...], "id": key, "k": 10, "filter": "SQL predicate",
+    "exact": false, "refine": 10, "nprobe": n, "column": "emb", "columns": [...], "id_column": "...",
+    "datastack": "...", "rebuild": false}`` (one of ``vector`` / ``id``). Answer: ``{"table", "datastack",
+    "count", "columns", "rows": [{…, "_distance"}], "metadata": {fingerprint, index, metric, model_version, …}}``
+    (see ``FeatureRegistry.similar``)."""
+    from neurolake.server.query import json_rows
+
+    unknown = sorted(set(body) - set(SIMILAR_FIELDS))
+    if unknown:
+        raise InvalidArgument(f"unknown field(s) {unknown}; allowed: {', '.join(SIMILAR_FIELDS)}", field=unknown[0],
+                              allowed=list(SIMILAR_FIELDS))
+    kw = {k: body[k] for k in SIMILAR_FIELDS if k in body and k != "datastack"}
+    for f, typ in (("exact", bool), ("rebuild", bool), ("columns", list)):
+        if f in kw and not isinstance(kw[f], typ):
+            raise InvalidArgument(f"{f} must be a {typ.__name__}", field=f, value=repr(kw[f])[:100])
+    res = await _run(_reg(request).similar, name, datastack=body.get("datastack") or datastack, **kw)
+    table = res.arrow()
+    return JSONResponse({"table": res.metadata["table"], "datastack": res.metadata["datastack"],
+                         "count": table.num_rows, "columns": table.column_names,
+                         "rows": json_rows(table), "metadata": res.metadata})
+
+
+class VectorIndex(Model):
+    """A vector column's ANN index (``FeatureRegistry.index`` / ``index_info``)."""
+
+    table: str
+    datastack: str
+    column: str
+    index: dict[str, Any] | None = Field(description="index.json: library, factory, kind, nlist, m, nbits, nprobe, "
+                                                      "refine, metric, fingerprint, rows, build_seconds, built_at …; "
+                                                      "null when there is none")
+    stale: list[str] = Field(description="why the index no longer describes the registered table (empty: fresh)")
+    built: bool | None = Field(None, description="POST: whether this request built it (a fresh one is kept)")
+
+
+INDEX_FIELDS = ("column", "kind", "nlist", "m", "nbits", "nprobe", "refine", "train_rows", "rebuild", "datastack")
+
+
+@router.get("/features/{name}/index",
+            access=Need.self_checked("the feature registry authorises the principal per entry (viewer)"),
+            summary="A vector column's ANN index and whether it is stale")
+async def index_info(request: Request, name: str, column: str | None = None,
+                     datastack: str | None = None) -> VectorIndex:
+    return await _run(_reg(request).index_info, name, column, datastack)
+
+
+@router.post("/features/{name}/index",
+             access=Need.self_checked("the feature registry authorises the principal per entry (editor)"),
+             summary="Build a vector column's ANN index (kept when fresh unless rebuild or parameters are given)")
+async def build_index(request: Request, name: str, body: dict[str, Any] | None = Body(None),
+                      datastack: str | None = None) -> VectorIndex:
+    body = dict(body or {})
+    unknown = sorted(set(body) - set(INDEX_FIELDS))
+    if unknown:
+        raise InvalidArgument(f"unknown field(s) {unknown}; allowed: {', '.join(INDEX_FIELDS)}", field=unknown[0],
+                              allowed=list(INDEX_FIELDS))
+    kw = {k: body[k] for k in INDEX_FIELDS if k in body and k not in ("column", "datastack")}
+    if not isinstance(kw.get("rebuild", False), bool) or not isinstance(kw.get("kind", "auto"), str):
+        bad = "rebuild" if not isinstance(kw.get("rebuild", False), bool) else "kind"
+        raise InvalidArgument(f"{bad} must be a {'boolean' if bad == 'rebuild' else 'string'}", field=bad,
+                              value=repr(kw[bad])[:100])
+    reg = _reg(request)
+    ds = body.get("datastack") or datastack
+    meta = await _run(reg.index, name, body.get("column"), ds, **kw)
+    return {"table": meta["table"], "datastack": meta["datastack"], "column": meta["column"],
+            "index": {k: v for k, v in meta.items() if k not in ("built", "stale")}, "stale": meta["stale"],
+            "built": meta["built"]}
 
 
 @router.get("/usage", access=Need.authenticated(),
