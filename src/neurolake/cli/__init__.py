@@ -14,6 +14,7 @@ module                 commands
 ``access``             ``users …``, ``tokens …``, ``usage``, ``audit``
 ``ephys``              ``ephys ingest|tables|show|plot``
 ``estimate``           ``estimate`` (storage and access cost)
+``process``            ``process intensity|align|train|classify|supervoxels|agglomerate|initial-roots``, ``evaluate``
 =====================  ==========================================================
 
 Every command takes the lake as ``--lake/-l`` (default ``$NEUROLAKE_LAKE``, else the current folder;
@@ -32,6 +33,7 @@ from neurolake.cli import (
     ephys,
     estimate,
     features,
+    process,
     proofread,
     query,
     segment,
@@ -55,6 +57,8 @@ app.add_typer(connectome.app, name="connectome")
 app.add_typer(features.app, name="features")
 app.add_typer(ephys.app, name="ephys")
 estimate.register(app)
+app.add_typer(process.app, name="process")
+app.command("evaluate")(process.evaluate)
 access.register(app)
 query.register(app)  # sql, explain, runs list|show, reproduce
 
