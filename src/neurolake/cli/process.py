@@ -38,6 +38,7 @@ def intensity(datastack: DsOpt, input: Annotated[str, typer.Option(help="image l
               method: Annotated[str, typer.Option(help="meanstd or percentile")] = "meanstd",
               reference: Annotated[int | None, typer.Option(help="reference section (default: median brightness)")]
               = None,
+              percentiles: Annotated[str, typer.Option(help="low,high percentiles (method percentile)")] = "1,99",
               clahe: Annotated[bool, typer.Option(help="also CLAHE per section (scikit-image)")] = False,
               clip_limit: float = 0.01, overwrite: OverwriteOpt = False, scheduler: SchedOpt = "threads") -> None:
     """Per-section intensity correction (normalise each section to a reference; optional CLAHE)."""
@@ -45,7 +46,9 @@ def intensity(datastack: DsOpt, input: Annotated[str, typer.Option(help="image l
 
     lk = open_lake(lake)
     with Bar() as bar:
-        la = intensity_layer(lk, datastack, input, output, method=method, reference=reference, clahe=clahe,
+        pct = tuple(float(p) for p in percentiles.split(","))
+        la = intensity_layer(lk, datastack, input, output, method=method, reference=reference, percentiles=pct,
+                             clahe=clahe,
                              clip_limit=clip_limit, overwrite=overwrite, scheduler=scheduler, progress=bar, say=say)
     say(f"wrote {la!r}")
 
@@ -55,15 +58,19 @@ def align(datastack: DsOpt, input: Annotated[str, typer.Option(help="image layer
           output: Annotated[str, typer.Option(help="new aligned image layer")], lake: LakeOpt = None,
           reference: Annotated[int | None, typer.Option(help="section that stays fixed (default: the middle)")]
           = None,
-          max_rotation_deg: float = 5.0, overwrite: OverwriteOpt = False, scheduler: SchedOpt = "threads") -> None:
-    """Rigid section alignment (rotation + translation against the neighbour, composed along z); the
-    transforms are registered as feature table <output>_transforms."""
+          max_rotation_deg: float = 5.0, upsample_factor: int = 50,
+          elastic: Annotated[bool, typer.Option(help="refine by TV-L1 optical flow after the rigid step")] = False,
+          overwrite: OverwriteOpt = False, scheduler: SchedOpt = "threads") -> None:
+    """Rigid section alignment (rotation by a coarse-to-fine normalised cross-correlation search, translation by
+    phase correlation, against the neighbour, composed along z); the transforms are registered as feature table
+    <output>_transforms (SQL: features.<output>_transforms)."""
     from neurolake.process.align import align_layer
 
     lk = open_lake(lake)
     with Bar() as bar:
         la = align_layer(lk, datastack, input, output, reference=reference, max_rotation_deg=max_rotation_deg,
-                         overwrite=overwrite, scheduler=scheduler, progress=bar, say=say)
+                         upsample_factor=upsample_factor, elastic=elastic, overwrite=overwrite,
+                         scheduler=scheduler, progress=bar, say=say)
     say(f"wrote {la!r}")
 
 

@@ -771,7 +771,7 @@ def gerhard_benchmark(data_dir: str | os.PathLike = "data/gerhard2013", *, size:
     ``origin_yx`` (1024: whole sections). ``shuffle_labels``: train on randomly permuted training labels
     (the chance baseline). ``train_kw`` go to :func:`train`.
 
-    Returns ``{"scores": {class: {...}}, "size", "origin_yx", "train_sections", "test_sections",
+    Returns ``{"scores": {class: {...}}, "model", "size", "origin_yx", "train_sections", "test_sections",
     "train_s", "evaluate_s", "predict_voxels_per_s", "params"}``.
     """
     from neurolake.volumes.sources import SliceFolder
@@ -794,7 +794,7 @@ def gerhard_benchmark(data_dir: str | os.PathLike = "data/gerhard2013", *, size:
     t1 = time.perf_counter()
     scores = evaluate_classifier(model, img, labels, te, n_jobs=n_jobs)
     t2 = time.perf_counter()
-    return {"scores": scores, "size": [int(img.shape[1]), int(img.shape[2])], "origin_yx": [y0, x0],
+    return {"scores": scores, "model": model, "size": [int(img.shape[1]), int(img.shape[2])], "origin_yx": [y0, x0],
             "train_sections": tr, "test_sections": te, "train_s": round(t1 - t0, 2), "evaluate_s": round(t2 - t1, 2),
             "predict_voxels_per_s": round(len(te) * img.shape[1] * img.shape[2] / (t2 - t1)),
             "params": {"features": model.features, **model.training["forest"],
