@@ -25,8 +25,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, gerhard_stack, median, write_results  # noqa: E402
 
@@ -62,7 +60,7 @@ def main() -> None:
     stack = gerhard_stack()[: args.sections, : args.size, : args.size]
     nz, ny, nx = stack.shape
     vox = stack.size
-    target = intensity.reference_target(stack, "meanstd")
+    target = intensity.reference_target(stack, "meanstd")[1]  # (reference section, (mean, std))
     value_range = (0.0, 255.0)
     steps = {
         "intensity.normalize": (intensity.normalize_section, [(stack[z], target) for z in range(nz)], vox),
