@@ -60,3 +60,15 @@ def isoformat(value: dt.datetime | None) -> str | None:
     if value is None:
         return None
     return (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).isoformat()
+
+
+def parse_wall_clock(text: str, formats: tuple[str, ...]) -> dt.datetime | None:
+    """A naive local (wall-clock) time from an instrument's export in one of ``formats`` (``strptime``
+    patterns, tried in order), e.g. Axion AxIS ``"8/17/2015 4:12:33 PM"``; None when none matches. The time
+    zone is unknown (the acquisition computer's); callers store it as recorded."""
+    for fmt in formats:
+        try:
+            return dt.datetime.strptime(text.strip(), fmt)
+        except ValueError:
+            continue
+    return None

@@ -102,14 +102,11 @@ def parse_axis_duration(text: str) -> float | None:
 
 
 def _parse_axis_time(text: str) -> dt.datetime | None:
-    for fmt in ("%m/%d/%y %H:%M", "%m/%d/%Y %H:%M", "%m/%d/%y %H:%M:%S", "%m/%d/%Y %H:%M:%S",
-                "%m/%d/%Y %I:%M:%S %p", "%m/%d/%y %I:%M:%S %p", "%m/%d/%Y %I:%M %p", "%Y-%m-%d %H:%M:%S",
-                "%Y-%m-%dT%H:%M:%S"):
-        try:
-            return dt.datetime.strptime(text.strip(), fmt)
-        except ValueError:
-            continue
-    return None
+    from neurolake.base.time import parse_wall_clock
+
+    return parse_wall_clock(text, ("%m/%d/%y %H:%M", "%m/%d/%Y %H:%M", "%m/%d/%y %H:%M:%S", "%m/%d/%Y %H:%M:%S",
+                                   "%m/%d/%Y %I:%M:%S %p", "%m/%d/%y %I:%M:%S %p", "%m/%d/%Y %I:%M %p",
+                                   "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S"))
 
 
 def _number(text: str | None) -> float | None:

@@ -27,7 +27,6 @@ When pynwb refuses a file (e.g. a pre-release schema it cannot map), the series 
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 import os
 import re
@@ -38,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from neurolake.base.time import parse_timestamp
 from neurolake.ephys.model import CURRENT_CLAMP, UNKNOWN, VOLTAGE_CLAMP, Recording, Sweep
 from neurolake.errors import CorruptData, NotFound
 
@@ -312,9 +312,7 @@ def _build(p: Path, version: str, namespaces: list[str], series: list[_Series], 
     start = meta.get("session_start_time")
     recorded_at = None
     if start:
-        recorded_at = dt.datetime.fromisoformat(start)
-        if recorded_at.tzinfo is not None:
-            recorded_at = recorded_at.astimezone(dt.UTC)
+        recorded_at = parse_timestamp(start, "session_start_time")  # ISO 8601; naive = UTC
     meta = dict(meta, nwb_version=version, namespaces=namespaces, series=series_meta,
                 sampling_rate_hz=sorted({s.sampling_rate_hz for s in sweeps}))
     return Recording(path=str(p), format="nwb", format_version=version, recorded_at=recorded_at,
@@ -409,7 +407,7 @@ def _read_h5py(p: Path, version: str, namespaces: list[str], flags: list[str]) -
                         val = v[()]
                         subject[k] = val.decode("utf-8", "replace") if isinstance(val, bytes) else str(val)
             start = text("session_start_time")
-            session_start = dt.datetime.fromisoformat(start) if isinstance(start, str) else None
+            session_start = parse_timestamp(start, "session_start_time") if isinstance(start, str) else None
             electrodes = sorted(f["general/intracellular_ephys"].keys() - {
                 "intracellular_recordings", "simultaneous_recordings", "sequential_recordings", "repetitions",
                 "experimental_conditions", "filtering", "sweep_table"}) if "general/intracellular_ephys" in f else []
