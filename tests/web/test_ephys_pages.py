@@ -35,6 +35,15 @@ def test_ephys_index_lists_files_and_plots(client, ui_lake_path):
     assert html.count('class="plotly-graph-div"') == 2  # the f-I curves and the one multi-well plate
 
 
+def test_home_and_datastack_link_the_ephys_pages(client):
+    html = client.get("/ui").text
+    card = html[html.index('data-datastack="ephys"'):]
+    card = card[:card.index("</div>\n  </div>") if "</div>\n  </div>" in card else 2000]
+    assert 'href="/ui/ephys/ephys"' in card and "electrophysiology" in card
+    page = client.get("/ui/datastacks/ephys").text
+    assert 'id="ephys-link"' in page and 'href="/ui/ephys/ephys"' in page
+
+
 def test_patch_clamp_file_page(client, ui_lake_path):
     from neurolake import open_lake
 

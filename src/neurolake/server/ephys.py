@@ -29,7 +29,7 @@ from neurolake.lake import Lake
 from neurolake.server.access import Need
 from neurolake.server.annotations import _json_rows
 from neurolake.server.deps import get_lake
-from neurolake.server.models import Count, Limit
+from neurolake.server.models import Also, Count, EphysRows, EphysTableInfo, EphysTrace, HtmlPageBody, Limit
 from neurolake.server.routing import APIRouter
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
@@ -58,7 +58,7 @@ def _arrow(tab: pa.Table) -> Response:
 
 
 @router.get(API, access=Need.read(), summary="Ephys tables holding data (newest Delta version, rows)")
-def list_tables(datastack: str, lake: Lake = Depends(get_lake)) -> list[dict]:
+def list_tables(datastack: str, lake: Lake = Depends(get_lake)) -> list[EphysTableInfo]:
     from neurolake.ephys import tables
 
     ep = _ephys(lake, datastack)
@@ -73,7 +73,8 @@ def list_tables(datastack: str, lake: Lake = Depends(get_lake)) -> list[dict]:
             summary="One stored sweep (optionally min/max-decimated for plotting)")
 def trace(datastack: str, file: str, sweep: Count, request: Request, channel: Count = 0,
           max_points: Annotated[int | None, Query(ge=2, le=MAX_POINTS)] = None,
-          format: Literal["json", "arrow"] | None = None, lake: Lake = Depends(get_lake)):
+          format: Literal["json", "arrow"] | None = None,
+          lake: Lake = Depends(get_lake)) -> Annotated[EphysTrace, Also(ARROW_STREAM)]:
     res = _ephys(lake, datastack).trace(file, sweep, channel, max_points=max_points)
     tab = res.arrow()
     if _wants_arrow(request, format):
@@ -84,11 +85,11 @@ def trace(datastack: str, file: str, sweep: Count, request: Request, channel: Co
                          "points": tab.num_rows, "columns": cols})
 
 
-@router.get(API + "/plots/{kind}", access=Need.read(), response_class=HTMLResponse,
+@router.get(API + "/plots/{kind}", access=Need.read(),
             summary="A self-contained offline Plotly figure: sweep, fi, isi, raster, heatmap")
 def plot(datastack: str, kind: str, file: str | None = None, sweep: Count | None = None, channel: Count = 0,
          cell: str | None = None, well: str | None = None, value: str = "firing_rate_hz", plate: str | None = None,
-         lake: Lake = Depends(get_lake)) -> HTMLResponse:
+         lake: Lake = Depends(get_lake)) -> HtmlPageBody:
     from neurolake.ephys.plots import to_html
 
     fig = _ephys(lake, datastack).plot(kind, file=file, sweep=sweep, channel=channel, cell=cell, well=well,
@@ -100,7 +101,7 @@ def plot(datastack: str, kind: str, file: str | None = None, sweep: Count | None
 def rows(datastack: str, table: str, request: Request, file: str | None = None, cell: str | None = None,
          version: Count | None = None, columns: str | None = None, limit: Limit | None = None,
          offset: Count = 0, format: Literal["json", "arrow"] | None = None,
-         lake: Lake = Depends(get_lake)):
+         lake: Lake = Depends(get_lake)) -> Annotated[EphysRows, Also(ARROW_STREAM)]:
     ep = _ephys(lake, datastack)
     sha = ep.file(file)["file_sha256"] if file else None
     res = ep.table(table, version=version, file_sha256=sha, cell=cell,

@@ -113,6 +113,12 @@ class ParquetBody(Body):
     description = "Parquet file"
 
 
+class HtmlPageBody(Body):
+    media_type = "text/html"
+    media_types = ("text/html",)
+    description = "a self-contained HTML page (Plotly figure with plotly.js inlined: works offline)"
+
+
 class GraphMLBody(Body):
     media_type = "application/graphml+xml"
     media_types = ("application/graphml+xml",)
@@ -450,6 +456,32 @@ class Row(RootModel[dict[str, Cell]]):
 class RowsAnswer(Model):
     count: int = Field(description="rows returned")
     rows: list[Row]
+
+
+# =================================================================================================
+# Electrophysiology (/api/v1/datastacks/{ds}/ephys)
+# =================================================================================================
+class EphysTableInfo(Model):
+    table: str = Field(description="ephys table name (SQL: <datastack>.ephys.<table>)")
+    version: int | None = Field(description="newest Delta version")
+    rows: int = Field(description="rows of loaded files")
+
+
+class EphysRows(Model):
+    count: int = Field(description="rows returned")
+    version: int | None = Field(description="Delta version read")
+    rows: list[Row]
+
+
+class EphysTrace(Model):
+    file_sha256: str
+    sweep: int
+    channel: int
+    response_unit: str | None = Field(description="mV (current clamp) or pA (voltage clamp)")
+    command_unit: str | None = Field(description="pA (current clamp) or mV (voltage clamp); null without a command")
+    sampling_rate_hz: float
+    points: int = Field(description="samples returned (after decimation)")
+    columns: dict[str, list[float | None]] = Field(description="time_s (s from the sweep start), response, command")
 
 
 # =================================================================================================
