@@ -527,3 +527,32 @@ def test_cli_index_and_similar(lake, tables):
     assert r.exit_code != 0 and "--vector must be a JSON list" in str(r.exception)
     r = run.invoke(app, ["features", "index", "ce_delta", *L, "--info"])
     assert r.exit_code == 0 and json.loads(r.output)["stale"] == []
+
+
+# -- results in SQL ----------------------------------------------------------------------------------------
+def test_saved_result_is_a_feature_table_joinable_in_sql(lake, tables):
+    """``save_as`` registers the result; SQL joins it with the lake's tables (here the full C. elegans table),
+    equal to a pandas merge of the same rows, and the run's manifest pins the saved table's fingerprint."""
+    from neurolake.errors import AlreadyExists, InvalidArgument
+
+    res = lake.features.similar("ce_parquet", id="AVAL", k=8, save_as="near_aval")
+    saved = res.metadata["saved_as"]
+    assert saved["name"] == "near_aval" and saved["fingerprint"]
+    entry = lake.features.get("near_aval")
+    assert entry["derived_from"] == ["ce_parquet"] and "similarity-result" in entry["tags"]
+    q = lake.sql("SELECT s.neuron, s._distance, c.n_in FROM features.near_aval s "
+                 "JOIN features.ce_parquet c ON c.neuron = s.neuron ORDER BY s._distance, s.neuron")
+    got = q.df()
+    want = res.df()[["neuron", "_distance"]].merge(tables["ce"].to_pandas()[["neuron", "n_in"]], on="neuron")
+    want = want.sort_values(["_distance", "neuron"]).reset_index(drop=True)
+    assert got["neuron"].tolist() == want["neuron"].tolist() and got["neuron"].iloc[0] == "AVAL"
+    np.testing.assert_allclose(got["_distance"], want["_distance"])
+    assert got["n_in"].tolist() == want["n_in"].tolist()
+    names = {i["name"] for i in q.manifest["run"]["facets"]["neurolake"]["inputs"]}
+    assert "features.celegans.near_aval" in names
+    with pytest.raises(AlreadyExists):  # the name is taken: nothing written, the saved table unchanged
+        lake.features.similar("ce_parquet", id="AVAR", k=8, save_as="near_aval")
+    assert lake.features.get("near_aval")["fingerprint"] == saved["fingerprint"]
+    assert lake.sql("SELECT count(*) AS n FROM features.near_aval").df()["n"].iloc[0] == 8
+    with pytest.raises(InvalidArgument):
+        lake.features.similar("ce_parquet", id="AVAL", k=8, save_as="../escape")

@@ -651,7 +651,7 @@ class FeatureRegistry:
     def similar(self, name: str, vector: Any = None, id: Any = None, k: int = 10, filter: str | None = None,
                 exact: bool = False, refine: int | None = None, nprobe: int | None = None, *,
                 column: str | None = None, datastack: str | None = None, columns: list[str] | None = None,
-                id_column: str | None = None, rebuild: bool = False):
+                id_column: str | None = None, rebuild: bool = False, save_as: str | None = None):
         """The ``k`` rows of a registered table whose vectors are nearest to a query (needs *viewer*, like
         reading the table).
 
@@ -669,7 +669,13 @@ class FeatureRegistry:
         ties by row order) and metadata ``datastack, table, column, fingerprint, metric, model_version,
         embeds, dimension, k, filter, search ("ann"|"exact"), index (parameters or "exact"), query,
         rows_searched, seconds`` (+ ``index_stale``, ``warnings``). Raises NotFound (table, id),
-        PermissionDenied, InvalidArgument (column, vector, k, filter, refine, nprobe), CorruptData."""
+        PermissionDenied, InvalidArgument (column, vector, k, filter, refine, nprobe), CorruptData.
+
+        ``save_as``: also write the result as Parquet under ``<lake>/features/_results/<datastack>/`` and register
+        it as feature table ``save_as`` of the same datastack (derived from ``name``; the search metadata in the
+        file's key-value metadata under ``neurolake.similar`` and in the entry's ``pipeline``), so SQL reaches it
+        as ``features.<save_as>`` — pinned by its fingerprint and joinable with annotation and other tables.
+        Needs *editor*; AlreadyExists when the name is taken (nothing written)."""
         from neurolake.base.results import Result
 
         t0 = time.perf_counter()
@@ -741,7 +747,49 @@ class FeatureRegistry:
                               "was used; rebuild it (neurolake features index --rebuild, or rebuild=True)"]
         elif index is None and not exact:
             md["exact_reason"] = md.get("exact_reason") or "no index (neurolake features index builds one)"
+        if save_as is not None:
+            md["saved_as"] = self._save_similar(entry, save_as, table, md)
         return Result(table, md)
+
+    def _save_similar(self, entry: dict[str, Any], name: str, table, md: dict[str, Any]) -> dict[str, Any]:
+        """Write a similarity result as Parquet and register it (see :meth:`similar`, ``save_as``)."""
+        import json
+        from pathlib import Path
+
+        import pyarrow.parquet as pq
+
+        ds = entry["datastack"]
+        check_name("feature table", name)  # before it becomes a file name
+        self.access.require(self.principal, ds, "editor", "saving a similarity result as a feature table")
+        try:
+            self.get(name, ds)
+        except NotFound:
+            pass
+        else:
+            raise AlreadyExists(f"feature table {name!r} of datastack {ds!r} already exists; choose another "
+                                "save_as name", field="save_as", value=name)
+        folder = Path(self.lake.root) / "features" / "_results" / ds
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{name}.parquet"
+        meta = {k: v for k, v in md.items() if k not in ("seconds",)}
+        out = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                             b"neurolake.similar": json.dumps(meta, default=str).encode()})
+        tmp = folder / f".{name}.parquet.tmp"
+        pq.write_table(out, tmp)
+        os.replace(tmp, path)
+        query = md.get("query") or {}
+        what = f"id {query['id']}" if "id" in query else f"{query.get('vectors', 1)} query vector(s)"
+        try:
+            reg = self.register(name=name, datastack=ds, location=str(path), derived_from=[entry["name"]],
+                                description=f"the {md['k']} rows of {entry['name']}.{md['column']} nearest to {what} "
+                                            f"({md['search']} search, metric {md['metric']}"
+                                            + (f", filter {md['filter']}" if md.get("filter") else "") + ")",
+                                pipeline=f"similar {entry['name']}.{md['column']} model {md.get('model_version') or '-'}",
+                                tags=["similarity-result"])
+        except Exception:
+            path.unlink(missing_ok=True)
+            raise
+        return {"name": name, "datastack": ds, "location": str(path), "fingerprint": reg.get("fingerprint")}
 
     @staticmethod
     def _row_of_id(entry: dict[str, Any], loaded, decl: dict[str, Any], column: str, id: Any,

@@ -195,7 +195,9 @@ def similar(name: str, lake: LakeOpt = None, datastack: MaybeDsOpt = None,
             column: Annotated[str | None, typer.Option("--column", "-c", help="vector column")] = None,
             id_column: Annotated[str | None, typer.Option(help="key column for --id (default: declared)")] = None,
             columns: Annotated[str | None, typer.Option(help="comma-separated columns to return")] = None,
-            rebuild: Annotated[bool, typer.Option("--rebuild", help="rebuild a stale index first")] = False):
+            rebuild: Annotated[bool, typer.Option("--rebuild", help="rebuild a stale index first")] = False,
+            save_as: Annotated[str | None, typer.Option(
+                "--save-as", help="also register the result as feature table SAVE_AS (SQL: features.SAVE_AS)")] = None):
     """The K rows of NAME nearest to --id's vector or --vector: JSON {"metadata", "rows"}."""
     q = None
     if vector is not None:
@@ -206,5 +208,5 @@ def similar(name: str, lake: LakeOpt = None, datastack: MaybeDsOpt = None,
                                   value=vector[:100]) from None
     res = _registry(lake).similar(name, vector=q, id=id, k=k, filter=filter, exact=exact, refine=refine,
                                   nprobe=nprobe, column=column, datastack=datastack, columns=parse_csv(columns),
-                                  id_column=id_column, rebuild=rebuild)
+                                  id_column=id_column, rebuild=rebuild, save_as=save_as)
     echo_json({"metadata": res.metadata, "rows": res.arrow().to_pylist()})

@@ -128,18 +128,19 @@ class SimilarAnswer(Model):
 
 
 SIMILAR_FIELDS = ("vector", "id", "k", "filter", "exact", "refine", "nprobe", "column", "columns", "id_column",
-                  "datastack", "rebuild")
+                  "datastack", "rebuild", "save_as")
 
 
 @router.post("/features/{name}/similar",
              access=Need.self_checked("the feature registry authorises the principal per entry (viewer, as reading "
-                                      "the table; editor with rebuild)"),
+                                      "the table; editor with rebuild or save_as)"),
              summary="The k rows whose vectors are nearest to a vector or to a row (similarity search)")
 async def similar(request: Request, name: str, body: dict[str, Any] = Body(...),
                   datastack: str | None = None) -> SimilarAnswer:
     """Body: ``{"vector": [d numbers] | [[...], ...], "id": key, "k": 10, "filter": "SQL predicate",
     "exact": false, "refine": 10, "nprobe": n, "column": "emb", "columns": [...], "id_column": "...",
-    "datastack": "...", "rebuild": false}`` (one of ``vector`` / ``id``). Answer: ``{"table", "datastack",
+    "datastack": "...", "rebuild": false, "save_as": "name"}`` (one of ``vector`` / ``id``; ``save_as`` registers
+    the result as a feature table, reachable in SQL as ``features.<name>``). Answer: ``{"table", "datastack",
     "count", "columns", "rows": [{…, "_distance"}], "metadata": {fingerprint, index, metric, model_version, …}}``
     (see ``FeatureRegistry.similar``)."""
     from neurolake.server.query import json_rows
@@ -149,7 +150,7 @@ async def similar(request: Request, name: str, body: dict[str, Any] = Body(...),
         raise InvalidArgument(f"unknown field(s) {unknown}; allowed: {', '.join(SIMILAR_FIELDS)}", field=unknown[0],
                               allowed=list(SIMILAR_FIELDS))
     kw = {k: body[k] for k in SIMILAR_FIELDS if k in body and k != "datastack"}
-    for f, typ in (("exact", bool), ("rebuild", bool), ("columns", list)):
+    for f, typ in (("exact", bool), ("rebuild", bool), ("columns", list), ("save_as", str)):
         if f in kw and not isinstance(kw[f], typ):
             raise InvalidArgument(f"{f} must be a {typ.__name__}", field=f, value=repr(kw[f])[:100])
     res = await _run(_reg(request).similar, name, datastack=body.get("datastack") or datastack, **kw)
