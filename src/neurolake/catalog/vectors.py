@@ -52,6 +52,7 @@ from typing import Any
 
 import numpy as np
 
+from neurolake.base.trees import walk
 from neurolake.errors import CorruptData, InvalidArgument, Unsupported
 
 METRICS = ("cosine", "l2", "dot")
@@ -360,16 +361,6 @@ def rows_with(loaded: Loaded, column: str, value: Any) -> np.ndarray:
 
 
 # -- filters -------------------------------------------------------------------------------------------
-def _walk(node: Any):
-    if isinstance(node, dict):
-        yield node
-        for v in node.values():
-            yield from _walk(v)
-    elif isinstance(node, list):
-        for v in node:
-            yield from _walk(v)
-
-
 def check_filter(predicate: str, columns: list[str]) -> str:
     """Validate ``predicate`` as one SQL boolean expression over ``columns`` (DuckDB syntax) and return it.
 
@@ -403,7 +394,7 @@ def check_filter(predicate: str, columns: list[str]) -> str:
                               "table's columns, e.g. \"cell_type = 'L2/3' AND n_pre > 10\")", field="filter",
                               value=predicate)
     lower = {c.lower(): c for c in columns}
-    for n in _walk(node.get("where_clause")):
+    for n in walk(node.get("where_clause")):
         if n.get("class") == "SUBQUERY" or n.get("type") in ("SELECT_NODE", "SET_OPERATION_NODE"):
             raise InvalidArgument(f"filter {predicate!r} holds a sub-query; give a predicate over the table's own "
                                   "columns", field="filter", value=predicate)

@@ -62,6 +62,23 @@ def _row_get(row: Mapping[str, Any] | pd.Series | None, key: str) -> Any:
     return None if missing else v
 
 
+def _one_plate(df: pd.DataFrame, plate: str | None, what: str) -> pd.DataFrame:
+    """The rows of ``plate`` (or all rows when the frame holds at most one plate, or has no ``plate`` column).
+    Raises InvalidArgument for a plate not in the frame, or no plate named when it holds several."""
+    if "plate" not in df.columns:
+        return df
+    plates = sorted(df["plate"].dropna().astype(str).unique())
+    if plate is not None:
+        if plate not in plates:
+            raise InvalidArgument(f"plate {plate!r} is not in {what}; plates: {plates}", field="plate",
+                                  value=plate, allowed=plates)
+        return df[df["plate"].astype(str) == plate]
+    if len(plates) > 1:
+        raise InvalidArgument(f"{what} holds {len(plates)} plates; choose one: {plates}", field="plate",
+                              value=None, allowed=plates)
+    return df
+
+
 def _scatter(n: int):
     return go.Scattergl if n > _GL_POINTS else go.Scatter
 
@@ -273,17 +290,7 @@ def mea_raster(mea_spikes: pd.DataFrame, well: str | None = None, *, plate: str 
     ambiguous well/plate, or an empty selection.
     """
     _need(mea_spikes, ("well", "electrode", "time_s"), "mea_spikes")
-    df = mea_spikes
-    if "plate" in df.columns:
-        plates = sorted(df["plate"].dropna().astype(str).unique())
-        if plate is not None:
-            if plate not in plates:
-                raise InvalidArgument(f"plate {plate!r} is not in the spikes; plates: {plates}", field="plate",
-                                      value=plate, allowed=plates)
-            df = df[df["plate"].astype(str) == plate]
-        elif len(plates) > 1:
-            raise InvalidArgument(f"the spikes come from {len(plates)} plates; choose one: {plates}",
-                                  field="plate", value=None, allowed=plates)
+    df = _one_plate(mea_spikes, plate, "the spikes")
     wells = sorted(df["well"].dropna().astype(str).unique())
     if well is None:
         if len(wells) != 1:
@@ -359,17 +366,7 @@ def well_heatmap(mea_wells: pd.DataFrame, value: str = "firing_rate_hz", *, plat
         numeric = [c for c in mea_wells.columns if pd.api.types.is_numeric_dtype(mea_wells[c]) and c != "div"]
         raise InvalidArgument(f"value {value!r} is not a numeric column of mea_wells; numeric columns: {numeric}",
                               field="value", value=value, allowed=numeric)
-    df = mea_wells
-    if "plate" in df.columns:
-        plates = sorted(df["plate"].dropna().astype(str).unique())
-        if plate is not None:
-            if plate not in plates:
-                raise InvalidArgument(f"plate {plate!r} is not in mea_wells; plates: {plates}", field="plate",
-                                      value=plate, allowed=plates)
-            df = df[df["plate"].astype(str) == plate]
-        elif len(plates) > 1:
-            raise InvalidArgument(f"mea_wells holds {len(plates)} plates; choose one: {plates}", field="plate",
-                                  value=None, allowed=plates)
+    df = _one_plate(mea_wells, plate, "mea_wells")
     if df.empty:
         raise InvalidArgument("no wells to plot", field="mea_wells", value=0)
     pos = [parse_well(w) for w in df["well"].astype(str)]

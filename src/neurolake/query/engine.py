@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from neurolake.base.results import Result
+from neurolake.base.trees import walk
 from neurolake.db.base import utcnow
 from neurolake.errors import InvalidArgument, PermissionDenied
 from neurolake.query import names as nm
@@ -152,7 +153,7 @@ def _duck_message(exc: BaseException) -> str:
 
 def _volatile(tree: dict[str, Any]) -> list[str]:
     found = set(nm.function_names(tree)) & VOLATILE
-    for n in nm._walk(tree):
+    for n in walk(tree):
         if n.get("class") == "COLUMN_REF" and len(n.get("column_names") or []) == 1:
             c = str(n["column_names"][0]).lower()
             if c in VOLATILE:

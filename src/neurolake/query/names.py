@@ -35,6 +35,7 @@ from typing import Any
 
 from neurolake.base.names import not_found
 from neurolake.base.time import isoformat, parse_timestamp
+from neurolake.base.trees import walk
 from neurolake.errors import CorruptData, InvalidArgument, NotFound
 
 FEATURES = "features"
@@ -80,27 +81,17 @@ def parse_tree(con, sql: str) -> dict[str, Any]:
     return tree
 
 
-def _walk(node: Any):
-    if isinstance(node, dict):
-        yield node
-        for v in node.values():
-            yield from _walk(v)
-    elif isinstance(node, list):
-        for v in node:
-            yield from _walk(v)
-
-
 def references(tree: dict[str, Any]) -> list[Reference]:
     """Table references of a parsed statement, in order, without CTE names."""
     ctes: set[str] = set()
-    for n in _walk(tree):
+    for n in walk(tree):
         cte_map = n.get("cte_map") if isinstance(n, dict) else None
         if isinstance(cte_map, dict):
             for entry in cte_map.get("map", []) or []:
                 if isinstance(entry, dict) and entry.get("key"):
                     ctes.add(str(entry["key"]).lower())
     out: list[Reference] = []
-    for n in _walk(tree):
+    for n in walk(tree):
         if n.get("type") == "BASE_TABLE" and "table_name" in n:
             ref = Reference(n.get("catalog_name") or "", n.get("schema_name") or "", n["table_name"])
             if not ref.catalog and not ref.schema and ref.table.lower() in ctes:
@@ -113,7 +104,7 @@ def references(tree: dict[str, Any]) -> list[Reference]:
 def function_names(tree: dict[str, Any]) -> set[str]:
     """Lower-case names of every function called in the statement (scalar, aggregate, table)."""
     names = set()
-    for n in _walk(tree):
+    for n in walk(tree):
         if n.get("class") == "FUNCTION" and n.get("function_name"):
             names.add(str(n["function_name"]).lower())
         if n.get("type") == "TABLE_FUNCTION":
