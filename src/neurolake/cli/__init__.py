@@ -13,7 +13,7 @@ module                 commands
 ``features``           ``features register|list|show|status|update|verify|url|crawl|delete``
 ``access``             ``users …``, ``tokens …``, ``usage``, ``audit``
 ``ephys``              ``ephys ingest|tables|show|plot``
-``estimate``           ``estimate`` (storage and access cost)
+``estimate``           ``estimate`` (storage and access cost), ``scale`` (a model at MICrONS/H01 scale)
 ``process``            ``process intensity|align|train|classify|supervoxels|agglomerate|initial-roots``, ``evaluate``
 =====================  ==========================================================
 

@@ -128,6 +128,31 @@ def _print(e) -> None:
         con.print(f"note: {note}", highlight=False)
 
 
+def scale(
+        installation: Annotated[str, typer.Option("--installation", "-i", help="microns, h01, or a TOML/JSON file "
+                                                  "(name, cells, synapses, supervoxels, [[layers]] …)")] = "microns",
+        lake: Annotated[Path | None, typer.Option("--lake", "-l", help="take the stored/uncompressed ratios of "
+                                                  "images and segmentations from this lake")] = None,
+        node_ram_gb: Annotated[float | None, typer.Option("--node-ram-gb", help="RAM of the largest host")] = None,
+        prices: Annotated[Path | None, typer.Option("--prices", help="price table, TOML or JSON")] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Model an installation at scale: objects, requests, catalog, memory, monthly cost, what breaks first."""
+    from neurolake import scaling
+    from neurolake.estimate import load_prices
+
+    inst = (scaling.preset(installation) if installation in ("microns", "h01")
+            else scaling.load_installation(installation))
+    if node_ram_gb is not None:
+        inst.node_ram_gb = node_ram_gb
+    report = scaling.model(inst, scaling.measure_constants(lake=lake), load_prices(prices) if prices else None)
+    if as_json:
+        echo_json(report.to_dict())
+    else:
+        typer.echo(scaling.report_text(report))
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``estimate`` to the ``neurolake`` command."""
+    """Add ``estimate`` and ``scale`` to the ``neurolake`` command."""
     app.command("estimate")(estimate)
+    app.command("scale")(scale)
