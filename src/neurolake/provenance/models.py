@@ -12,7 +12,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from neurolake.db.base import Base, utcnow
 
 RUN_STATUSES = ("ok", "partial", "failed")
-PIN_KINDS = ("annotation", "version_table", "connectome", "edits", "feature", "ephys")
+PIN_KINDS = ("annotation", "version_table", "connectome", "edits", "feature", "ephys", "skeletons")
 
 
 class QueryRun(Base):

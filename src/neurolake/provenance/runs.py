@@ -39,7 +39,7 @@ _RUN_ID = re.compile(r"^[0-9a-fA-F-]{1,36}$")
 
 # which pin field is the integer version of each input kind (None: feature tables, pinned by fingerprint)
 _VERSION_FIELD = {"annotation": "delta_version", "ephys": "delta_version", "version_table": "version", "connectome": "version",
-                  "edits": "operation_id", "feature": None}
+                  "edits": "operation_id", "feature": None, "skeletons": "delta_version"}
 
 
 def short_ids(run_ids: Sequence[str], shown: int = 5) -> str:

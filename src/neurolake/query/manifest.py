@@ -440,7 +440,7 @@ def pin_string(input: dict[str, Any]) -> str:  # noqa: A002 - the name the desig
     name = str(input.get("name"))
     kind = input.get("kind")
     pin = input.get("pin")
-    if kind in ("annotation", "ephys"):
+    if kind in ("annotation", "ephys", "skeletons"):
         out = f"delta:{_need(pin, 'delta_version', name, kind)}"
     elif kind in ("version_table", "connectome"):
         out = f"v{_need(pin, 'version', name, kind)}"
@@ -457,8 +457,9 @@ def pin_string(input: dict[str, Any]) -> str:  # noqa: A002 - the name the desig
         out = f"{prefix}:{'unknown' if value is None else value}"
     else:
         raise InvalidArgument(f"input {name!r} has kind {kind!r}; allowed: annotation, version_table, "
-                              "connectome, edits, feature, ephys", field="kind", value=kind, input=name,
-                              allowed=["annotation", "version_table", "connectome", "edits", "feature", "ephys"])
+                              "connectome, edits, feature, ephys, skeletons", field="kind", value=kind, input=name,
+                              allowed=["annotation", "version_table", "connectome", "edits", "feature", "ephys",
+                                       "skeletons"])
     seg = input.get("segmentation")
     if isinstance(seg, dict):
         where = f"op:{seg['operation_id']}" if seg.get("operation_id") is not None else seg.get("timestamp")

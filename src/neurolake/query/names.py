@@ -43,6 +43,7 @@ EDITS = "edits"
 CONNECTOME = "connectome"
 LATEST = "latest"
 EPHYS = "ephys"
+SKELETONS = "skeletons"
 RESERVED = {"memory", "system", "temp", "main"}  # DuckDB catalog names a datastack cannot use in SQL
 _VERSION = re.compile(r"^v(\d+)$")
 
@@ -209,6 +210,9 @@ class Resolver:
         if schema == EPHYS:
             base, pin = split_pin(table)
             return self._ephys(cat, base, pin)
+        if schema == SKELETONS:
+            base, pin = split_pin(table)
+            return self._skeletons(cat, base, pin)
         m = _VERSION.match(schema)
         if schema == LATEST or m:
             base, pin = split_pin(table)
@@ -470,6 +474,56 @@ class Resolver:
         return {"name": canonical, "kind": "ephys", "datastack": ds, "table": name, "pin": pin_rec,
                 "pinned_by": by, "location": str(et.table_path(self.lake, ds, name)), "files": data + marker,
                 "bytes": _size(data + marker), "segmentation": None, "view_sql": view, "arrow": arrow}
+
+    # -- skeleton tables --------------------------------------------------------------------------
+    def _skeletons(self, ds: str, layer: str, written: str | None) -> dict[str, Any]:
+        """``DS.skeletons.LAYER`` (``DS.skeletons."LAYER@3"``: Delta version 3): the skeleton table of a
+        segmentation layer (docs/skeletons.md), one row per skeleton, one Delta version per build."""
+        from deltalake import DeltaTable
+
+        from neurolake.skeletons import store
+
+        layers = {la.name: la for la in self.lake.layers(ds)}
+        known = [n for n, la in layers.items() if (store.table_path(la) / "_delta_log").is_dir()]
+        if layer not in known:
+            raise not_found("skeleton table", layer, known, within=("datastack", ds),
+                            hint="build skeletons with `neurolake skeleton build`", field="sql")
+        la = layers[layer]
+        canonical = f"{ds}.{SKELETONS}.{layer}"
+        rec, pin, by = self._pin_for(canonical, written)
+        newest = store.table_version(la)
+        if rec is not None:
+            version = int(rec["delta_version"])
+        elif pin is None:
+            version = newest
+        elif re.fullmatch(r"\d+", pin):
+            version = int(pin)
+        else:
+            raise InvalidArgument(f"{canonical}@{pin}: skeleton tables are pinned by a Delta version (an integer)",
+                                  field="pin", value=pin)
+        if version is None or not 0 <= version <= newest:
+            raise NotFound(f"{canonical}: Delta version {version} does not exist (versions 0–{newest})",
+                           field="pin", value=version)
+        path = store.table_path(la)
+        try:
+            d = DeltaTable(str(path), version=version)
+        except Exception as exc:  # noqa: BLE001 - deltalake raises its own error types
+            raise CorruptData(f"input {canonical}: Delta version {version} cannot be read ({exc})",
+                              input=canonical) from exc
+        files = list(d.file_uris())
+        missing = [f for f in files if not Path(f).exists()]
+        if missing:
+            raise CorruptData(f"input {canonical} pinned at Delta version {version}: {len(missing)} data files are "
+                              f"gone (vacuumed), e.g. {Path(missing[0]).name}", input=canonical)
+        view, arrow = None, None
+        if files:
+            view = f"SELECT * FROM {_read_parquet(files)}"
+        else:
+            arrow = store.table_schema().empty_table()
+        return {"name": canonical, "kind": "skeletons", "datastack": ds, "table": layer,
+                "pin": {"delta_version": version, "committed": _commit_time(d, version)}, "pinned_by": by,
+                "location": str(path), "files": files, "bytes": _size(files), "segmentation": None,
+                "view_sql": view, "arrow": arrow}
 
     # -- feature tables ---------------------------------------------------------------------------
     def _feature(self, ds: str | None, table: str) -> dict[str, Any]:

@@ -68,7 +68,7 @@ def recorded_pins(facet: dict[str, Any]) -> dict[str, Any]:
 
 def _pin_text(inp: dict[str, Any]) -> str:
     pin = inp.get("pin") or {}
-    if inp["kind"] == "ephys":
+    if inp["kind"] in ("ephys", "skeletons"):
         return f"Delta version {pin.get('delta_version')} (committed {pin.get('committed')})"
     if inp["kind"] == "annotation":
         s = f"Delta version {pin.get('delta_version')} (committed {pin.get('committed')})"
@@ -94,6 +94,9 @@ def check_inputs(lake, facet: dict[str, Any], principal=None) -> list[dict[str, 
         elif inp["kind"] == "ephys":
             written = inp["pin"].get("delta_version") if inp.get("pinned_by") == "sql" else None
             ref = nm.Reference(ds, nm.EPHYS, f"{table}@{written}" if written is not None else table)
+        elif inp["kind"] == "skeletons":
+            written = inp["pin"].get("delta_version") if inp.get("pinned_by") == "sql" else None
+            ref = nm.Reference(ds, nm.SKELETONS, f"{table}@{written}" if written is not None else table)
         else:
             pin = None
             if inp.get("pinned_by") == "sql":
