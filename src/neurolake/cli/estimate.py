@@ -131,13 +131,16 @@ def _print(e) -> None:
 def scale(
         installation: Annotated[str, typer.Option("--installation", "-i", help="microns, h01, or a TOML/JSON file "
                                                   "(name, cells, synapses, supervoxels, [[layers]] …)")] = "microns",
-        lake: Annotated[Path | None, typer.Option("--lake", "-l", help="take the stored/uncompressed ratios of "
-                                                  "images and segmentations from this lake")] = None,
+        lake: LakeOpt = None,
         node_ram_gb: Annotated[float | None, typer.Option("--node-ram-gb", help="RAM of the largest host")] = None,
         prices: Annotated[Path | None, typer.Option("--prices", help="price table, TOML or JSON")] = None,
         as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
-    """Model an installation at scale: objects, requests, catalog, memory, monthly cost, what breaks first."""
+    """Model an installation at scale: objects, requests, catalog, memory, monthly cost, what breaks first.
+
+    With ``--lake`` (or $NEUROLAKE_LAKE) the stored/uncompressed ratios of images and segmentations are measured
+    on that lake; otherwise the ratios measured on the demo lake are used.
+    """
     from neurolake import scaling
     from neurolake.estimate import load_prices
 
