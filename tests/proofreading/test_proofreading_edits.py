@@ -260,6 +260,7 @@ CRASH_SCRIPT = textwrap.dedent("""
         seg.merge(a, b, author="crash")
     else:  # loop: edit until killed from outside
         import itertools
+        seg.root(a)  # imports and the graph state loaded: the kill window below falls on edits
         print("ready", flush=True)
         for i in itertools.count():
             if seg.root(a) == seg.root(b):

@@ -12,6 +12,7 @@ redo are new operations, lineage is a graph of root ids.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import threading
 import uuid
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, insert, select, update
 
 from neurolake.base.integers import INT64_MAX, UINT64_MAX, whole
 from neurolake.base.names import not_found
@@ -38,6 +39,28 @@ MAX_SV = ROOT_BASE - 1
 AGGLOMERATIONS = ("each", "mapping", "threshold", "edges")
 USER_EDGE_AFFINITY = 1.0
 _CRASH_HOOK = None  # tests: called inside the edit transaction just before commit (e.g. to kill the process)
+_ACK_HOOK = None  # tests: called with the operation dict after its commit, before the edit returns
+# SQLite: PRAGMA synchronous of the edit transactions (None = the connection's, FULL). NORMAL in WAL mode: a
+# committed edit survives the process being killed (SIGKILL, OOM) but the newest ones may roll back after a power
+# loss or OS crash (https://www.sqlite.org/pragma.html#pragma_synchronous, https://www.sqlite.org/wal.html)
+EDIT_SYNCHRONOUS: str | None = "NORMAL"
+# Core tables of the edit hot path (one transaction of plain INSERT/UPDATE statements per edit, no ORM objects)
+_GRAPHS = SegmentationGraph.__table__
+_OPS = Operation.__table__
+_ROOTS = Root.__table__
+# graph ``b_gid`` while it still belongs to datastack ``b_ds`` (a replaced graph or datastack matches no row)
+_THIS_GRAPH = (_GRAPHS.c.id == bindparam("b_gid")) & (_GRAPHS.c.datastack_id == select(Datastack.id).where(
+    Datastack.name == bindparam("b_ds")).scalar_subquery())
+_GRAPH_NOW = select(_GRAPHS.c.last_seq, _GRAPHS.c.base_path, _GRAPHS.c.created).where(_THIS_GRAPH)
+# the edit's first statement: takes the write lock (SQLite: the database's; PostgreSQL: the graph row's)
+_BUMP = (update(_GRAPHS).where(_THIS_GRAPH).values(last_seq=_GRAPHS.c.last_seq + 1)
+         .returning(_GRAPHS.c.last_seq, _GRAPHS.c.next_root, _GRAPHS.c.base_path, _GRAPHS.c.created))
+_NEXT_ROOT = update(_GRAPHS).where(_GRAPHS.c.id == bindparam("b_gid")).values(next_root=bindparam("b_next"))
+_INSERT_OP = insert(_OPS)
+_INSERT_ROOTS = insert(_ROOTS)
+_EXPIRE = (update(_ROOTS).where(_ROOTS.c.graph_id == bindparam("b_gid"),
+                                _ROOTS.c.root_id.in_(bindparam("b_roots", expanding=True)))
+           .values(expired_seq=bindparam("b_seq")))
 
 
 def _ids(values: Any, field: str) -> np.ndarray:
@@ -73,6 +96,9 @@ class _Cache:
         self.lock = threading.RLock()
         self.states: dict[int, tuple[str, GraphState]] = {}  # graph id -> (base path, state)
         self.locks: dict[int, threading.RLock] = {}
+        # datastack name -> graph row id; every use re-checks it in SQL (a replaced graph or datastack
+        # makes the check find no row, and the id is looked up again)
+        self.gids: dict[str, int] = {}
 
 
 def _cache(lake) -> _Cache:
@@ -368,24 +394,47 @@ class Segmentation:
         with c.lock:
             return c.locks.setdefault(gid, threading.RLock())
 
+    def _graph_id(self) -> int:
+        """The graph row id of this datastack (cached per lake; NotFound when it has no segmentation)."""
+        c = _cache(self.lake)
+        gid = c.gids.get(self.datastack)
+        if gid is None:
+            gid = c.gids[self.datastack] = self._row().id
+        return gid
+
+    def _forget(self, gid: int) -> None:
+        c = _cache(self.lake)
+        if c.gids.get(self.datastack) == gid:
+            c.gids.pop(self.datastack, None)
+
     def state(self, s=None, upto: int | None = None) -> GraphState:
         """The in-memory state synchronised with the catalog (loads new operations when needed)."""
-        if s is None:
-            with self.lake.catalog.session() as sess:
-                return self.state(sess, upto)
-        row = self._row(s)
-        last = row.last_seq if upto is None else upto
+        for _attempt in range(2):
+            gid = self._graph_id()
+            with contextlib.ExitStack() as stack:
+                conn = s if s is not None else stack.enter_context(self.lake.catalog.engine.connect())
+                row = conn.execute(_GRAPH_NOW, {"b_gid": gid, "b_ds": self.datastack}).first()
+                if row is not None:
+                    return self._synced(conn, gid, row.base_path, row.created,
+                                        row.last_seq if upto is None else upto)
+            self._forget(gid)  # the graph was replaced (or its datastack): look the id up again
+        raise Conflict(f"the segmentation of {self.datastack!r} is being replaced; retry", datastack=self.datastack)
+
+    def _synced(self, conn, gid: int, base_path: str, created: dt.datetime, last: int) -> GraphState:
+        """The cached state of graph ``gid`` brought to operation ``last`` (replaying newer operations of the
+        log through ``conn``, a Session or Connection inside the caller's transaction)."""
         c = _cache(self.lake)
-        with self._lock(row.id):
-            cached = c.states.get(row.id)
-            if cached is None or cached[0] != row.base_path or cached[1].seq > last:
-                st = self._load_base(row)
-                c.states[row.id] = (row.base_path, st)
+        with self._lock(gid):
+            cached = c.states.get(gid)
+            if cached is None or cached[0] != base_path or cached[1].seq > last:
+                st = self._load_base(base_path, created)
+                c.states[gid] = (base_path, st)
             else:
                 st = cached[1]
             if st.seq < last:
-                ops = s.scalars(select(Operation).where(Operation.graph_id == row.id, Operation.seq > st.seq,
-                                                        Operation.seq <= last).order_by(Operation.seq)).all()
+                ops = conn.execute(select(_OPS.c.seq, _OPS.c.edges, _OPS.c.timestamp, _OPS.c.new_roots)
+                                   .where(_OPS.c.graph_id == gid, _OPS.c.seq > st.seq, _OPS.c.seq <= last)
+                                   .order_by(_OPS.c.seq)).all()
                 for op in ops:
                     edges = [(int(a), int(b), float(w), bool(act)) for a, b, w, act in op.edges]
                     idx = st.index([e[0] for e in edges] + [e[1] for e in edges])
@@ -395,8 +444,8 @@ class Segmentation:
                     st.apply(plan, op.seq, as_utc(op.timestamp), [int(r) for r in op.new_roots])
             return st
 
-    def _load_base(self, row: SegmentationGraph) -> GraphState:
-        folder = self.lake.root / row.base_path
+    def _load_base(self, base_path: str, created: dt.datetime) -> GraphState:
+        folder = self.lake.root / base_path
         svt = pq.read_table(folder / "supervoxels.parquet")
         et = pq.read_table(folder / "edges.parquet")
         bbox = None
@@ -404,7 +453,7 @@ class Segmentation:
             bbox = np.stack([svt[c].to_numpy() for c in ("x0", "x1", "y0", "y1", "z0", "z1")], axis=1)
         return GraphState(svt["supervoxel_id"].to_numpy(), svt["root_id"].to_numpy(), et["sv_a"].to_numpy(),
                           et["sv_b"].to_numpy(), et["affinity"].to_numpy(), et["active"].to_numpy(),
-                          as_utc(row.created), bbox=bbox)
+                          as_utc(created), bbox=bbox)
 
     # -- lookups ------------------------------------------------------------------------------------
     def roots(self, supervoxel_ids: Iterable[int], timestamp: Any = None, unknown: str = "error") -> np.ndarray:
@@ -611,8 +660,31 @@ class Segmentation:
             return self._op_dict(op)
 
     # -- edits --------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _transaction(self):
+        """The edit's one catalog transaction, on a Core connection. On SQLite it commits with
+        ``PRAGMA synchronous`` = :data:`EDIT_SYNCHRONOUS` (the connection's setting is restored afterwards;
+        docs/proofreading.md, "Durability", says what each setting guarantees)."""
+        engine = self.lake.catalog.engine
+        with engine.connect() as conn:
+            raw = conn.connection.driver_connection if engine.dialect.name == "sqlite" else None
+            before = None
+            if raw is not None and EDIT_SYNCHRONOUS is not None:
+                before = raw.execute("PRAGMA synchronous").fetchone()[0]
+                raw.execute(f"PRAGMA synchronous={EDIT_SYNCHRONOUS}")  # outside a transaction: no BEGIN
+            try:
+                with conn.begin():
+                    yield conn
+            finally:
+                if before is not None:
+                    raw.execute(f"PRAGMA synchronous={int(before)}")
+
     def _edit(self, kind: str, author: str | None, make_plan, inputs: dict[str, Any],
               expected_roots: Any = None) -> dict[str, Any]:
+        """Run one edit: a single catalog transaction of Core statements (take the graph's write lock by
+        bumping ``last_seq``, insert the operation, expire / insert root rows, advance ``next_root``), then
+        apply the plan to the in-memory state. ``make_plan(st, conn, gid)`` → (Plan, targets, extra) where
+        ``extra(conn, gid, seq)`` writes more rows in the same transaction."""
         from neurolake.provenance import current_user
 
         author = author or current_user()
@@ -620,58 +692,72 @@ class Segmentation:
             raise InvalidArgument(f"author {author!r} must be a non-empty name of at most 256 characters",
                                   field="author")
         expected = [int(r) for r in _ids(expected_roots, "roots")] if expected_roots is not None else []
-        gid = self._row().id
-        with self._lock(gid):
-            with self.lake.catalog.session() as s:
-                # take the per-graph write lock first: an UPDATE is the transaction's first statement
-                s.execute(update(SegmentationGraph).where(SegmentationGraph.id == gid)
-                          .values(last_seq=SegmentationGraph.last_seq + 1))
-                row = self._row(s)
-                s.refresh(row)
-                seq = row.last_seq
-                st = self.state(s, upto=seq - 1)
-                stale = [r for r in expected if not _known_current(st, r)]
-                if stale:
-                    raise Conflict(self._conflict_message(st, stale, inputs), stale_roots=stale,
-                                   current_roots=self._current_for(st, inputs), operation=kind)
-                plan, targets, extra = make_plan(st, s, row)
-                if expected:
-                    missing = sorted(set(plan.old_roots) - set(expected))
-                    if missing:
-                        raise Conflict(f"the edit touches root(s) {missing} that it was not based on "
-                                       f"(based on {expected}); reload and retry", stale_roots=expected,
-                                       current_roots=plan.old_roots, operation=kind)
-                new_roots = [int(row.next_root) + i for i in range(len(plan.components))]
-                row.next_root = int(row.next_root) + len(new_roots)
-                now = utcnow()
-                last_ts = st.op_ts[-1]
-                ts = now if now > last_ts else last_ts + dt.timedelta(microseconds=1)
-                ids = st.sv_ids
-                edges_json = [[int(ids[a]), int(ids[b]), round(float(w), 6), bool(act)] for a, b, w, act in plan.edges]
-                s.add(Operation(graph_id=gid, seq=seq, kind=kind, author=author, timestamp=ts,
-                                old_roots=plan.old_roots, new_roots=new_roots, edges=edges_json, inputs=inputs,
-                                targets=targets, undone_by=None))
-                existing = {r.root_id: r for r in s.scalars(select(Root).where(
-                    Root.graph_id == gid, Root.root_id.in_(plan.old_roots)))}
-                for r in plan.old_roots:
-                    rr = existing.get(r)
-                    if rr is None:
-                        s.add(Root(graph_id=gid, root_id=r, created_seq=0, expired_seq=seq,
-                                   n_supervoxels=int(len(st.members(r)))))
-                    else:
-                        rr.expired_seq = seq
-                for r, comp in zip(new_roots, plan.components, strict=True):
-                    s.add(Root(graph_id=gid, root_id=r, created_seq=seq, expired_seq=None,
-                               n_supervoxels=int(len(comp))))
-                if extra is not None:
-                    extra(s, row, seq)
-                if _CRASH_HOOK is not None:
-                    _CRASH_HOOK(kind, seq)
-            # committed: now the in-memory state may follow
-            st.apply(plan, seq, ts, new_roots)
+        for _attempt in range(3):
+            gid = self._graph_id()
+            with self._lock(gid):
+                with self._transaction() as conn:
+                    # take the per-graph write lock first: an UPDATE is the transaction's first statement
+                    row = conn.execute(_BUMP, {"b_gid": gid, "b_ds": self.datastack}).first()
+                    if row is None:  # the graph was replaced (or its datastack): nothing written
+                        self._forget(gid)
+                        continue
+                    seq = int(row.last_seq)
+                    st = self._synced(conn, gid, row.base_path, row.created, seq - 1)
+                    op = self._write(conn, st, gid, seq, int(row.next_root), kind, author, make_plan, inputs,
+                                     expected)
+                # committed: now the in-memory state may follow
+                st.apply(op.pop("_plan"), seq, op.pop("_ts"), op["new_roots"])
+            if _ACK_HOOK is not None:
+                _ACK_HOOK(op)
+            return op
+        self._row()  # NotFound when the segmentation is gone
+        raise Conflict(f"the segmentation of {self.datastack!r} is being replaced; retry", datastack=self.datastack)
+
+    def _write(self, conn, st: GraphState, gid: int, seq: int, next_root: int, kind: str, author: str, make_plan,
+               inputs: dict[str, Any], expected: list[int]) -> dict[str, Any]:
+        stale = [r for r in expected if not _known_current(st, r)]
+        if stale:
+            raise Conflict(self._conflict_message(st, stale, inputs), stale_roots=stale,
+                           current_roots=self._current_for(st, inputs), operation=kind)
+        plan, targets, extra = make_plan(st, conn, gid)
+        if expected:
+            missing = sorted(set(plan.old_roots) - set(expected))
+            if missing:
+                raise Conflict(f"the edit touches root(s) {missing} that it was not based on "
+                               f"(based on {expected}); reload and retry", stale_roots=expected,
+                               current_roots=plan.old_roots, operation=kind)
+        new_roots = [next_root + i for i in range(len(plan.components))]
+        now = utcnow()
+        last_ts = st.op_ts[-1]
+        ts = now if now > last_ts else last_ts + dt.timedelta(microseconds=1)
+        ids = st.sv_ids
+        edges_json = [[int(ids[a]), int(ids[b]), round(float(w), 6), bool(act)] for a, b, w, act in plan.edges]
+        conn.execute(_INSERT_OP, {"graph_id": gid, "seq": seq, "kind": kind, "author": author, "timestamp": ts,
+                                  "old_roots": plan.old_roots, "new_roots": new_roots, "edges": edges_json,
+                                  "inputs": inputs, "targets": targets, "undone_by": None})
+        # root rows: the old roots that took part in an operation have one (they are in st.roots); initial
+        # roots get theirs now (created_seq 0), expired by this operation
+        had = [r for r in plan.old_roots if r in st.roots]
+        if had:
+            n = conn.execute(_EXPIRE, {"b_gid": gid, "b_roots": had, "b_seq": seq}).rowcount
+            if n != len(had):  # pragma: no cover - the log and the root rows disagree: trust the rows
+                have = set(conn.execute(select(_ROOTS.c.root_id).where(
+                    _ROOTS.c.graph_id == gid, _ROOTS.c.root_id.in_(plan.old_roots))).scalars())
+                conn.execute(_EXPIRE, {"b_gid": gid, "b_roots": list(have), "b_seq": seq})
+                had = list(have)
+        rows = [{"graph_id": gid, "root_id": r, "created_seq": 0, "expired_seq": seq,
+                 "n_supervoxels": int(len(st.members(r)))} for r in plan.old_roots if r not in had]
+        rows += [{"graph_id": gid, "root_id": r, "created_seq": seq, "expired_seq": None,
+                  "n_supervoxels": int(len(comp))} for r, comp in zip(new_roots, plan.components, strict=True)]
+        conn.execute(_INSERT_ROOTS, rows)
+        conn.execute(_NEXT_ROOT, {"b_gid": gid, "b_next": next_root + len(new_roots)})
+        if extra is not None:
+            extra(conn, gid, seq)
+        if _CRASH_HOOK is not None:
+            _CRASH_HOOK(kind, seq)
         return {"operation_id": seq, "kind": kind, "author": author, "timestamp": ts.isoformat(),
                 "old_roots": plan.old_roots, "new_roots": new_roots, "inputs": inputs, "targets": targets,
-                "undone_by": None}
+                "undone_by": None, "_plan": plan, "_ts": ts}
 
     def _current_for(self, st: GraphState, inputs: dict) -> dict[str, int]:
         svs = [int(x) for k in ("supervoxels", "sources", "sinks") for x in inputs.get(k, [])]
@@ -699,7 +785,7 @@ class Segmentation:
         if positions is not None:
             inputs["positions"] = positions
 
-        def plan(st: GraphState, s, row):
+        def plan(st: GraphState, conn, gid):
             ia, ib = (int(i) for i in st.index([a, b], "supervoxels"))
             if a == b:
                 raise InvalidArgument(f"cannot merge supervoxel {a} with itself", field="supervoxels", value=[a, b])
@@ -737,28 +823,27 @@ class Segmentation:
         if sink_positions is not None:
             inputs["sink_positions"] = sink_positions
 
-        def plan(st: GraphState, s, row):
+        def plan(st: GraphState, conn, gid):
             isrc, isnk = st.index(src, "sources"), st.index(snk, "sinks")
             rs = {int(r) for r in st.cur_root[isrc]} | {int(r) for r in st.cur_root[isnk]}
             if len(rs) != 1:
                 where = {str(sv): int(st.cur_root[i]) for sv, i in zip(src + snk, list(isrc) + list(isnk), strict=True)}
                 raise InvalidArgument(f"sources and sinks must belong to one root; they are in roots {sorted(rs)}",
                                       field="sinks", roots=where)
-            root = rs.pop()
-            cut = st.min_cut(root, isrc, isnk)
-            p = st.plan(cut, merge_only=False)
-            return p, [], None
+            return st.split_plan(rs.pop(), isrc, isnk), [], None
 
         return self._edit("split", author, plan, inputs, roots)
 
     def _mark(self, targets: list[int], undone_by: int | None):
-        def extra(s, row, seq):
-            s.execute(update(Operation).where(Operation.graph_id == row.id, Operation.seq.in_(targets))
-                      .values(undone_by=seq if undone_by is not None else None))
+        def extra(conn, gid, seq):
+            conn.execute(update(_OPS).where(_OPS.c.graph_id == gid, _OPS.c.seq.in_(targets))
+                         .values(undone_by=seq if undone_by is not None else None))
         return extra
 
-    def _target(self, s, row, operation_id: int) -> Operation:
-        op = s.scalar(select(Operation).where(Operation.graph_id == row.id, Operation.seq == int(operation_id)))
+    def _target(self, conn, gid: int, operation_id: int):
+        """The operation row (seq, edges, undone_by) of ``operation_id``; NotFound."""
+        op = conn.execute(select(_OPS.c.seq, _OPS.c.edges, _OPS.c.undone_by)
+                          .where(_OPS.c.graph_id == gid, _OPS.c.seq == int(operation_id))).first()
         if op is None:
             raise NotFound(f"operation {operation_id} does not exist in {self.datastack!r}",
                            field="operation_id", value=operation_id)
@@ -783,8 +868,8 @@ class Segmentation:
         """
         target = whole(operation_id, "operation_id", 0, INT64_MAX)
 
-        def plan(st, s, row):
-            op = self._target(s, row, target)
+        def plan(st, conn, gid):
+            op = self._target(conn, gid, target)
             if op.undone_by is not None:
                 raise InvalidArgument(f"operation {target} is already undone (by operation {op.undone_by})",
                                       field="operation_id", value=target)
@@ -803,8 +888,8 @@ class Segmentation:
         """
         target = whole(operation_id, "operation_id", 0, INT64_MAX)
 
-        def plan(st, s, row):
-            op = self._target(s, row, target)
+        def plan(st, conn, gid):
+            op = self._target(conn, gid, target)
             if op.undone_by is None:
                 raise InvalidArgument(f"operation {target} is not undone; only undone operations can be redone",
                                       field="operation_id", value=target)
@@ -827,11 +912,11 @@ class Segmentation:
         if since_ts is None:
             raise InvalidArgument("rollback needs a start time (since)", field="since")
 
-        def plan(st, s, row):
-            ops = s.scalars(select(Operation).where(Operation.graph_id == row.id, Operation.author == author_of_edits,
-                                                    Operation.timestamp >= since_ts, Operation.undone_by.is_(None),
-                                                    Operation.kind.in_(("merge", "split", "redo")))
-                            .order_by(Operation.seq.desc())).all()
+        def plan(st, conn, gid):
+            ops = conn.execute(select(_OPS.c.seq, _OPS.c.edges).where(
+                _OPS.c.graph_id == gid, _OPS.c.author == author_of_edits, _OPS.c.timestamp >= since_ts,
+                _OPS.c.undone_by.is_(None), _OPS.c.kind.in_(("merge", "split", "redo")))
+                .order_by(_OPS.c.seq.desc())).all()
             if not ops:
                 raise InvalidArgument(f"{author_of_edits!r} made no edit since {since_ts.isoformat()} to roll back",
                                       field="author", value=author_of_edits)

@@ -368,6 +368,26 @@ class GraphState:
         graph (the edges leaving the set reachable from the sources), as PyChunkedGraph's
         ``cutting.py`` does with graph-tool's Boykov–Kolmogorov solver.
         """
+        return self._cut(root, sources, sinks)[0]
+
+    def split_plan(self, root: int, sources: np.ndarray, sinks: np.ndarray) -> Plan:
+        """The plan of a split: ``plan(min_cut(root, sources, sinks))`` computed from one pass over the
+        root's active edges (the components are those of the root's edges minus the cut, ordered and
+        sorted exactly as :meth:`plan` gives them, so replaying the logged edges yields the same roots)."""
+        edges, svs, lu, lv, cut = self._cut(root, sources, sinks)
+        if not edges:
+            raise InvalidArgument("the operation changes no edge", field="edges")
+        n = len(svs)
+        keep = ~cut
+        g = sp.coo_matrix((np.ones(int(keep.sum()), dtype=np.int8), (lu[keep], lv[keep])), shape=(n, n)).tocsr()
+        k, labels = connected_components(g, directed=False)
+        order = np.argsort(labels, kind="stable")  # within a label, increasing index
+        comps = np.split(svs[order], np.cumsum(np.bincount(labels, minlength=k))[:-1])
+        comps.sort(key=lambda c: int(c[0]))
+        return Plan(edges=edges, old_roots=[int(root)], components=comps)
+
+    def _cut(self, root: int, sources: np.ndarray, sinks: np.ndarray):
+        """(cut edges as deactivations, root members, local active edge ends lu / lv, cut mask of them)."""
         svs = self.members(root)
         n = len(svs)
         lu, lv, w = self.active_edges_within(svs)
@@ -391,4 +411,5 @@ class GraphState:
         if side[t_node]:
             raise InvalidArgument("sources and sinks cannot be separated", field="sinks")
         cut = side[lu] != side[lv]
-        return [(int(svs[a]), int(svs[b]), float(x), False) for a, b, x in zip(lu[cut], lv[cut], w[cut], strict=True)]
+        edges = [(int(svs[a]), int(svs[b]), float(x), False) for a, b, x in zip(lu[cut], lv[cut], w[cut], strict=True)]
+        return edges, svs, lu, lv, cut
