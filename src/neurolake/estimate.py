@@ -61,7 +61,7 @@ PROOFREADING = "proofreading"
 EPHYS_TABLES = "ephys tables"
 EPHYS_TRACES = "ephys traces"
 RUNS = "query results"
-CATALOG = "catalog"  # catalog.sqlite (+ -wal, -journal) and the lake.json marker
+CATALOG = "catalog"  # catalog.sqlite (+ -wal, -journal), catalog.generation|layers.json|migrated, lake.json
 OTHER = "other"
 RAW_SOURCES = "raw source files"
 CATEGORIES = (VOLUMES, ANNOTATIONS, MATERIALIZATIONS, PROOFREADING, EPHYS_TABLES, EPHYS_TRACES, RUNS, CATALOG,
@@ -473,7 +473,7 @@ def _category(parts: tuple[str, ...]) -> tuple[str, str]:
         return (EPHYS_TRACES if parts[1] == "traces" else EPHYS_TABLES), ""
     if parts[0] == "runs":
         return RUNS, ""
-    if len(parts) == 1 and (parts[0].startswith("catalog.sqlite") or parts[0] == "lake.json"):
+    if len(parts) == 1 and (parts[0].startswith("catalog.") or parts[0] == "lake.json"):
         return CATALOG, ""
     return OTHER, parts[1] if parts[0] == "datastacks" and len(parts) > 2 else ""
 

@@ -9,23 +9,19 @@ Layout of a lake folder::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
-
 from neurolake.base.names import check_name, not_found
 from neurolake.base.settings import Settings, settings
-from neurolake.db import Catalog
-from neurolake.db.base import as_utc
 from neurolake.errors import AlreadyExists, InvalidArgument, NotFound
 from neurolake.volumes.layer import Layer
-from neurolake.volumes.models import Datastack
-from neurolake.volumes.models import Layer as LayerRow
 from neurolake.volumes.spec import LayerSpec
 from neurolake.volumes.store import create_arrays, make_context
 
@@ -33,10 +29,22 @@ if TYPE_CHECKING:
     from neurolake.access.core import Access
     from neurolake.catalog.registry import FeatureRegistry
     from neurolake.datastack import Datastack as DatastackClient
+    from neurolake.db import Catalog
     from neurolake.query.engine import QueryResult
+    from neurolake.volumes.models import Datastack
+    from neurolake.volumes.models import Layer as LayerRow
 
 LAKE_FORMAT = 1
 MARKER = "lake.json"
+MIGRATED = "catalog.migrated"  # see neurolake.db.engine.Catalog.migrate_if_needed
+LAYER_CACHE = "catalog.layers.json"  # layer rows of the current catalog generation, for opening without SQL
+# Generation of the lake's layer and datastack catalog rows: a file replaced (new random content) by every
+# change made through a Lake, in any process, before and after its transaction commits. Cached layer and
+# datastack metadata is reused while it is unchanged, so a request that reads a layer does no SQL.
+GENERATION = "catalog.generation"
+META_MAX_AGE_S = 60.0  # in-memory metadata is re-read at least this often (belt and braces: two concurrent
+#                        writers, one killed between its commit and its second bump, can leave the other's
+#                        final token on rows read before the killed one committed)
 
 
 def _voxel_size(value: Any) -> list[float]:
@@ -87,16 +95,74 @@ class Lake:
         self.settings = config or settings()
         marker = json.loads((self.root / MARKER).read_text())
         url = self.settings.database_url or marker.get("database_url") or f"sqlite:///{self.root / 'catalog.sqlite'}"
-        self.catalog = Catalog(url)
-        self.catalog.migrate()
+        self._url = url
+        self._catalog: Catalog | None = None
+        self._catalog_lock = threading.Lock()
+        if not url.startswith("sqlite"):  # a server database: connect (and report a bad URL) at once
+            self.catalog  # noqa: B018
         self.context = make_context(self.settings.cache_bytes)
         self._layers: dict[tuple, Layer] = {}
+        self._layer_hits: dict[tuple[str, str], tuple[str, float, Layer]] = {}  # (ds, name) → (generation, t, layer)
+        self._ds_hits: dict[str, tuple[str, float, dict[str, Any]]] = {}  # name → (generation, t, info)
         self._lock = threading.Lock()
         self._state: dict[str, Any] = {}
         self._state_lock = threading.RLock()  # reentrant: a factory may ask for another service
 
     def __repr__(self) -> str:
         return f"<Lake {self.root}>"
+
+    @property
+    def catalog(self) -> Catalog:
+        """The catalog database (:class:`neurolake.db.Catalog`), connected and checked on first use: its
+        schema is upgraded unless the ``catalog.migrated`` stamp shows it is at the heads of the migration
+        scripts. A lake whose layers are read from the layer cache never imports the database stack."""
+        cat = self._catalog
+        if cat is None:
+            with self._catalog_lock:
+                if self._catalog is None:
+                    from neurolake.db.engine import Catalog
+
+                    c = Catalog(self._url)
+                    c.migrate_if_needed(self.root / MIGRATED)
+                    self._catalog = c
+                cat = self._catalog
+        return cat
+
+    # -- metadata generation (cache invalidation across processes) ---------------------------------
+    def generation(self) -> str:
+        """A token that changes whenever a datastack or layer catalog row is changed through any Lake, in this
+        process or another (``catalog.generation`` in the lake folder: one small file read). Cached layer
+        and datastack metadata (:meth:`layer`, :meth:`datastack`) is reused while it is unchanged."""
+        try:
+            with open(self.root / GENERATION, "rb") as f:
+                return f.read(64).decode("ascii", "replace") or "0"
+        except FileNotFoundError:
+            return "0"
+
+    def _bump(self, pending: bool = False) -> None:
+        """Mark the datastack/layer catalog as changed (every process's caches of it are dropped). A ``pending``
+        generation (written before a change commits) is one under which nothing is cached."""
+        import os
+        import uuid
+
+        tmp = self.root / f".{GENERATION}.{os.getpid()}.{threading.get_ident()}"
+        tmp.write_text(("p" if pending else "g") + uuid.uuid4().hex)
+        os.replace(tmp, self.root / GENERATION)
+        with self._lock:
+            self._layer_hits.clear()
+            self._ds_hits.clear()
+
+    @contextlib.contextmanager
+    def _changing(self) -> Iterator[None]:
+        """Around a change of datastack/layer rows: bump the generation before (readers that look meanwhile do
+        not keep what they saw: nothing is cached under a pending generation) and after (whatever the outcome).
+        A writer killed between its commit and the second bump leaves the pending generation: readers then
+        go to the catalog on every lookup until the next change."""
+        self._bump(pending=True)
+        try:
+            yield
+        finally:
+            self._bump()
 
     def close(self) -> None:
         """Close the lake's services (the access service writes its queued audit events) and release the
@@ -107,7 +173,8 @@ class Lake:
             close = getattr(obj, "close", None)
             if callable(close):
                 close()
-        self.catalog.dispose()
+        if self._catalog is not None:
+            self._catalog.dispose()
 
     def state(self, key: str, factory: Callable[[], Any]) -> Any:
         """The lake's own object ``key`` (a service or cache), made by ``factory()`` on first use.
@@ -192,9 +259,13 @@ class Lake:
     def create_datastack(self, name: str, voxel_size: Any, description: str = "", exist_ok: bool = False,
                          public: bool = True) -> dict[str, Any]:
         """Create a datastack; ``voxel_size`` is (x, y, z) nm at mip 0. Raises AlreadyExists."""
+        from sqlalchemy import select
+
+        from neurolake.volumes.models import Datastack
+
         check_name("datastack", name)
         vs = _voxel_size(voxel_size)
-        with self.catalog.session() as s:
+        with self._changing(), self.catalog.session() as s:
             row = s.scalar(select(Datastack).where(Datastack.name == name))
             if row is not None:
                 if exist_ok:
@@ -207,11 +278,19 @@ class Lake:
 
     def datastacks(self) -> list[str]:
         """Names of the datastacks, sorted."""
+        from sqlalchemy import select
+
+        from neurolake.volumes.models import Datastack
+
         with self.catalog.session() as s:
             return list(s.scalars(select(Datastack.name).order_by(Datastack.name)))
 
     def datastack_infos(self) -> list[dict[str, Any]]:
         """Metadata of every datastack (without layers), sorted by name."""
+        from sqlalchemy import select
+
+        from neurolake.volumes.models import Datastack
+
         with self.catalog.session() as s:
             return [self._ds_dict(r) for r in s.scalars(select(Datastack).order_by(Datastack.name))]
 
@@ -220,29 +299,53 @@ class Lake:
         Raises NotFound naming the known datastacks."""
         from neurolake.datastack import Datastack as DatastackClient
 
-        with self.catalog.session() as s:
-            self._ds_row(s, name)
+        self.datastack_info(name)  # NotFound; cached while the catalog generation is unchanged
         return DatastackClient(self, name)
 
     def __getitem__(self, name: str) -> DatastackClient:
         return self.datastack(name)
 
     def __contains__(self, name: object) -> bool:
-        with self.catalog.session() as s:
-            return s.scalar(select(Datastack.id).where(Datastack.name == name)) is not None
+        if not isinstance(name, str):
+            return False
+        try:
+            self.datastack_info(name)
+        except NotFound:
+            return False
+        return True
 
     def datastack_info(self, name: str) -> dict[str, Any]:
-        """Datastack metadata with its layers. Raises NotFound."""
+        """Datastack metadata with its layers. Raises NotFound. Answered from memory while the catalog
+        generation (:meth:`generation`) is unchanged."""
+        import copy
+
+        gen = self.generation()
+        hit = self._ds_hits.get(name)
+        if hit is not None and hit[0] == gen and time.monotonic() - hit[1] < META_MAX_AGE_S:
+            return copy.deepcopy(hit[2])
         with self.catalog.session() as s:
-            return self._ds_dict(self._ds_row(s, name), with_layers=True)
+            info = self._ds_dict(self._ds_row(s, name), with_layers=True)
+        if not gen.startswith("p"):
+            if len(self._ds_hits) > 1024:
+                self._ds_hits.clear()
+            self._ds_hits[name] = (gen, time.monotonic(), info)
+        return copy.deepcopy(info)
 
     def _ds_row(self, s, name: str) -> Datastack:
+        from sqlalchemy import select
+
+        from neurolake.volumes.models import Datastack
+
         row = s.scalar(select(Datastack).where(Datastack.name == name))
         if row is None:
             raise not_found("datastack", name, s.scalars(select(Datastack.name).order_by(Datastack.name)).all())
         return row
 
     def _layer_row(self, s, datastack: str, name: str) -> LayerRow:
+        from sqlalchemy import select
+
+        from neurolake.volumes.models import Layer as LayerRow
+
         ds = self._ds_row(s, datastack)
         row = s.scalar(select(LayerRow).where(LayerRow.datastack_id == ds.id, LayerRow.name == name))
         if row is None:
@@ -251,6 +354,8 @@ class Lake:
 
     @staticmethod
     def _ds_dict(row: Datastack, with_layers: bool = False) -> dict[str, Any]:
+        from neurolake.db.base import as_utc
+
         d = {"name": row.name, "description": row.description, "voxel_size_nm": row.voxel_size_nm,
              "public": row.public, "created": as_utc(row.created).isoformat() if row.created else None}
         if with_layers:
@@ -259,11 +364,12 @@ class Lake:
         return d
 
     def delete_datastack(self, name: str) -> None:
-        with self.catalog.session() as s:
-            row = self._ds_row(s, name)
-            s.delete(row)
+        with self._changing():
+            with self.catalog.session() as s:
+                row = self._ds_row(s, name)
+                s.delete(row)
+            self._forget(name)
         shutil.rmtree(self.root / "datastacks" / name, ignore_errors=True)
-        self._forget(name)
 
     # -- layers -----------------------------------------------------------------------------------
     def layer_path(self, datastack: str, name: str) -> Path:
@@ -278,26 +384,93 @@ class Lake:
 
     def layer(self, datastack: str, name: str, *, finish_pending: bool = True) -> Layer:
         """The layer ``name`` of ``datastack``. When its object is first made, the pyramid updates that killed
-        writers left pending are finished (unless ``finish_pending`` is false). Raises NotFound."""
-        with self.catalog.session() as s:
-            row = self._layer_row(s, datastack, name)
-            key = (datastack, name, row.id, row.status, row.updated, row.path)
-            layer = self._layers.get(key)
-            if layer is None:
-                layer = Layer(datastack=datastack, name=name, spec=LayerSpec.from_json(row.spec),
-                              root=self.root / row.path, status=row.status, context=self.context,
-                              description=row.description, progress=dict(row.progress),
-                              provenance=dict(row.provenance), created=row.created)
-                if row.status == "ready" and finish_pending:
-                    layer.repair()  # finish pyramid updates a killed writer left (see Layer.pending_updates)
-                with self._lock:
-                    self._forget(datastack, name)
-                    self._layers[key] = layer
-            return layer
+        writers left pending are finished (unless ``finish_pending`` is false). Raises NotFound.
+
+        No SQL while the catalog generation (:meth:`generation`) is unchanged since the layer was last looked
+        up: a change of the layer (status, overwrite, deletion, re-creation) through any Lake, in any
+        process, is seen by the next call."""
+        gen = self.generation()
+        hit = self._layer_hits.get((datastack, name))
+        if hit is not None and hit[0] == gen and time.monotonic() - hit[1] < META_MAX_AGE_S:
+            return hit[2]
+        layer = self._layer_from_catalog(datastack, name, finish_pending, gen)
+        if not gen.startswith("p"):  # a change is being committed: do not keep what was read
+            if len(self._layer_hits) > 4096:
+                self._layer_hits.clear()
+            self._layer_hits[(datastack, name)] = (gen, time.monotonic(), layer)
+        return layer
+
+    def cached_layer(self, datastack: str, name: str) -> Layer | None:
+        """The layer when :meth:`layer` would answer it from memory (its catalog generation is unchanged), else
+        None: no database I/O (one small file read), so asyncio code may call it on its event loop."""
+        hit = self._layer_hits.get((datastack, name))
+        if hit is not None and hit[0] == self.generation() and time.monotonic() - hit[1] < META_MAX_AGE_S:
+            return hit[2]
+        return None
+
+    def _layer_from_catalog(self, datastack: str, name: str, finish_pending: bool, gen: str) -> Layer:
+        from neurolake.base.time import parse_timestamp
+
+        entry = self._row_from_file(datastack, name, gen)
+        if entry is None:
+            with self.catalog.session() as s:
+                row = self._layer_row(s, datastack, name)
+                entry = {"id": row.id, "status": row.status, "path": row.path, "spec": row.spec,
+                         "updated": row.updated.isoformat() if row.updated else None,
+                         "created": row.created.isoformat() if row.created else None,
+                         "description": row.description, "progress": row.progress or {},
+                         "provenance": row.provenance or {}}
+            self._row_to_file(datastack, name, gen, entry)
+        key = (datastack, name, entry["id"], entry["status"], entry["updated"], entry["path"])
+        layer = self._layers.get(key)
+        if layer is None:
+            created = parse_timestamp(entry["created"], "created")  # aware UTC (the catalog's are naive UTC)
+            layer = Layer(datastack=datastack, name=name, spec=LayerSpec.from_json(entry["spec"]),
+                          root=self.root / entry["path"], status=entry["status"], context=self.context,
+                          description=entry["description"], progress=dict(entry["progress"]),
+                          provenance=dict(entry["provenance"]), created=created)
+            if entry["status"] == "ready" and finish_pending:
+                layer.repair()  # finish pyramid updates a killed writer left (see Layer.pending_updates)
+            with self._lock:
+                self._forget(datastack, name)
+                self._layers[key] = layer
+        return layer
+
+    # The layer-row file (catalog.layers.json) lets a new process open a layer without the database: rows read
+    # from the catalog under generation g are kept there tagged g and used only while the generation is still g.
+    # A generation written *before* a change commits starts with "p" (pending): nothing is kept under it.
+    def _row_from_file(self, datastack: str, name: str, gen: str) -> dict[str, Any] | None:
+        if gen.startswith("p"):
+            return None
+        try:
+            doc = json.loads((self.root / LAYER_CACHE).read_text())
+            return doc["layers"].get(f"{datastack}/{name}") if doc.get("generation") == gen else None
+        except (OSError, ValueError, KeyError, AttributeError, TypeError):
+            return None
+
+    def _row_to_file(self, datastack: str, name: str, gen: str, entry: dict[str, Any]) -> None:
+        import os
+
+        if gen.startswith("p") or self.generation() != gen:  # changed meanwhile: what was read may be stale
+            return
+        try:
+            try:
+                doc = json.loads((self.root / LAYER_CACHE).read_text())
+                layers = doc["layers"] if doc.get("generation") == gen and isinstance(doc.get("layers"), dict) else {}
+            except (OSError, ValueError, KeyError):
+                layers = {}
+            layers[f"{datastack}/{name}"] = entry
+            tmp = self.root / f".{LAYER_CACHE}.{os.getpid()}.{threading.get_ident()}"
+            tmp.write_text(json.dumps({"generation": gen, "layers": layers}, default=str))
+            os.replace(tmp, self.root / LAYER_CACHE)
+        except OSError:  # a read-only lake folder: no file cache
+            pass
 
     def _forget(self, datastack: str, name: str | None = None) -> None:
         for k in [k for k in self._layers if k[0] == datastack and (name is None or k[1] == name)]:
             self._layers.pop(k, None)
+        for k in [k for k in self._layer_hits if k[0] == datastack and (name is None or k[1] == name)]:
+            self._layer_hits.pop(k, None)
 
     def create_layer(self, datastack: str, name: str, spec: LayerSpec, description: str = "",
                      provenance: dict | None = None, progress: dict | None = None, status: str = "ingesting",
@@ -306,10 +479,14 @@ class Lake:
 
         Raises NotFound (datastack), AlreadyExists (unless ``overwrite``).
         """
+        from sqlalchemy import select
+
+        from neurolake.volumes.models import Layer as LayerRow
+
         check_name("layer", name)
         rel = self.layer_path(datastack, name).relative_to(self.root)
         stale: list[str] = []
-        with self.catalog.session() as s:
+        with self._changing(), self.catalog.session() as s:
             ds = self._ds_row(s, datastack)
             row = s.scalar(select(LayerRow).where(LayerRow.datastack_id == ds.id, LayerRow.name == name))
             if row is not None:
@@ -331,7 +508,7 @@ class Lake:
 
     def update_layer(self, datastack: str, name: str, **fields: Any) -> Layer:
         """Update catalog fields of a layer (``status``, ``progress``, ``provenance``, ``description``)."""
-        with self.catalog.session() as s:
+        with self._changing(), self.catalog.session() as s:
             row = self._layer_row(s, datastack, name)
             for k, v in fields.items():
                 setattr(row, k, v)
@@ -340,7 +517,7 @@ class Lake:
     def delete_layer(self, datastack: str, name: str) -> None:
         """Remove a layer's catalog row and its stored arrays (and those of an unfinished overwrite).
         Raises NotFound."""
-        with self.catalog.session() as s:
+        with self._changing(), self.catalog.session() as s:
             row = self._layer_row(s, datastack, name)
             paths = [row.path, ((row.progress or {}).get("replacing") or {}).get("path")]
             s.delete(row)
@@ -367,7 +544,7 @@ class Lake:
             raise InvalidArgument(f"{str(root)!r} holds no layer of lake {str(self.root)!r}", field="root",
                                   value=str(root))
         rel = str(root.relative_to(self.root.resolve()))
-        with self.catalog.session() as s:
+        with self._changing(), self.catalog.session() as s:
             row = self._layer_row(s, datastack, name)
             old = row.path
             row.path, row.spec, row.layer_type, row.dtype = rel, spec.to_json(), spec.layer_type, spec.dtype

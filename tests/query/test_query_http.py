@@ -301,7 +301,7 @@ def test_no_token_is_401(authed):
 def forbidden(lake_path, version_dir) -> list[tuple[str, int, str]]:
     """(sql, status, words in the message) a viewer of pinky100 must be refused."""
     tables = lake_path / "datastacks" / "pinky100" / "tables" / "synapses"
-    catalog = next(p for p in lake_path.iterdir() if p.name.startswith("catalog"))
+    catalog = lake_path / "catalog.sqlite"
     return [
         ("SELECT * FROM read_csv('/etc/passwd')", 403, "outside the lake"),
         ("COPY (SELECT 1) TO '/tmp/x.csv'", 403, "COPY"),

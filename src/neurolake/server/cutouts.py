@@ -16,7 +16,7 @@ Arrays are C-order (z, y, x); ranges are half-open voxel ranges (x, y, z) at ``m
 
 from __future__ import annotations
 
-import time
+import hashlib
 from typing import Any
 
 import numpy as np
@@ -27,42 +27,32 @@ from neurolake.base.time import parse_timestamp
 from neurolake.datastack import Datastack
 from neurolake.errors import InvalidArgument
 from neurolake.server.deps import check_size, read_body
-from neurolake.server.http import bytes_response, count
+from neurolake.server.http import bytes_response, count, not_modified
 from neurolake.volumes import precomputed as pc
 from neurolake.volumes.formats import MEDIA_TYPES, decode, encode, max_encoded_bytes
 from neurolake.volumes.layer import Layer
 
 Range = tuple[int, int]
-LAYER_TTL_S = 1.0  # a memoised layer lookup (tiles) re-reads the layer's catalog row at most once a second
 
 
 def layer_of(request: Request, datastack: str, name: str, *, memo: bool = False) -> Layer:
-    """The layer ``datastack/name`` of the server's lake. Raises NotFound naming the known datastacks or
-    layers. ``memo=True`` (tiles) reuses a lookup for up to :data:`LAYER_TTL_S` seconds: the catalog
-    query (~0.4 ms) is a large share of serving a cached tile."""
-    app = request.app
-    if not memo:
-        return app.state.lake.layer(datastack, name)
-    hit = cached_layer(request, datastack, name)
-    if hit is not None:
-        return hit
-    cache = app.state.tile_layers
-    now = time.monotonic()
-    la = app.state.lake.layer(datastack, name)
-    if len(cache) > 256:
-        cache.clear()
-    cache[(datastack, name)] = (la, now)
-    return la
+    """The layer ``datastack/name`` of the server's lake (:meth:`neurolake.lake.Lake.layer`: no SQL while the
+    lake's catalog generation is unchanged; any change, in any process, is seen by the next request).
+    Raises NotFound naming the known datastacks or layers. ``memo`` is accepted for older callers."""
+    return request.app.state.lake.layer(datastack, name)
 
 
 def cached_layer(request: Request, datastack: str, name: str) -> Layer | None:
-    """The layer from :func:`layer_of`'s memo when it is fresh, else None — no I/O, so an ``async`` handler
-    may call it on the event loop and go to the thread pool only on a miss."""
-    cache = getattr(request.app.state, "tile_layers", None)
-    if cache is None:
-        cache = request.app.state.tile_layers = {}
-    hit = cache.get((datastack, name))
-    return hit[0] if hit is not None and time.monotonic() - hit[1] < LAYER_TTL_S else None
+    """The layer when the lake holds it in memory and its catalog generation is unchanged, else None — no
+    database I/O, so an ``async`` handler may call it on the event loop and go to the thread pool only on a
+    miss (:func:`layer_async`)."""
+    return request.app.state.lake.cached_layer(datastack, name)
+
+
+async def layer_async(request: Request, datastack: str, name: str) -> Layer:
+    """:func:`layer_of` for ``async`` handlers: from memory (:func:`cached_layer`), else looked up in the
+    thread pool. Raises NotFound."""
+    return cached_layer(request, datastack, name) or await run_in_threadpool(layer_of, request, datastack, name)
 
 
 def _datastack(request: Request, layer: Layer) -> Datastack:
@@ -159,6 +149,37 @@ def precomputed_info(request: Request, layer: Layer, encoding: str | None = None
     if roots:
         doc["data_type"] = "uint64"
     return bytes_response(request, json.dumps(doc).encode(), "application/json")
+
+
+def chunk_etag(layer: Layer, *parts: Any) -> str:
+    """A strong ETag (quoted) for bytes derived from ``layer`` (identified by ``parts``, e.g. scale key, chunk
+    name and encoding) that changes with the layer's folder, creation time and data generation
+    (:meth:`~neurolake.volumes.layer.Layer.generation`: any landed or started write, in any process) — so
+    no hash of the body is needed and a conditional request is answered before anything is read."""
+    ident = "|".join(map(str, (layer.root, layer.created, layer.generation(), *parts)))
+    return '"g' + hashlib.blake2b(ident.encode(), digest_size=12).hexdigest() + '"'
+
+
+async def precomputed_chunk_async(request: Request, layer: Layer, key: str, chunk: str, encoding: str | None = None,
+                                  *, counter: str | None = None) -> Response:
+    """:func:`precomputed_chunk` (without ``roots``) for ``async`` handlers: the read is awaited on the event
+    loop (:meth:`~neurolake.volumes.layer.Layer.cutout_async`), raw chunks are the stored bytes as read
+    (no encoder), JPEG / compressed_segmentation encoding runs in the thread pool, and the ETag comes from the
+    layer's generation (:func:`chunk_etag`), so ``If-None-Match`` is answered (304) before any read."""
+    encoding = pc.check_encoding(layer, encoding)
+    mip = pc.mip_of_key(layer, key)
+    x, y, z = pc.parse_chunk_name(layer, mip, chunk)
+    etag = chunk_etag(layer, key, chunk, encoding)
+    media = "image/jpeg" if encoding == "jpeg" else "application/octet-stream"
+    early = not_modified(request, etag)
+    if early is not None:
+        return early
+    arr = await layer.cutout_async(x, y, z, mip)
+    body = pc.encode_chunk(arr, encoding) if encoding == "raw" else await run_in_threadpool(
+        pc.encode_chunk, arr, encoding)
+    if counter:
+        count(request, counter)
+    return bytes_response(request, body, media, etag=etag, compress=False if layer.layer_type == "image" else None)
 
 
 def precomputed_chunk(request: Request, layer: Layer, key: str, chunk: str, encoding: str | None = None, *,

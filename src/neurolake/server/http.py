@@ -191,6 +191,18 @@ def file_response(request: Request, path: os.PathLike | str, media_type: str, *,
                         compress, headers, cache_control)
 
 
+def not_modified(request: Request, etag: str, cache_control: str | None = "no-cache") -> Response | None:
+    """The 304 answer when the request's ``If-None-Match`` matches ``etag`` (as :func:`bytes_response` would
+    give it), else None: lets a route skip reading and encoding a body the client already has."""
+    inm = request.headers.get("if-none-match")
+    if inm is None or not _etag_matches(inm, etag):
+        return None
+    headers = {"ETag": etag, "Vary": "Accept-Encoding"}
+    if cache_control:
+        headers["Cache-Control"] = cache_control
+    return Response(status_code=304, headers=headers)
+
+
 def _respond(request: Request, total: int, read, media_type: str, etag: str, compress: bool | None,
              headers: dict[str, str] | None, cache_control: str | None) -> Response:
     base = {"ETag": etag, "Vary": "Accept-Encoding", **(headers or {})}
@@ -243,5 +255,10 @@ def count(request: Request, what: str, n: int = 1) -> None:
 
 
 def install(app) -> None:
-    """Add :class:`CORSMiddleware` to ``app`` (call after any other ``add_middleware``)."""
+    """Add :class:`neurolake.server.routing.FastRoutes` (hot data routes without FastAPI's per-request
+    machinery, only without ``--auth``) and, outermost, :class:`CORSMiddleware` (call after any other
+    ``add_middleware``)."""
+    from neurolake.server.routing import FastRoutes
+
+    app.add_middleware(FastRoutes, fastapi_app=app)
     app.add_middleware(CORSMiddleware)

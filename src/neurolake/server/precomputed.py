@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import json
 
-from fastapi import Depends, Request, Response
+from fastapi import Request, Response
 
-from neurolake.lake import Lake
 from neurolake.server import cutouts
 from neurolake.server.access import Need
-from neurolake.server.deps import get_lake
 from neurolake.server.http import bytes_response
 from neurolake.server.models import ChunkBody, PrecomputedInfo, PrecomputedProvenance
-from neurolake.server.routing import APIRouter
+from neurolake.server.routing import APIRouter, fast_path
 from neurolake.volumes import precomputed as pc
 
 router = APIRouter(prefix="/precomputed", tags=["precomputed"])
@@ -35,36 +33,43 @@ def _json(request: Request, doc: dict) -> Response:
     return bytes_response(request, json.dumps(doc).encode(), "application/json")
 
 
+# Handlers are ``async`` and do no SQL on the hot path: the layer comes from the lake's memory while its
+# catalog generation is unchanged (cutouts.layer_async; a lookup in the thread pool otherwise), a chunk is
+# read by awaiting tensorstore (no thread-pool hop) and only JPEG / compressed_segmentation encoding (CPU
+# work) goes to the thread pool.
 @router.api_route("/{datastack}/{layer}/info", access=Need.read(), methods=GET, summary="precomputed info")
-def get_info(datastack: str, layer: str, request: Request, lake: Lake = Depends(get_lake)) -> PrecomputedInfo:
-    return cutouts.precomputed_info(request, cutouts.layer_of(request, datastack, layer))
+@fast_path
+async def get_info(datastack: str, layer: str, request: Request) -> PrecomputedInfo:
+    return cutouts.precomputed_info(request, await cutouts.layer_async(request, datastack, layer))
 
 
 @router.api_route("/{datastack}/{layer}/jpeg/info", access=Need.read(),
                   methods=GET, summary="precomputed info, JPEG chunks")
-def get_info_jpeg(datastack: str, layer: str, request: Request, lake: Lake = Depends(get_lake)) -> PrecomputedInfo:
-    return cutouts.precomputed_info(request, cutouts.layer_of(request, datastack, layer), "jpeg")
+@fast_path
+async def get_info_jpeg(datastack: str, layer: str, request: Request) -> PrecomputedInfo:
+    return cutouts.precomputed_info(request, await cutouts.layer_async(request, datastack, layer), "jpeg")
 
 
 @router.api_route("/{datastack}/{layer}/provenance", access=Need.read(),
                   methods=GET, summary="precomputed provenance")
 @router.api_route("/{datastack}/{layer}/jpeg/provenance", access=Need.read(),
                   methods=GET, include_in_schema=False)
-def get_provenance(datastack: str, layer: str, request: Request, lake: Lake = Depends(get_lake)) -> PrecomputedProvenance:
-    return _json(request, pc.provenance(cutouts.layer_of(request, datastack, layer)))
+@fast_path
+async def get_provenance(datastack: str, layer: str, request: Request) -> PrecomputedProvenance:
+    return _json(request, pc.provenance(await cutouts.layer_async(request, datastack, layer)))
 
 
 @router.api_route("/{datastack}/{layer}/jpeg/{key}/{chunk}", access=Need.read(),
                   methods=GET, summary="JPEG chunk")
-def get_chunk_jpeg(datastack: str, layer: str, key: str, chunk: str, request: Request,
-                   lake: Lake = Depends(get_lake)) -> ChunkBody:
-    return cutouts.precomputed_chunk(request, cutouts.layer_of(request, datastack, layer), key, chunk, "jpeg",
-                                     counter="precomputed_chunks")
+@fast_path
+async def get_chunk_jpeg(datastack: str, layer: str, key: str, chunk: str, request: Request) -> ChunkBody:
+    return await cutouts.precomputed_chunk_async(request, await cutouts.layer_async(request, datastack, layer), key,
+                                                 chunk, "jpeg", counter="precomputed_chunks")
 
 
 @router.api_route("/{datastack}/{layer}/{key}/{chunk}", access=Need.read(),
                   methods=GET, summary="precomputed chunk")
-def get_chunk(datastack: str, layer: str, key: str, chunk: str, request: Request,
-              lake: Lake = Depends(get_lake)) -> ChunkBody:
-    return cutouts.precomputed_chunk(request, cutouts.layer_of(request, datastack, layer), key, chunk,
-                                     counter="precomputed_chunks")
+@fast_path
+async def get_chunk(datastack: str, layer: str, key: str, chunk: str, request: Request) -> ChunkBody:
+    return await cutouts.precomputed_chunk_async(request, await cutouts.layer_async(request, datastack, layer), key,
+                                                 chunk, counter="precomputed_chunks")

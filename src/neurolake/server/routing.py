@@ -96,3 +96,106 @@ class APIRouter(fastapi.APIRouter):
                 self._literal_prefixes()):
             return Match.NONE, {}
         return super().matches(scope)
+
+
+# -- fast paths ------------------------------------------------------------------------------------------
+FAST_ATTR = "__neurolake_fast_path__"
+
+
+def fast_path(endpoint: Callable) -> Callable:
+    """Mark an ``async`` endpoint whose parameters are only path parameters (``str``) and ``request``: when the
+    server runs without ``--auth``, :class:`FastRoutes` calls it directly for a request that it alone matches,
+    skipping FastAPI's per-request dependency solving (about 0.13 ms of the 0.18 ms of CPU a 150 kB Zarr range
+    request took). Put it *below* the route decorator."""
+    setattr(endpoint, FAST_ATTR, True)
+    return endpoint
+
+
+class FastRoutes:
+    """Pure-ASGI middleware: hot data routes (chunks, shard ranges, tiles: endpoints marked :func:`fast_path`)
+    without FastAPI's per-request machinery, with exactly FastAPI's answer.
+
+    A request takes the fast path only when (1) the app runs without ``--auth`` (under ``--auth`` every
+    request goes through the access check of its route), (2) the request's path and method are matched by
+    the marked route's own regex and methods, and by *no other route of the app* (so route order can never
+    make the fast path answer for a route FastAPI would have chosen; otherwise FastAPI routes as usual), and
+    (3) the path parameters are converted by the route's own convertors (``app.state.fast_routes = False``
+    turns it off). Errors raised by the endpoint are
+    answered by the app's own exception handlers (the same JSON bodies); anything else propagates as before.
+    """
+
+    def __init__(self, app, fastapi_app) -> None:
+        self.app = app
+        self.fastapi_app = fastapi_app
+        self._table: tuple[int, list] | None = None
+
+    def _build(self) -> list:
+        import inspect
+
+        from neurolake.server.access import app_routes
+
+        routes = app_routes(self.fastapi_app)
+        if any(getattr(r, "path_regex", None) is None for r in routes):
+            return []  # a route we cannot match (host, …): never take the fast path
+        out = []
+        for r in routes:
+            endpoint = getattr(r, "endpoint", None)
+            if not getattr(endpoint, FAST_ATTR, False) or not inspect.iscoroutinefunction(endpoint):
+                continue
+            params = list(inspect.signature(endpoint).parameters)
+            if "request" not in params or set(params) - {"request"} != set(r.param_convertors):
+                continue
+            prefix = r.path.split("{", 1)[0]
+            rivals = [o for o in routes if o is not r and (o.path.split("{", 1)[0].startswith(prefix)
+                                                          or prefix.startswith(o.path.split("{", 1)[0]))]
+            out.append((prefix, r, endpoint, rivals))
+        return out
+
+    def _table_now(self) -> list:
+        n = len(self.fastapi_app.router.routes)
+        if self._table is None or self._table[0] != n:
+            self._table = (n, self._build())
+        return self._table[1]
+
+    async def __call__(self, scope, receive, send) -> None:
+        state = self.fastapi_app.state
+        if scope["type"] != "http" or getattr(state, "auth", False) or not getattr(state, "fast_routes", True):
+            await self.app(scope, receive, send)
+            return
+        path, method = get_route_path(scope), scope["method"]
+        for prefix, route, endpoint, rivals in self._table_now():
+            if not path.startswith(prefix) or method not in route.methods:
+                continue
+            m = route.path_regex.match(path)
+            if m is None:
+                continue
+            if any((o.path_regex.match(path) is not None
+                    and (getattr(o, "methods", None) is None or method in o.methods)) for o in rivals):
+                break  # another route answers this path too: FastAPI decides
+            await self._call(scope, receive, send, route, endpoint, m)
+            return
+        await self.app(scope, receive, send)
+
+    async def _call(self, scope, receive, send, route, endpoint, m) -> None:
+        from starlette.requests import Request
+
+        params = {k: route.param_convertors[k].convert(v) for k, v in m.groupdict().items()}
+        scope = {**scope, "path_params": params, "route": route, "endpoint": endpoint}
+        request = Request(scope, receive, send)
+        try:
+            response = await endpoint(**params, request=request)
+        except Exception as exc:
+            handlers = self.fastapi_app.exception_handlers
+            handler = next((handlers[c] for c in type(exc).__mro__[:-2] if c in handlers), None)  # not Exception
+            if handler is None:
+                raise
+            response = handler(request, exc)
+            if inspect_awaitable(response):
+                response = await response
+        await response(scope, receive, send)
+
+
+def inspect_awaitable(obj: Any) -> bool:
+    import inspect
+
+    return inspect.isawaitable(obj)

@@ -21,7 +21,7 @@ from neurolake.server import cutouts
 from neurolake.server.access import Need
 from neurolake.server.http import bytes_response
 from neurolake.server.models import ServerStats, TileBody
-from neurolake.server.routing import APIRouter
+from neurolake.server.routing import APIRouter, fast_path
 from neurolake.volumes.tiles import TILE_FORMATS, TileCache, TileService
 
 router = APIRouter(tags=["tiles"])
@@ -49,6 +49,7 @@ def invalidate(app, datastack: str, layer: str | None = None) -> None:
 @router.api_route("/catmaid/{datastack}/{layer}/{plane}/{index}/{name}", access=Need.read(),
                   methods=["GET", "HEAD"],
                   summary="512x512 tile (CATMAID convention)")
+@fast_path
 async def get_tile(datastack: str, layer: str, plane: str, index: str, name: str, request: Request) -> TileBody:
     m = _NAME.match(name)
     if not m or not re.fullmatch(r"[0-9]{1,9}", index):
@@ -56,8 +57,7 @@ async def get_tile(datastack: str, layer: str, plane: str, index: str, name: str
                               "with whole numbers", field="tile", value=f"{index}/{name}")
     row, col, mip, fmt = int(m.group(1)), int(m.group(2)), int(m.group(3)), m.group(4)
     svc = tile_service(request.app)
-    la = cutouts.cached_layer(request, datastack, layer) or await run_in_threadpool(  # catalog only on a miss
-        cutouts.layer_of, request, datastack, layer, memo=True)
+    la = await cutouts.layer_async(request, datastack, layer)  # catalog only when it changed
     body = svc.lookup(la, plane, int(index), row, col, mip, fmt)
     if body is None:
         body = await run_in_threadpool(svc.render, la, plane, int(index), row, col, mip, fmt)

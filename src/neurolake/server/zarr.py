@@ -12,33 +12,48 @@ confined to the layer folder, and temporary files of in-progress writes are not 
 
 from __future__ import annotations
 
-from fastapi import Depends, Request
+from fastapi import Request
+from starlette.concurrency import run_in_threadpool
 
 from neurolake.errors import NotFound
-from neurolake.lake import Lake
 from neurolake.server import cutouts
 from neurolake.server.access import Need
-from neurolake.server.deps import get_lake
 from neurolake.server.http import count, file_response
 from neurolake.server.models import ZarrKey
-from neurolake.server.routing import APIRouter
+from neurolake.server.routing import APIRouter, fast_path
 
 router = APIRouter(prefix="/zarr", tags=["zarr"])
+INLINE_BYTES = 4 << 20  # reads up to this size (a shard index, an inner chunk, metadata) stay on the event loop
 
 
 @router.api_route("/{datastack}/{layer}/{key:path}", access=Need.read(),
                   methods=["GET", "HEAD"], summary="Zarr v3 key")
-def get_key(datastack: str, layer: str, key: str, request: Request, lake: Lake = Depends(get_lake)) -> ZarrKey:
-    la = cutouts.layer_of(request, datastack, layer)
+@fast_path
+async def get_key(datastack: str, layer: str, key: str, request: Request) -> ZarrKey:
+    # async, no SQL while the catalog is unchanged (the layer from the lake's memory), and no thread-pool hop
+    # for the small reads sharded readers make (Range requests of a shard index or one inner chunk, metadata):
+    # one open + fstat + pread of stored bytes; whole-shard reads above INLINE_BYTES go to the thread pool
+    la = await cutouts.layer_async(request, datastack, layer)
     key = key or "zarr.json"
     parts = key.split("/")
     if any(p in ("", ".", "..") or p.startswith(".") or "\\" in p for p in parts) or key.endswith(".tmp"):
         raise NotFound(f"no key {key!r} in zarr layer {datastack}/{layer}", key=key)
     path = la.root.joinpath(*parts)
     media = "application/json" if parts[-1] == "zarr.json" else "application/octet-stream"
+    compress = None if media == "application/json" else False
     try:
-        response = file_response(request, path, media, compress=None if media == "application/json" else False)
+        if request.method == "GET" and "range" not in request.headers and _size(path) > INLINE_BYTES:
+            response = await run_in_threadpool(file_response, request, path, media, compress=compress)
+        else:
+            response = file_response(request, path, media, compress=compress)
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         raise NotFound(f"no key {key!r} in zarr layer {datastack}/{layer}", key=key) from None
     count(request, "zarr_keys")
     return response
+
+
+def _size(path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0  # missing: file_response raises the error that becomes 404

@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 import tensorstore as ts
 
-from neurolake.db.base import as_utc
 from neurolake.errors import Conflict, InvalidArgument, NotReady, OutOfBounds
 from neurolake.volumes.pyramid import update_region
 from neurolake.volumes.spec import LayerSpec
@@ -106,6 +105,8 @@ class Layer:
 
     def info(self) -> dict[str, Any]:
         """JSON metadata: type, dtype, bounds, chunking and voxel size per mip, status, provenance."""
+        from neurolake.db.base import as_utc  # the database layer only when metadata is asked for
+
         s = self.spec
         return {
             "datastack": self.datastack,
@@ -216,6 +217,25 @@ class Layer:
         if mip > 0:
             self._repair_overlapping(mip, ((z0, z1), (y0, y1), (x0, x1)))
         out = self.array(mip)[z0:z1, y0:y1, x0:x1].read().result()
+        self._check_current()
+        return out
+
+    async def cutout_async(self, x: Range, y: Range, z: Range, mip: int = 0) -> np.ndarray:
+        """:meth:`cutout` for asyncio code (same checks, result and errors): the read is awaited as a
+        tensorstore future instead of blocking a thread, so a server answers small reads without a
+        thread-pool hop. Opening an array for the first time and finishing pending pyramid updates (both
+        blocking) run in a worker thread."""
+        import asyncio
+
+        self._check_ready()
+        (x0, x1), (y0, y1), (z0, z1) = self.check_box(x, y, z, mip)
+        if mip > 0 and self.pending_updates():
+            return await asyncio.to_thread(self.cutout, (x0, x1), (y0, y1), (z0, z1), mip)
+        self._revalidate()
+        arr = self._arrays.get(mip)
+        if arr is None:
+            arr = await asyncio.to_thread(self.array, mip)
+        out = await arr[z0:z1, y0:y1, x0:x1].read()
         self._check_current()
         return out
 
