@@ -15,6 +15,8 @@ module                 commands
 ``ephys``              ``ephys ingest|tables|show|plot``
 ``estimate``           ``estimate`` (storage and access cost), ``scale`` (a model at MICrONS/H01 scale)
 ``process``            ``process intensity|align|train|classify|supervoxels|agglomerate|initial-roots``, ``evaluate``
+``skeletons``          ``skeleton build|swc|table``
+``meshes``             ``mesh build|info|export``
 =====================  ==========================================================
 
 Every command takes the lake as ``--lake/-l`` (default ``$NEUROLAKE_LAKE``, else the current folder;
@@ -33,11 +35,13 @@ from neurolake.cli import (
     ephys,
     estimate,
     features,
+    meshes,
     process,
     proofread,
     query,
     segment,
     serve,
+    skeletons,
     versions,
     volumes,
 )
@@ -58,6 +62,8 @@ app.add_typer(features.app, name="features")
 app.add_typer(ephys.app, name="ephys")
 estimate.register(app)
 app.add_typer(process.app, name="process")
+app.add_typer(meshes.app, name="mesh")
+app.add_typer(skeletons.app, name="skeleton")
 app.command("evaluate")(process.evaluate)
 access.register(app)
 query.register(app)  # sql, explain, runs list|show, reproduce

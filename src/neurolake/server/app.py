@@ -16,13 +16,17 @@ from neurolake.server import (
     bodies,
     boss,
     cave,
+    cave_annotation,
     ephys,
     errors,
     features,
+    graphene,
+    meshes,
     ocp,
     precomputed,
     proofreading,
     query,
+    skeletons,
     tiles,
     viewer,
     zarr,
@@ -57,12 +61,16 @@ def create_app(lake: Lake | str | Path, max_cutout_bytes: int | None = None, aut
     # whose /precomputed/{ds}/{layer}/... would otherwise match them.
     app.include_router(annotations.router)  # /api/v1/.../tables, /precomputed/{ds}/annotations/{table}
     app.include_router(boss.router)  # /v1: BossDB API for intern
+    app.include_router(meshes.router)  # /precomputed{,-roots}/{ds}/{layer}/mesh*: before precomputed routers
+    app.include_router(skeletons.router)  # /precomputed/{ds}/{layer}/skeletons/*: before precomputed.router
     app.include_router(precomputed.router)  # /precomputed/{ds}/{layer}: Neuroglancer precomputed
     app.include_router(zarr.router)  # /zarr/{ds}/{layer}: the stored OME-Zarr
     app.include_router(tiles.router)  # /catmaid: tiles with cache and prefetch
     app.include_router(viewer.router)  # /viewer/{ds}: bundled Neuroglancer
     features.install(app, lake, auth=auth)  # /api/v1/features, /data signed URLs, auth + quotas
+    graphene.install(app, auth)  # /graphene data_dir, /meshing manifests; cloud-volume's hex tokens (after auth)
     app.include_router(cave.router)  # CAVE subset for caveclient
+    app.include_router(cave_annotation.router)  # CAVE annotation engine + schema service
     app.include_router(proofreading.router)  # /api/v1/.../segmentation, versions, connectome
     app.include_router(proofreading.roots_router)  # /precomputed-roots
     app.include_router(query.router)  # /api/v1/query, /api/v1/runs: SQL with provenance

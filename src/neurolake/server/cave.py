@@ -325,6 +325,38 @@ async def mat_query(datastack: str, version: Count, table: str, request: Request
     return await run_in_threadpool(run)
 
 
+@router.post("/materialize/api/v3/datastack/{datastack}/version/{version}/query", access=Need.read(),
+             summary="CAVE materialize: join two tables of a version (Arrow IPC stream)")
+@router.post("/materialize/api/v2/datastack/{datastack}/version/{version}/query", access=Need.read(),
+             include_in_schema=False)
+async def mat_join_query(datastack: str, version: Count, request: Request,
+                         lake: Lake = Depends(get_lake)) -> CaveArrowBody:
+    """caveclient's ``join_query``: ``{"tables": [[t1, col1], [t2, col2]], filters keyed by table, "suffixes"
+    or "suffix_map", "select_column_map", "offset", "limit", "desired_resolution"}`` (see
+    :func:`neurolake.materialize.joins.join_version`)."""
+    from neurolake.materialize.joins import join_specs, join_version
+
+    body = _object(await _json(request))
+    specs = join_specs(body.get("tables"))
+    per = {t: _table_filters(body, t) for t, _ in specs}
+    window = per[specs[0][0]]
+    select = body.get("select_column_map") if isinstance(body.get("select_column_map"), dict) \
+        else body.get("select_columns")
+    suffixes = body.get("suffix_map") if body.get("suffix_map") is not None else body.get("suffixes")
+
+    def run() -> Response:  # catalog, Parquet, the join and Arrow encoding: off the event loop
+        check_readable(request, lake, datastack, *(t for t, _ in specs))
+        r = join_version(lake, datastack, version, specs,
+                         filters={t: {k: f[k] for k in f if k.startswith("filter_")} for t, f in per.items()},
+                         select_columns=select, suffixes=suffixes, offset=window["offset"], limit=window["limit"],
+                         desired_resolution=body.get("desired_resolution"))
+        resp = _arrow_response(r.arrow(), {}, None)
+        resp.headers["dataframe_resolution"] = ", ".join(str(x) for x in r.metadata["dataframe_resolution"])
+        return resp
+
+    return await run_in_threadpool(run)
+
+
 @router.post("/materialize/api/v3/datastack/{datastack}/query", access=Need.read(),
              summary="CAVE materialize: live query at a timestamp")
 async def mat_live_query(datastack: str, request: Request, timestamp: str | None = None,
@@ -372,20 +404,10 @@ def pcg_version() -> str:
 
 @router.get("/segmentation/table/{table_id}/info", access=Need.read("table_id"),
             summary="CAVE chunkedgraph: segmentation info")
-def pcg_info(table_id: str, lake: Lake = Depends(get_lake)) -> PcgInfo:
-    seg = _datastack(lake, table_id).segmentation
-    info = seg.info()
-    ds = lake.datastack_info(table_id)
-    out = {"app": {"supported_api_versions": [0, 1]}, "chunks_start_at_voxel_offset": True,
-           "data_dir": None, "type": "segmentation", "graph": {"chunk_size": [256, 256, 512], "n_layers": 2},
-           "verify_mesh": False, "mesh": None, "num_channels": 1, "data_type": "uint64",
-           "scales": [], "voxel_size_nm": ds["voxel_size_nm"], "neurolake": info}
-    if info["layer"]:
-        la = lake.layer(table_id, info["layer"])
-        out["scales"] = [{"resolution": list(m.voxel_size_nm), "size": list(m.size_xyz), "voxel_offset": [0, 0, 0],
-                          "key": str(m.mip), "chunk_sizes": [list(m.chunk_zyx[::-1])], "encoding": "raw"}
-                         for m in la.spec.mips]
-    return out
+def pcg_info(table_id: str, request: Request, lake: Lake = Depends(get_lake)) -> PcgInfo:
+    from neurolake.server.graphene import segmentation_info  # the shape cloud-volume's graphene reads
+
+    return segmentation_info(request, lake, table_id)
 
 
 @router.post(PCG + "/roots_binary", access=Need.read("table_id"),

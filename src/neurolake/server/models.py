@@ -982,3 +982,148 @@ class BossDownsample(Model):
     cuboid_size: dict[str, IntXYZ] = Field(description="resolution level -> chunk voxels, x, y, z")
     voxel_unit: str
     base_voxel_size: XYZ
+
+
+# =================================================================================================
+# CAVE annotation engine and schema service (caveclient AnnotationClient, SchemaClient)
+# =================================================================================================
+class CaveAnnotationTable(Model):
+    """An annotation table as CAVE's annotation engine describes it (``FullMetadataSchema``)."""
+
+    id: int
+    table_name: str
+    schema_type: str
+    description: str | None
+    valid: bool
+    created: str | None = Field(description="naive UTC, %Y-%m-%dT%H:%M:%S.%f")
+    deleted: str | None
+    user_id: str | None = Field(description="the owner")
+    notice_text: str | None
+    reference_table: str | None
+    flat_segmentation_source: str | None
+    voxel_resolution_x: Number = Field(description="nm per voxel of positions")
+    voxel_resolution_y: Number = Field(description="nm per voxel of positions")
+    voxel_resolution_z: Number = Field(description="nm per voxel of positions")
+    read_permission: str = Field(description="PRIVATE, GROUP or PUBLIC")
+    write_permission: str = Field(description="PRIVATE, GROUP or PUBLIC")
+    aligned_volume: str
+    properties: dict[str, str] = Field(description="neurolake: extra columns {name: type}")
+
+
+class CaveJsonSchema(Model):
+    """A JSON schema (draft 7) of an annotation schema, as the EMAnnotationSchemas service gives it
+    (marshmallow-jsonschema shape: ``$ref`` to the annotation class in ``definitions``)."""
+
+    ref: str = Field(alias="$ref")
+    json_schema: str = Field(alias="$schema")
+    definitions: dict[str, dict[str, Any]]
+
+
+# -- graphene for cloud-volume (server/graphene.py) --------------------------------------------------
+class GrapheneManifest(Model):
+    """A root's mesh manifest (cloud-volume's graphene mesh source reads it)."""
+
+    fragments: list[str] = Field(description="fragment names under the info's data_dir/mesh/")
+    seg_ids: list[Id] | None = Field(None, description="with ?return_seg_ids=1: the id of each fragment")
+
+
+class GrapheneMeshInfo(Model):
+    """``data_dir/mesh/info``: legacy (unsharded) precomputed meshes."""
+
+    type_: str = Field(alias="@type", description="neuroglancer_legacy_mesh")
+    spatial_index: dict[str, Any] | None
+
+
+# -- meshes (server/meshes.py) -----------------------------------------------------------------------
+class MeshFragmentBody(Body):
+    media_types = ("application/octet-stream",)
+    description = ("a legacy precomputed mesh fragment (uint32 n, n × 3 float32 x, y, z nm, uint32 triangle "
+                   "indices), a Draco mesh or a multi-resolution manifest (neuroglancer_multilod_draco)")
+
+
+class PrecomputedMeshInfo(Model):
+    """``mesh/info`` (``neuroglancer_legacy_mesh``) or ``mesh_draco/info`` (``neuroglancer_multilod_draco``)."""
+
+    type_: str = Field(alias="@type", description="neuroglancer_legacy_mesh or neuroglancer_multilod_draco")
+    vertex_quantization_bits: int | None = Field(None, description="multilod_draco: bits per stored position")
+    transform: list[Number] | None = Field(None, description="multilod_draco: 3 × 4 stored model → nm, row-major")
+    lod_scale_multiplier: Number | None = None
+
+
+class PrecomputedMeshManifest(Model):
+    """Legacy mesh manifest ``{id}:0``: the fragment names (files next to it) whose union is the mesh."""
+
+    fragments: list[str] = Field(description="fragment keys {id}:0:{bx}_{by}_{bz} (block grid indices)")
+
+
+# -- skeletons (server/skeletons.py, neurolake.skeletons) -----------------------------------------
+class SkeletonBody(Body):
+    description = ("one Neuroglancer precomputed skeleton: uint32 vertex and edge counts, float32 x, y, z vertices "
+                   "(nm), uint32 edges, float32 radius (nm), uint8 vertex_types")
+
+
+class SwcBody(Body):
+    media_type = "text/plain"
+    media_types = ("text/plain",)
+    description = "SWC text (id type x y z radius parent; nm), one tree per connected piece"
+
+
+class SkeletonInfo(Model):
+    """Neuroglancer precomputed skeleton ``info`` (``neuroglancer_skeletons``)."""
+
+    type_: str = Field(alias="@type", description="neuroglancer_skeletons")
+    transform: list[Number] = Field(description="3x4 row-major affine from stored vertices to nm (identity)")
+    vertex_attributes: list[dict[str, Any]] = Field(description="radius (float32, nm), vertex_types (uint8)")
+    mip: int | None = Field(None, description="mip of the segmentation the skeletons were computed at")
+
+
+class SkeletonRow(Model):
+    segment_id: int
+    n_vertices: int
+    n_edges: int
+    cable_length_nm: float
+    n_branch_points: int = Field(description="vertices with three or more edges")
+    n_end_points: int = Field(description="vertices with one edge")
+    n_components: int
+    mean_radius_nm: float
+    max_radius_nm: float
+    voxels: int = Field(description="voxels of the segment at the skeletonized mip")
+    mip: int
+
+
+class SkeletonTable(Model):
+    """The skeleton table of a layer at one Delta version, with how the skeletons were made."""
+
+    datastack: str
+    layer: str
+    table_version: int = Field(description="Delta version of the skeleton table (SQL: DS.skeletons.\"LAYER@N\")")
+    rows: list[SkeletonRow]
+    provenance: dict[str, Any] | None = Field(None, description="parameters, kimimaro version, inputs, code, "
+                                              "user, time, statistics of the newest build")
+
+
+class CaveView(Model):
+    """A view (a saved join of two annotation tables) as CAVE's materialization engine describes it."""
+
+    table_name: str = Field(description="the view's name")
+    description: str
+    notice_text: str | None
+    live_compatible: bool
+    voxel_resolution_x: Number = Field(description="nm per voxel of the answer's positions")
+    voxel_resolution_y: Number = Field(description="nm per voxel of the answer's positions")
+    voxel_resolution_z: Number = Field(description="nm per voxel of the answer's positions")
+    voxel_resolution: XYZ = Field(description="nm, x, y, z")
+    tables: list[list[str]] = Field(description="neurolake: the joined [table, join column] pairs")
+    suffixes: dict[str, str] = Field(description="neurolake: suffix per table for shared column names")
+
+
+class CaveViewColumn(Model):
+    type: str = Field(description="integer, number, string, boolean or SpatialPoint")
+    format: str | None = None
+
+
+class CaveViewSchema(Model):
+    """The columns of a view (a JSON-schema-like ``{"type": "object", "properties": {column: {type}}}``)."""
+
+    type: str
+    properties: dict[str, CaveViewColumn]

@@ -67,8 +67,19 @@ def info(layer: Layer, encoding: str | None = None) -> dict[str, Any]:
         if encoding == "compressed_segmentation":
             scale["compressed_segmentation_block_size"] = list(CSEG_BLOCK_XYZ)
         scales.append(scale)
-    return {"@type": "neuroglancer_multiscale_volume", "type": layer.layer_type, "data_type": str(layer.dtype),
-            "num_channels": 1, "scales": scales}
+    doc = {"@type": "neuroglancer_multiscale_volume", "type": layer.layer_type, "data_type": str(layer.dtype),
+           "num_channels": 1, "scales": scales}
+    if (layer.root / "skeletons" / "info").is_file():  # built by neurolake.skeletons (docs/skeletons.md)
+        doc["skeletons"] = "skeletons"
+    mesh_meta = layer.root / "mesh" / "meta.json"  # built by neurolake.meshes (docs/meshes.md)
+    if layer.layer_type == "segmentation" and mesh_meta.is_file():
+        import json
+
+        try:
+            doc["mesh"] = json.loads(mesh_meta.read_text()).get("info_dir", "mesh")
+        except (OSError, ValueError):  # being replaced right now: the legacy folder is always served
+            doc["mesh"] = "mesh"
+    return doc
 
 
 def provenance(layer: Layer) -> dict[str, Any]:
