@@ -91,6 +91,22 @@ def _ephys_step(lake: Lake, say: Callable[[str], None]) -> None:  # issue 18: pa
 STEPS.append(_ephys_step)
 
 
+def _neurons_3d_step(lake: Lake, say: Callable[[str], None]) -> None:  # issue 17: meshes and skeletons
+    """Meshes (zmesh) and skeletons (kimimaro) of the 88 gala FIB-SEM neurons, served at the precomputed routes
+    (Neuroglancer's 3-D panel, cloud-volume ``vol.mesh.get`` / ``vol.skeleton.get``)."""
+    from neurolake.meshes import build_meshes
+    from neurolake.skeletons import skeletonize_layer
+
+    build_meshes(lake, "gala_fibsem", "segmentation", scheduler="threads")
+    r = skeletonize_layer(lake, "gala_fibsem", "segmentation", scheduler="threads")
+    n = (r.get("statistics") or {}).get("skeletons", "")
+    say(f"gala_fibsem: meshes and {n} skeletons of layer segmentation (Neuroglancer's 3-D panel; SQL "
+        "gala_fibsem.skeletons.segmentation)")
+
+
+STEPS.append(_neurons_3d_step)
+
+
 def ingest_demo_layers(lake: Lake, say: Callable[[str], None], scheduler: str | None = None,
                        progress=None) -> None:
     """Ingest the demo layers that are not ready yet, sharing one Dask cluster for their pyramids."""
