@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from neurolake.errors import InvalidArgument
 
@@ -247,10 +248,85 @@ def _ids(col: str, s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     return vals.astype(np.int64), null
 
 
+class _Columns:
+    """The columns of a batch, from a DataFrame or an Arrow table: Arrow arrays where the input is Arrow
+    (vectorised checks without pandas), pandas Series otherwise (and for values the Arrow checks leave to
+    pandas: unusual types and any column that fails, so error messages are the same either way)."""
+
+    def __init__(self, data: pd.DataFrame | pa.Table) -> None:
+        self.data = data
+        self.is_arrow = isinstance(data, pa.Table)
+        self.names = list(data.column_names if self.is_arrow else data.columns)
+        self._series: dict[str, pd.Series] = {}
+        self._combined: dict[str, pa.Array] = {}
+
+    def __contains__(self, col: str) -> bool:
+        return col in self.names
+
+    def arrow(self, col: str) -> pa.Array | None:
+        """The column as one contiguous Arrow array (for numpy checks), None for a DataFrame."""
+        if not self.is_arrow:
+            return None
+        c = self.data.column(col)
+        if c.num_chunks == 1:
+            return c.chunk(0)
+        if col not in self._combined:
+            self._combined[col] = c.combine_chunks()
+        return self._combined[col]
+
+    def keep(self, col: str, arr: pa.Array) -> pa.Array | pa.ChunkedArray:
+        """``arr`` for the output; the input column itself (no copy) when ``arr`` is its contiguous form."""
+        if self.is_arrow and self._combined.get(col) is arr:
+            return self.data.column(col)
+        return arr
+
+    def series(self, col: str) -> pd.Series:
+        if not self.is_arrow:
+            return self.data[col]
+        if col not in self._series:
+            self._series[col] = self.data.column(col).to_pandas()
+        return self._series[col]
+
+
+def _arrow_float(arr: pa.Array | None) -> np.ndarray | None:
+    """float64 values (nulls as NaN) of a numeric or all-null Arrow array; None for other types."""
+    if arr is None:
+        return None
+    t = arr.type
+    if pa.types.is_null(t):
+        return np.full(len(arr), np.nan)
+    if not (pa.types.is_floating(t) or pa.types.is_integer(t)):
+        return None
+    if not pa.types.is_float64(t):
+        arr = pc.cast(arr, pa.float64(), safe=False)
+    if arr.null_count:
+        arr = pc.fill_null(arr, np.nan)
+    return arr.to_numpy(zero_copy_only=False)
+
+
+def _arrow_ids(arr: pa.Array | None) -> pa.Array | None:
+    """An integer (or all-null) Arrow id column as int64 when all its values lie in 0..2**63-1, else None
+    (the pandas path then checks it and names the bad rows)."""
+    if arr is None:
+        return None
+    t = arr.type
+    if pa.types.is_null(t):
+        return pa.nulls(len(arr), pa.int64())
+    if not pa.types.is_integer(t):
+        return None
+    if arr.null_count < len(arr):
+        mm = pc.min_max(arr)
+        if mm["min"].as_py() < 0 or mm["max"].as_py() > UINT64_MAX_STORED:
+            return None
+    return arr.cast(pa.int64()) if t != pa.int64() else arr
+
+
 def validate(df: pd.DataFrame, schema: Schema, properties: dict[str, str] | None,
              required_points: tuple[str, ...] | None = None) -> pa.Table:
     """Check and normalise a batch of rows (one row per annotation) for a table.
 
+    ``df``: a pandas DataFrame or an Arrow table (checked column by column with Arrow/numpy, without a
+    pandas conversion, where its columns have numeric / string / boolean Arrow types).
     Returns an Arrow table with exactly the user columns of the table (missing optional columns are
     nulls) in stored types (positions float64 voxels; ids int64, must be < 2**63). Raises
     :class:`InvalidArgument` naming columns and the first bad rows (0-based positions in the batch)
@@ -259,18 +335,21 @@ def validate(df: pd.DataFrame, schema: Schema, properties: dict[str, str] | None
     raises.
     """
     if isinstance(df, pa.Table):
-        df = df.to_pandas(split_blocks=True)  # no block consolidation copy
-    if not isinstance(df, pd.DataFrame):
+        if any(f"{p}_position" in df.column_names for p in schema.points):
+            df = df.to_pandas(split_blocks=True)  # list positions: split in pandas
+    elif not isinstance(df, pd.DataFrame):
         raise InvalidArgument(f"rows must be a pandas DataFrame or Arrow table, got {type(df).__name__}",
                               field="rows")
-    if not (isinstance(df.index, pd.RangeIndex) and df.index.start == 0 and df.index.step == 1):
-        df = df.reset_index(drop=True)
-    df = _split_point_lists(df, schema)
+    if isinstance(df, pd.DataFrame):
+        if not (isinstance(df.index, pd.RangeIndex) and df.index.start == 0 and df.index.step == 1):
+            df = df.reset_index(drop=True)
+        df = _split_point_lists(df, schema)
+    src = _Columns(df)
     props = properties or {}
     target = arrow_schema(schema, props)
     allowed = user_columns(schema, props)
-    system = [c for c in df.columns if c in ("created", "deleted", "superceded_id", "valid")]
-    unknown = [c for c in df.columns if c not in allowed and c not in system]
+    system = [c for c in src.names if c in ("created", "deleted", "superceded_id", "valid")]
+    unknown = [c for c in src.names if c not in allowed and c not in system]
     if unknown:
         raise InvalidArgument(
             f"unknown columns {unknown} for a {schema.name!r} table; allowed: {allowed} (declare extra "
@@ -278,15 +357,15 @@ def validate(df: pd.DataFrame, schema: Schema, properties: dict[str, str] | None
     if system:
         raise InvalidArgument(f"columns {system} are set by neurolake and may not be written",
                               field="columns", value=system)
-    dup = df.columns[df.columns.duplicated()].tolist()
+    dup = sorted({c for c in src.names if src.names.count(c) > 1}, key=src.names.index)
     if dup:
         raise InvalidArgument(f"columns {dup} appear more than once", field="columns", value=dup)
     n = len(df)
     req_points = schema.points if required_points is None else required_points
     missing = []
     for p in req_points:
-        missing += [c for c in position_columns(p) if c not in df.columns]
-    missing += [f.name for f in schema.fields if f.required and f.name not in df.columns]
+        missing += [c for c in position_columns(p) if c not in src]
+    missing += [f.name for f in schema.fields if f.required and f.name not in src]
     if missing:
         raise InvalidArgument(f"missing required columns {missing} for a {schema.name!r} table",
                               field="columns", value=missing)
@@ -296,18 +375,23 @@ def validate(df: pd.DataFrame, schema: Schema, properties: dict[str, str] | None
     for col in id_columns(schema, props):
         if col == "superceded_id":
             continue
-        if col not in df.columns:
+        if col not in src:
             out[col] = pa.nulls(n, pa.int64())
             continue
-        vals, null = _ids(col, df[col])
+        fast = _arrow_ids(src.arrow(col))
+        if fast is not None:
+            null = np.asarray(fast.is_null()) if fast.null_count else np.zeros(n, dtype=bool)
+        else:
+            vals, null = _ids(col, src.series(col))
         if col == "id" and null.any():
             rows = _rows(null)
             raise InvalidArgument(f"column 'id' is empty in rows {rows}; give every row an id or omit the column",
                                   field="id", rows=rows)
-        out[col] = pa.array(vals, pa.int64(), mask=null if null.any() else None)
+        out[col] = src.keep(col, fast) if fast is not None else pa.array(vals, pa.int64(),
+                                                                         mask=null if null.any() else None)
     for p in schema.points:
         cols = position_columns(p)
-        present = [c for c in cols if c in df.columns]
+        present = [c for c in cols if c in src]
         if present and len(present) < 3:
             raise InvalidArgument(f"point {p!r} needs all of {cols}; missing {sorted(set(cols) - set(present))}",
                                   field=p, value=present)
@@ -315,86 +399,110 @@ def validate(df: pd.DataFrame, schema: Schema, properties: dict[str, str] | None
             for c in cols:
                 out[c] = pa.array(np.full(n, np.nan), pa.float64())
             continue
-        arr = np.empty((n, 3), dtype=np.float64)
-        for i, c in enumerate(cols):
-            arr[:, i] = _to_number(c, df[c], "a number").to_numpy(dtype=np.float64, na_value=np.nan)
-        nan = np.isnan(arr)
-        inf = np.isinf(arr)
-        partial = nan.any(axis=1) & ~nan.all(axis=1)
+        axes = []  # one contiguous float64 array per axis
+        for c in cols:
+            v = _arrow_float(src.arrow(c))
+            if v is None:
+                v = _to_number(c, src.series(c), "a number").to_numpy(dtype=np.float64, na_value=np.nan)
+            axes.append(v)
+        nan = [np.isnan(v) for v in axes]
+        any_nan, all_nan = nan[0] | nan[1] | nan[2], nan[0] & nan[1] & nan[2]
+        inf = np.isinf(axes[0]) | np.isinf(axes[1]) | np.isinf(axes[2])
         if inf.any():
-            rows = _rows(inf.any(axis=1))
+            rows = _rows(inf)
             raise InvalidArgument(f"point {p!r} has infinite coordinates in rows {rows}", field=p, rows=rows)
+        partial = any_nan & ~all_nan
         if partial.any():
             rows = _rows(partial)
             raise InvalidArgument(f"point {p!r} has NaN/missing coordinates in rows {rows} (x, y, z must all be "
                                   "given)", field=p, rows=rows)
-        if p in req_points and nan.any():
-            rows = _rows(nan.any(axis=1))
+        if p in req_points and any_nan.any():
+            rows = _rows(any_nan)
             raise InvalidArgument(f"point {p!r} is required but its position is NaN/missing in rows "
-                                  f"{_fmt_rows(rows, int(nan.any(axis=1).sum()))}", field=p, rows=rows)
-        for i, c in enumerate(cols):
-            out[c] = pa.array(arr[:, i], pa.float64())
+                                  f"{_fmt_rows(rows, int(any_nan.sum()))}", field=p, rows=rows)
+        for c, v in zip(cols, axes, strict=True):
+            a = src.arrow(c)
+            out[c] = (src.keep(c, a) if a is not None and a.type == pa.float64() and a.null_count == 0
+                      else pa.array(v, pa.float64()))
     required = {f.name for f in schema.fields if f.required}
     for col, typ in types.items():
         if typ == "uint64":
             continue  # handled with the ids
-        if col not in df.columns:
+        if col not in src:
             out[col] = pa.nulls(n, TYPES[typ])
             continue
-        s = df[col]
-        if typ == "float":
-            vals = _to_number(col, s, "a number").to_numpy(dtype=np.float64, na_value=np.nan)
-            if np.isinf(vals).any():
-                rows = _rows(np.isinf(vals))
-                raise InvalidArgument(f"column {col!r} is infinite in rows {rows}", field=col, rows=rows)
-            out[col] = pa.array(vals, pa.float64(), from_pandas=True)
-        elif typ == "int":
-            num = _to_number(col, s, "a whole number")
-            null = num.isna().to_numpy()
-            vals = num.to_numpy(dtype=np.float64, na_value=0) if num.dtype.kind == "f" or null.any() \
-                else num.to_numpy()
-            if vals.dtype.kind == "f" and (vals % 1 != 0).any():
-                rows = _rows(vals % 1 != 0)
-                raise InvalidArgument(f"column {col!r} must hold whole numbers; rows {rows} do not",
-                                      field=col, rows=rows)
-            out[col] = pa.array(vals.astype(np.int64), pa.int64(), mask=null if null.any() else None)
-        elif typ == "bool":
-            if pd.api.types.is_bool_dtype(s.dtype):
-                out[col] = pa.array(s, pa.bool_(), from_pandas=True)
+        a = src.arrow(col)
+        if a is not None and pa.types.is_null(a.type):
+            out[col] = pa.nulls(n, TYPES[typ])
+        elif typ == "float" and (v := _arrow_float(a)) is not None:
+            bad = np.isinf(v)
+            if bad.any():
+                out[col] = _validate_column(col, typ, src.series(col))
             else:
-                mapping = {"true": True, "false": False, "True": True, "False": False,
-                           1: True, 0: False}
-                vals = [None if _isna(v) else mapping.get(v, "bad") for v in s.tolist()]
-                bad = np.array([v == "bad" for v in vals], dtype=bool)
-                if bad.any():
-                    rows = _rows(bad)
-                    raise InvalidArgument(f"column {col!r} must hold booleans; rows {rows} do not",
-                                          field=col, rows=rows)
-                out[col] = pa.array(vals, pa.bool_())
-        else:  # str
-            if pd.api.types.is_numeric_dtype(s.dtype) and not pd.api.types.is_bool_dtype(s.dtype) \
-                    and s.notna().any():
-                raise InvalidArgument(f"column {col!r} must hold text, got {s.dtype} numbers",
-                                      field=col, expected="str")
-            if col == "metadata":
-                s = s.map(_metadata_text)
-                bad = np.array([v is _BAD for v in s.tolist()], dtype=bool)
-                if bad.any():
-                    rows = _rows(bad)
-                    raise InvalidArgument(f"column 'metadata' must hold JSON objects (dicts); rows {rows} do not",
-                                          field="metadata", rows=rows)
-            if s.dtype == object:
-                bad = np.array([not (_isna(v) or isinstance(v, str)) for v in s.tolist()], dtype=bool)
-                if bad.any():
-                    rows = _rows(bad)
-                    raise InvalidArgument(f"column {col!r} must hold text; rows {rows} hold "
-                                          f"{[s.iloc[r] for r in rows[:3]]}", field=col, rows=rows)
-            out[col] = pa.array(s.astype(object).where(s.notna(), None), pa.string())
+                out[col] = src.keep(col, a) if a.type == pa.float64() and not np.isnan(v).any() else \
+                    pa.array(v, pa.float64(), from_pandas=True)
+        elif typ == "int" and a is not None and pa.types.is_integer(a.type) and (
+                a.type != pa.uint64() or _arrow_ids(a) is not None):
+            out[col] = a.cast(pa.int64())
+        elif typ == "bool" and a is not None and pa.types.is_boolean(a.type):
+            out[col] = a
+        elif (typ == "str" and col != "metadata" and a is not None
+              and (pa.types.is_string(a.type) or pa.types.is_large_string(a.type) or pa.types.is_string_view(a.type))):
+            out[col] = a.cast(pa.string())
+        else:
+            out[col] = _validate_column(col, typ, src.series(col))
         if col in required and out[col].null_count:
             rows = _rows(np.asarray(out[col].is_null()))
             raise InvalidArgument(f"required column {col!r} is empty in rows {rows}", field=col, rows=rows)
     names = [c for c in target.names if c in out]
     return pa.Table.from_arrays([out[c] for c in names], schema=pa.schema([target.field(c) for c in names]))
+
+
+def _validate_column(col: str, typ: str, s: pd.Series) -> pa.Array:
+    """Check one field/property column given as a pandas Series; the stored Arrow array."""
+    if typ == "float":
+        vals = _to_number(col, s, "a number").to_numpy(dtype=np.float64, na_value=np.nan)
+        if np.isinf(vals).any():
+            rows = _rows(np.isinf(vals))
+            raise InvalidArgument(f"column {col!r} is infinite in rows {rows}", field=col, rows=rows)
+        return pa.array(vals, pa.float64(), from_pandas=True)
+    if typ == "int":
+        num = _to_number(col, s, "a whole number")
+        null = num.isna().to_numpy()
+        vals = num.to_numpy(dtype=np.float64, na_value=0) if num.dtype.kind == "f" or null.any() \
+            else num.to_numpy()
+        if vals.dtype.kind == "f" and (vals % 1 != 0).any():
+            rows = _rows(vals % 1 != 0)
+            raise InvalidArgument(f"column {col!r} must hold whole numbers; rows {rows} do not",
+                                  field=col, rows=rows)
+        return pa.array(vals.astype(np.int64), pa.int64(), mask=null if null.any() else None)
+    if typ == "bool":
+        if pd.api.types.is_bool_dtype(s.dtype):
+            return pa.array(s, pa.bool_(), from_pandas=True)
+        mapping = {"true": True, "false": False, "True": True, "False": False, 1: True, 0: False}
+        vals = [None if _isna(v) else mapping.get(v, "bad") for v in s.tolist()]
+        bad = np.array([v == "bad" for v in vals], dtype=bool)
+        if bad.any():
+            rows = _rows(bad)
+            raise InvalidArgument(f"column {col!r} must hold booleans; rows {rows} do not", field=col, rows=rows)
+        return pa.array(vals, pa.bool_())
+    # str
+    if pd.api.types.is_numeric_dtype(s.dtype) and not pd.api.types.is_bool_dtype(s.dtype) and s.notna().any():
+        raise InvalidArgument(f"column {col!r} must hold text, got {s.dtype} numbers", field=col, expected="str")
+    if col == "metadata":
+        s = s.map(_metadata_text)
+        bad = np.array([v is _BAD for v in s.tolist()], dtype=bool)
+        if bad.any():
+            rows = _rows(bad)
+            raise InvalidArgument(f"column 'metadata' must hold JSON objects (dicts); rows {rows} do not",
+                                  field="metadata", rows=rows)
+    if s.dtype == object:
+        bad = np.array([not (_isna(v) or isinstance(v, str)) for v in s.tolist()], dtype=bool)
+        if bad.any():
+            rows = _rows(bad)
+            raise InvalidArgument(f"column {col!r} must hold text; rows {rows} hold "
+                                  f"{[s.iloc[r] for r in rows[:3]]}", field=col, rows=rows)
+    return pa.array(s.astype(object).where(s.notna(), None), pa.string())
 
 
 _BAD = object()
