@@ -188,28 +188,36 @@ class Constants:
     source: str
 
 
-def measure_constants(n_supervoxels: int = 200_000, degree: float = 6.0, lake: str | Path | None = None) -> Constants:
-    """Build the real in-memory supervoxel graph (``proofreading.state.GraphState``) for a random region
-    adjacency graph of ``n_supervoxels`` nodes and mean degree ``degree`` and divide the bytes of its numpy
-    arrays (``nbytes``, recursively over its attributes) into per-supervoxel and per-edge parts (two sizes
-    fitted exactly); with ``lake``, the stored/uncompressed ratio of each layer kind from that lake's arrays.
-    """
+def random_graph_state(n: int, degree: float = 6.0, seed: int = 0):
+    """A real ``proofreading.state.GraphState`` of ``n`` supervoxels (ids 1..n) and about ``n * degree / 2``
+    random local edges (each supervoxel joined to one of its next 49 ids), every edge inactive."""
     import datetime as dt
 
     import numpy as np
 
     from neurolake.proofreading.state import GraphState
 
+    rng = np.random.default_rng(seed)
+    m = int(n * degree / 2)
+    a = rng.integers(1, n + 1, m, dtype=np.uint64)
+    b = np.minimum(a + rng.integers(1, 50, m).astype(np.uint64), np.uint64(n))
+    keep = a != b
+    a, b = a[keep], b[keep]
+    svs = np.arange(1, n + 1, dtype=np.uint64)
+    return GraphState(svs, svs.copy(), a, b, np.full(len(a), 0.5, np.float32), np.zeros(len(a), bool),
+                      dt.datetime.now(dt.UTC))
+
+
+def measure_constants(n_supervoxels: int = 200_000, degree: float = 6.0, lake: str | Path | None = None) -> Constants:
+    """Build the real in-memory supervoxel graph (``proofreading.state.GraphState``) for a random region
+    adjacency graph of ``n_supervoxels`` nodes and mean degree ``degree`` and divide the bytes of its numpy
+    arrays (``nbytes``, recursively over its attributes) into per-supervoxel and per-edge parts (two sizes
+    fitted exactly); with ``lake``, the stored/uncompressed ratio of each layer kind from that lake's arrays.
+    """
+    import numpy as np
+
     def size(n: int) -> tuple[int, int]:
-        rng = np.random.default_rng(0)
-        m = int(n * degree / 2)
-        a = rng.integers(1, n + 1, m, dtype=np.uint64)
-        b = np.minimum(a + rng.integers(1, 50, m).astype(np.uint64), np.uint64(n))
-        keep = a != b
-        a, b = a[keep], b[keep]
-        svs = np.arange(1, n + 1, dtype=np.uint64)
-        st = GraphState(svs, svs.copy(), a, b, np.full(len(a), 0.5, np.float32), np.zeros(len(a), bool),
-                        dt.datetime.now(dt.UTC))
+        st = random_graph_state(n, degree)
         seen: set[int] = set()
 
         def walk(obj, depth=0) -> int:
@@ -228,7 +236,7 @@ def measure_constants(n_supervoxels: int = 200_000, degree: float = 6.0, lake: s
                 return sum(walk(v, depth + 1) for v in vars(obj).values())
             return 0
 
-        return walk(st), len(a)
+        return walk(st), len(st.eu)
 
     b1, e1 = size(n_supervoxels)
     b2, e2 = size(2 * n_supervoxels)

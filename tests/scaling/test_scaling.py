@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import subprocess
 import sys
@@ -34,24 +33,14 @@ def test_model_counts_equal_the_stored_layout(demo_lake, ds, layer):
 
 def test_measured_graph_constants_predict_a_third_size():
     """Bytes per supervoxel and per edge fitted at n and 2n predict the real GraphState at 3n within 5 %."""
-    from neurolake.proofreading.state import GraphState
-
     c = scaling.measure_constants(n_supervoxels=20_000)
     assert c.graph_bytes_per_supervoxel > 8 and c.graph_bytes_per_edge > 8
     n = 60_000
-    rng = np.random.default_rng(1)
-    m = n * 3
-    a = rng.integers(1, n + 1, m, dtype=np.uint64)
-    b = np.minimum(a + rng.integers(1, 50, m).astype(np.uint64), np.uint64(n))
-    keep = a != b
-    a, b = a[keep], b[keep]
-    svs = np.arange(1, n + 1, dtype=np.uint64)
-    st = GraphState(svs, svs.copy(), a, b, np.full(len(a), 0.5, np.float32), np.zeros(len(a), bool),
-                    dt.datetime.now(dt.UTC))
+    st = scaling.random_graph_state(n, 6.0, seed=1)
     real = sum(v.nbytes for v in vars(st).values() if isinstance(v, np.ndarray))
     real += sum(v.data.nbytes + v.indices.nbytes + v.indptr.nbytes for v in vars(st).values()
                 if hasattr(v, "indptr"))
-    predicted = n * c.graph_bytes_per_supervoxel + len(a) * c.graph_bytes_per_edge
+    predicted = n * c.graph_bytes_per_supervoxel + len(st.eu) * c.graph_bytes_per_edge
     assert abs(predicted - real) / real < 0.05, (predicted, real)
 
 
