@@ -428,18 +428,9 @@ class Resolver:
         newest = et.version(self.lake, ds, name)
         keyed = name in et.KEYED
         files_v: int | None = None
+        version = _delta_version(canonical, "ephys tables", rec, pin, newest)
         if rec is not None:
-            version, files_v = int(rec["delta_version"]), rec.get("files_version")
-        elif pin is None:
-            version = newest
-        elif re.fullmatch(r"\d+", pin):
-            version = int(pin)
-        else:
-            raise InvalidArgument(f"{canonical}@{pin}: ephys tables are pinned by a Delta version (an integer)",
-                                  field="pin", value=pin)
-        if version is None or version > newest or version < 0:
-            raise NotFound(f"{canonical}: Delta version {version} does not exist (versions 0–{newest})",
-                           field="pin", value=version)
+            files_v = rec.get("files_version")
         if keyed and rec is None:  # which files were loaded when this version was current
             files_v = et.files_version_for(self.lake, ds, name, version)
             if files_v == -1:
@@ -492,18 +483,7 @@ class Resolver:
         canonical = f"{ds}.{SKELETONS}.{layer}"
         rec, pin, by = self._pin_for(canonical, written)
         newest = store.table_version(la)
-        if rec is not None:
-            version = int(rec["delta_version"])
-        elif pin is None:
-            version = newest
-        elif re.fullmatch(r"\d+", pin):
-            version = int(pin)
-        else:
-            raise InvalidArgument(f"{canonical}@{pin}: skeleton tables are pinned by a Delta version (an integer)",
-                                  field="pin", value=pin)
-        if version is None or not 0 <= version <= newest:
-            raise NotFound(f"{canonical}: Delta version {version} does not exist (versions 0–{newest})",
-                           field="pin", value=version)
+        version = _delta_version(canonical, "skeleton tables", rec, pin, newest)
         path = store.table_path(la)
         try:
             d = DeltaTable(str(path), version=version)
@@ -621,6 +601,25 @@ def _delta_files(location: str, fp: dict[str, Any]) -> list[str]:
     except Exception as exc:  # noqa: BLE001
         raise CorruptData(f"feature table at {location}: Delta version {fp['value']} cannot be read ({exc})",
                           location=location) from exc
+
+
+def _delta_version(canonical: str, what: str, rec: dict | None, pin: str | None, newest: int | None) -> int:
+    """The Delta version an input is read at: the run's recorded pin (``rec``), else the ``@N`` of the SQL
+    name (``pin``), else the newest. Raises InvalidArgument (a pin that is not an integer) and NotFound (a
+    version outside 0..newest)."""
+    if rec is not None:
+        version = int(rec["delta_version"])
+    elif pin is None:
+        version = newest
+    elif re.fullmatch(r"\d+", pin):
+        version = int(pin)
+    else:
+        raise InvalidArgument(f"{canonical}@{pin}: {what} are pinned by a Delta version (an integer)",
+                              field="pin", value=pin)
+    if version is None or newest is None or not 0 <= version <= newest:
+        raise NotFound(f"{canonical}: Delta version {version} does not exist (versions 0–{newest})",
+                       field="pin", value=version)
+    return version
 
 
 def _commit_time(d, version: int) -> str | None:
