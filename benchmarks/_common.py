@@ -124,3 +124,20 @@ class Server:
             self.proc.wait(10)
         if self.log is not None:
             self._out.close()
+
+
+def segmentation_lake(tmp: Path):
+    """A new lake under ``tmp`` with the real segmentations of ``data/``: ``gala/segmentation`` (the gala
+    FIB-SEM neurons) and ``gerhard2013/labels`` (Gerhard et al. 2013 labels), ingested as the demo does."""
+    from neurolake import init_lake
+    from neurolake.demo import GALA_VOXEL, GERHARD_VOXEL
+
+    data = ROOT / "data"
+    lake = init_lake(tmp / "lake")
+    lake.create_datastack("gala", GALA_VOXEL)
+    lake.ingest(str(data / "gala_fibsem/train-gt.lzf.h5:/stack"), "gala", "segmentation", voxel_size=GALA_VOXEL,
+                layer_type="segmentation", scheduler="threads")
+    lake.create_datastack("gerhard2013", GERHARD_VOXEL)
+    lake.ingest(str(data / "gerhard2013/labels"), "gerhard2013", "labels", voxel_size=GERHARD_VOXEL,
+                layer_type="segmentation", scheduler="threads")
+    return lake

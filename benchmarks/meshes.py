@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, median, timed, write_results  # noqa: E402
+from _common import median, segmentation_lake, timed, write_results  # noqa: E402
 
 
 def zmesh_direct(vol_zyx: np.ndarray, res) -> int:
@@ -59,20 +59,12 @@ def main() -> None:
     import zmesh
     from distributed import Client, LocalCluster
 
-    from neurolake import init_lake
     from neurolake import meshes as M
     from neurolake.demo import GALA_VOXEL, GERHARD_VOXEL
     from neurolake.proofreading import create_segmentation
 
-    data = ROOT / "data"
     tmp = Path(tempfile.mkdtemp(prefix="nl-bench-mesh-"))
-    lake = init_lake(tmp / "lake")
-    lake.create_datastack("gala", GALA_VOXEL)
-    lake.ingest(str(data / "gala_fibsem/train-gt.lzf.h5:/stack"), "gala", "segmentation", voxel_size=GALA_VOXEL,
-                layer_type="segmentation", scheduler="threads")
-    lake.create_datastack("gerhard2013", GERHARD_VOXEL)
-    lake.ingest(str(data / "gerhard2013/labels"), "gerhard2013", "labels", voxel_size=GERHARD_VOXEL,
-                layer_type="segmentation", scheduler="threads")
+    lake = segmentation_lake(tmp)
     xy = args.gerhard_xy
     if xy < 1024:  # a crop as its own layer, so both sides mesh exactly the same voxels
         from neurolake.volumes.sources import NpyFile

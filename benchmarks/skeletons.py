@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, median, timed, write_results  # noqa: E402
+from _common import median, segmentation_lake, timed, write_results  # noqa: E402
 
 
 def main() -> None:
@@ -42,22 +42,13 @@ def main() -> None:
 
     import kimimaro
 
-    from neurolake import init_lake
-    from neurolake.demo import GALA_VOXEL, GERHARD_VOXEL
     from neurolake.jobs import dask_client
     from neurolake.process.jobs import read_layer
     from neurolake.skeletons import skeleton, skeletonize_layer
     from neurolake.skeletons.build import kimimaro_version
 
-    data = ROOT / "data"
     tmp = Path(tempfile.mkdtemp(prefix="nl-bench-skel-"))
-    lake = init_lake(tmp / "lake")
-    lake.create_datastack("gala", GALA_VOXEL)
-    lake.ingest(str(data / "gala_fibsem/train-gt.lzf.h5:/stack"), "gala", "segmentation", voxel_size=GALA_VOXEL,
-                layer_type="segmentation", scheduler="threads")
-    lake.create_datastack("gerhard2013", GERHARD_VOXEL)
-    lake.ingest(str(data / "gerhard2013/labels"), "gerhard2013", "labels", voxel_size=GERHARD_VOXEL,
-                layer_type="segmentation", scheduler="threads")
+    lake = segmentation_lake(tmp)
     cases = [("gala FIB-SEM neurons", "gala", "segmentation", 0),
              ("Gerhard 2013 labels", "gerhard2013", "labels", args.gerhard_mip)]
 
