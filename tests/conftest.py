@@ -10,6 +10,10 @@
 - ``postgres_url``: a throw-away PostgreSQL cluster on a loopback port (started with the server
   binaries of the Debian package that ``scripts/setup.sh`` installs); each call of the
   ``new_pg_database`` factory gives a new empty database URL.
+- ``s3_endpoint``: an S3-compatible server (moto, a separate process) on a loopback port; the session's
+  environment points the AWS settings at it (so servers and Dask workers started by tests use it too).
+- ``new_s3_lake``: factory of empty lakes on ``s3://<new bucket>/lake`` with a new PostgreSQL catalog;
+  ``s3_demo_lake``: the demo datastacks ingested into one such lake (session-scoped, read-only).
 """
 
 from __future__ import annotations
@@ -195,3 +199,80 @@ def chromium():
     driver.set_script_timeout(30)
     yield driver
     driver.quit()
+
+
+S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
+          "AWS_EC2_METADATA_DISABLED": "true"}
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory):
+    """URL of a moto S3 server process on 127.0.0.1 (a separate process: delta-rs blocks while holding the
+    GIL, which would stall an in-process server). Sets ``AWS_ENDPOINT_URL`` and test credentials in
+    ``os.environ`` for the session."""
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    wait_http(url + "/", proc)
+    env = S3_ENV | {"AWS_ENDPOINT_URL": url}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    yield url
+    proc.terminate()
+    proc.wait(10)
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def _s3_lake_factory(s3_endpoint, postgres_url):
+    import psycopg
+
+    from neurolake.storage.config import storage_config
+
+    admin = postgres_url.replace("postgresql+psycopg://", "postgresql://")
+
+    def make() -> tuple[str, str]:
+        tag = uuid.uuid4().hex[:10]
+        storage_config().boto3_client().create_bucket(Bucket=f"lake-{tag}")
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "nl_{tag}"')
+        return f"s3://lake-{tag}/lake", postgres_url.rsplit("/", 1)[0] + f"/nl_{tag}"
+
+    return make
+
+
+@pytest.fixture
+def new_s3_lake(_s3_lake_factory):
+    """Factory: ``make() -> (url, database_url)`` of a new empty lake on S3 with a PostgreSQL catalog
+    (already initialised: open it with ``open_lake(url)`` — its ``lake.json`` names the database)."""
+    from neurolake import init_lake
+
+    made = []
+
+    def make() -> tuple[str, str]:
+        url, db = _s3_lake_factory()
+        made.append(init_lake(url, database_url=db))
+        return url, db
+
+    yield make
+    for lk in made:
+        lk.close()
+
+
+@pytest.fixture(scope="session")
+def s3_demo_lake_url(_s3_lake_factory) -> str:
+    """An S3 lake (PostgreSQL catalog) holding the demo datastacks, built once per session. Read-only."""
+    from neurolake import init_lake
+    from neurolake.demo import ingest_demo_layers
+
+    url, db = _s3_lake_factory()
+    lake = init_lake(url, database_url=db)
+    ingest_demo_layers(lake, lambda m: None, scheduler="threads")
+    lake.close()
+    return url

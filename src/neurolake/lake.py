@@ -1,17 +1,21 @@
-"""Lake: one installation — a folder holding the stored data plus its catalog database.
+"""Lake: one installation — a folder or an ``s3://bucket/prefix`` holding the stored data, plus its catalog.
 
-Layout of a lake folder::
+Layout of a lake::
 
     lake.json                       marker: format version (and a database URL if one was given)
     catalog.sqlite                  the catalog (unless NEUROLAKE_DATABASE_URL selects PostgreSQL)
     datastacks/<ds>/volumes/<layer>/  OME-Zarr 0.5 group of sharded Zarr v3 arrays, one per mip
+
+A lake on S3-compatible object storage (``neurolake init s3://bucket/prefix``) has the same layout under its
+prefix and its catalog on PostgreSQL (``NEUROLAKE_DATABASE_URL`` or ``database_url=``): object storage has no
+file locks, so its writers coordinate through the database (:mod:`neurolake.db.locks`). How each library
+reaches the bytes comes from one :class:`neurolake.storage.config.StorageConfig` (``lake.storage``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 from neurolake.base.names import check_name, not_found
 from neurolake.base.settings import Settings, settings
 from neurolake.errors import AlreadyExists, InvalidArgument, NotFound
+from neurolake.storage.config import is_s3, storage_config
+from neurolake.storage.files import lake_root, relative, remove_tree, write_text_atomic
 from neurolake.volumes.layer import Layer
 from neurolake.volumes.spec import LayerSpec
 from neurolake.volumes.store import create_arrays, make_context
@@ -59,12 +65,30 @@ def _voxel_size(value: Any) -> list[float]:
     return vals
 
 
+def _remote_database(url: str | None) -> str:
+    if not url or url.startswith("sqlite"):
+        raise InvalidArgument("a lake on object storage keeps its catalog on PostgreSQL: set NEUROLAKE_DATABASE_URL "
+                              "(postgresql+psycopg://user@host:port/db) or pass database_url", field="database_url",
+                              value=url)
+    return url
+
+
 def init_lake(path: str | Path, database_url: str | None = None) -> Lake:
-    """Create a lake at ``path`` (a new or empty folder, or an existing lake: then just open it)."""
-    root = Path(path).expanduser().resolve()
-    if root.exists() and not root.is_dir():
+    """Create a lake at ``path``: a new or empty folder, or ``s3://bucket/prefix`` of an existing bucket (its
+    catalog on PostgreSQL: ``database_url`` or ``NEUROLAKE_DATABASE_URL``); an existing lake is just opened.
+    Raises InvalidArgument (a file in the way, an S3 lake without a PostgreSQL URL, a bad URL), NotFound (no
+    such bucket)."""
+    root = lake_root(path)
+    remote = is_s3(root)
+    if remote:
+        _remote_database(database_url or settings().database_url)
+        if not root.fs.exists(root.path.split("/", 1)[0]):
+            raise NotFound(f"bucket of {str(root)!r} does not exist (or is not visible with these credentials)",
+                           path=str(root))
+    elif root.exists() and not root.is_dir():
         raise InvalidArgument(f"lake path {str(root)!r} exists and is not a folder", field="path", value=str(root))
-    root.mkdir(parents=True, exist_ok=True)
+    else:
+        root.mkdir(parents=True, exist_ok=True)
     marker = root / MARKER
     if not marker.exists():
         doc: dict[str, Any] = {"neurolake_lake": LAKE_FORMAT}
@@ -75,11 +99,12 @@ def init_lake(path: str | Path, database_url: str | None = None) -> Lake:
 
 
 def open_lake(path: str | Path, create: bool = False) -> Lake:
-    """Open the lake at ``path``. With ``create=True`` a missing lake is created (see :func:`init_lake`).
+    """Open the lake at ``path`` (a folder or ``s3://bucket/prefix``). With ``create=True`` a missing lake is
+    created (see :func:`init_lake`).
 
     Raises NotFound when ``path`` holds no lake and ``create`` is false.
     """
-    root = Path(path).expanduser().resolve()
+    root = lake_root(path)
     if not (root / MARKER).exists():
         if create:
             return init_lake(root)
@@ -90,17 +115,21 @@ def open_lake(path: str | Path, create: bool = False) -> Lake:
 class Lake:
     """An open lake. Use :func:`open_lake` / :func:`init_lake` rather than the constructor."""
 
-    def __init__(self, root: Path, config: Settings | None = None) -> None:
-        self.root = Path(root)
+    def __init__(self, root: Path | Any, config: Settings | None = None) -> None:
+        self.root = lake_root(root)  # a Path, or a upath.UPath for s3://
+        self.remote = is_s3(self.root)  # on object storage (catalog on PostgreSQL, locks in the database)
+        self.storage = storage_config()
         self.settings = config or settings()
         marker = json.loads((self.root / MARKER).read_text())
         url = self.settings.database_url or marker.get("database_url") or f"sqlite:///{self.root / 'catalog.sqlite'}"
+        if self.remote:
+            _remote_database(self.settings.database_url or marker.get("database_url"))
         self._url = url
         self._catalog: Catalog | None = None
         self._catalog_lock = threading.Lock()
         if not url.startswith("sqlite"):  # a server database: connect (and report a bad URL) at once
             self.catalog  # noqa: B018
-        self.context = make_context(self.settings.cache_bytes)
+        self.context = make_context(self.settings.cache_bytes, self.storage if self.remote else None)
         self._layers: dict[tuple, Layer] = {}
         self._layer_hits: dict[tuple[str, str], tuple[str, float, Layer]] = {}  # (ds, name) → (generation, t, layer)
         self._ds_hits: dict[str, tuple[str, float, dict[str, Any]]] = {}  # name → (generation, t, info)
@@ -110,6 +139,26 @@ class Lake:
 
     def __repr__(self) -> str:
         return f"<Lake {self.root}>"
+
+    @property
+    def url(self) -> str:
+        """Where the lake is: an absolute folder path or ``s3://bucket/prefix``."""
+        return str(self.root)
+
+    @property
+    def locks(self) -> Any:
+        """Named locks shared by every process and machine of a lake on object storage
+        (:class:`neurolake.db.locks.AdvisoryLocks` on its PostgreSQL catalog); None for a local lake, whose
+        writers use file locks."""
+        if not self.remote:
+            return None
+
+        def make() -> Any:
+            from neurolake.db.locks import AdvisoryLocks
+
+            return AdvisoryLocks(self.catalog.engine)
+
+        return self.state("locks", make)
 
     @property
     def catalog(self) -> Catalog:
@@ -134,6 +183,8 @@ class Lake:
         process or another (``catalog.generation`` in the lake folder: one small file read). Cached layer
         and datastack metadata (:meth:`layer`, :meth:`datastack`) is reused while it is unchanged."""
         try:
+            if self.remote:
+                return (self.root / GENERATION).read_bytes()[:64].decode("ascii", "replace") or "0"
             with open(self.root / GENERATION, "rb") as f:
                 return f.read(64).decode("ascii", "replace") or "0"
         except FileNotFoundError:
@@ -142,12 +193,9 @@ class Lake:
     def _bump(self, pending: bool = False) -> None:
         """Mark the datastack/layer catalog as changed (every process's caches of it are dropped). A ``pending``
         generation (written before a change commits) is one under which nothing is cached."""
-        import os
         import uuid
 
-        tmp = self.root / f".{GENERATION}.{os.getpid()}.{threading.get_ident()}"
-        tmp.write_text(("p" if pending else "g") + uuid.uuid4().hex)
-        os.replace(tmp, self.root / GENERATION)
+        write_text_atomic(self.root / GENERATION, ("p" if pending else "g") + uuid.uuid4().hex)
         with self._lock:
             self._layer_hits.clear()
             self._ds_hits.clear()
@@ -369,10 +417,10 @@ class Lake:
                 row = self._ds_row(s, name)
                 s.delete(row)
             self._forget(name)
-        shutil.rmtree(self.root / "datastacks" / name, ignore_errors=True)
+        remove_tree(self.root / "datastacks" / name)
 
     # -- layers -----------------------------------------------------------------------------------
-    def layer_path(self, datastack: str, name: str) -> Path:
+    def layer_path(self, datastack: str, name: str) -> Path | Any:
         """Where a new layer ``name`` is created. An overwritten layer lives elsewhere (``<name>@<token>``):
         use ``lake.layer(ds, name).root`` for the current folder."""
         return self.root / "datastacks" / datastack / "volumes" / name
@@ -427,6 +475,7 @@ class Lake:
             created = parse_timestamp(entry["created"], "created")  # aware UTC (the catalog's are naive UTC)
             layer = Layer(datastack=datastack, name=name, spec=LayerSpec.from_json(entry["spec"]),
                           root=self.root / entry["path"], status=entry["status"], context=self.context,
+                          locks=self.locks,
                           description=entry["description"], progress=dict(entry["progress"]),
                           provenance=dict(entry["provenance"]), created=created)
             if entry["status"] == "ready" and finish_pending:
@@ -440,7 +489,7 @@ class Lake:
     # from the catalog under generation g are kept there tagged g and used only while the generation is still g.
     # A generation written *before* a change commits starts with "p" (pending): nothing is kept under it.
     def _row_from_file(self, datastack: str, name: str, gen: str) -> dict[str, Any] | None:
-        if gen.startswith("p"):
+        if gen.startswith("p") or self.remote:  # on object storage the catalog is cheaper than another GET
             return None
         try:
             doc = json.loads((self.root / LAYER_CACHE).read_text())
@@ -451,7 +500,7 @@ class Lake:
     def _row_to_file(self, datastack: str, name: str, gen: str, entry: dict[str, Any]) -> None:
         import os
 
-        if gen.startswith("p") or self.generation() != gen:  # changed meanwhile: what was read may be stale
+        if gen.startswith("p") or self.remote or self.generation() != gen:  # changed meanwhile: may be stale
             return
         try:
             try:
@@ -484,7 +533,7 @@ class Lake:
         from neurolake.volumes.models import Layer as LayerRow
 
         check_name("layer", name)
-        rel = self.layer_path(datastack, name).relative_to(self.root)
+        rel = relative(self.layer_path(datastack, name), self.root)
         stale: list[str] = []
         with self._changing(), self.catalog.session() as s:
             ds = self._ds_row(s, datastack)
@@ -501,9 +550,9 @@ class Lake:
                            progress=progress or {}, provenance=provenance or {}))
         for old in stale:  # folders of the replaced row (an earlier overwrite may have moved it)
             if old and old != str(rel):
-                shutil.rmtree(self.root / old, ignore_errors=True)
+                remove_tree(self.root / old)
         self._forget(datastack, name)
-        create_arrays(self.root / rel, spec, name, self.context)
+        create_arrays(self.root / rel, spec, name, self.context, self.storage)
         return self.layer(datastack, name)
 
     def update_layer(self, datastack: str, name: str, **fields: Any) -> Layer:
@@ -523,10 +572,10 @@ class Lake:
             s.delete(row)
         for path in paths:
             if path:
-                shutil.rmtree(self.root / path, ignore_errors=True)
+                remove_tree(self.root / path)
         self._forget(datastack, name)
 
-    def replace_layer(self, datastack: str, name: str, root: Path, spec: LayerSpec, **fields: Any) -> Layer:
+    def replace_layer(self, datastack: str, name: str, root: Path | Any, spec: LayerSpec, **fields: Any) -> Layer:
         """Switch layer ``name`` to complete arrays built aside at ``root`` (a folder of this lake), atomically.
 
         One catalog transaction sets the row's ``path``, ``spec``, ``layer_type``, ``dtype``, ``status``
@@ -539,11 +588,13 @@ class Lake:
 
         from neurolake.db.base import utcnow
 
-        root = Path(root).resolve()
-        if not root.is_relative_to(self.root.resolve()) or not (root / "zarr.json").is_file():
+        try:
+            rel = relative(root, self.root)
+        except ValueError:
+            rel = None
+        if rel is None or not (self.root / rel / "zarr.json").is_file():
             raise InvalidArgument(f"{str(root)!r} holds no layer of lake {str(self.root)!r}", field="root",
                                   value=str(root))
-        rel = str(root.relative_to(self.root.resolve()))
         with self._changing(), self.catalog.session() as s:
             row = self._layer_row(s, datastack, name)
             old = row.path
@@ -552,11 +603,16 @@ class Lake:
             for k, v in fields.items():
                 setattr(row, k, v)
         self._forget(datastack, name)
-        if old != rel and (self.root / old).exists():
+        if old != rel and self.remote:
+            # no rename on object storage: its group marker goes first (a reader of the old layer then gets a
+            # Conflict, see Layer._check_current), then the rest
+            (self.root / old / "zarr.json").unlink(missing_ok=True)
+            remove_tree(self.root / old)
+        elif old != rel and (self.root / old).exists():
             # rename first: a reader of the old folder sees all of it or none of it, never a half-deleted mix
             trash = self.root / old
             trash = trash.rename(trash.with_name(f"{name}@old-{secrets.token_hex(6)}"))
-            shutil.rmtree(trash, ignore_errors=True)
+            remove_tree(trash)
         return self.layer(datastack, name)
 
     def repair(self) -> dict[str, int]:

@@ -157,7 +157,7 @@ def test_kill_after_the_swap_leaves_the_new_layer_and_a_stray_folder_the_next_in
     script = tmp_path / "kill_after_commit.py"
     script.write_text(textwrap.dedent("""
         import os, shutil, signal, sys
-        import neurolake.lake
+        import neurolake.storage.files
         from neurolake import open_lake
 
         rmtree = shutil.rmtree
@@ -167,7 +167,7 @@ def test_kill_after_the_swap_leaves_the_new_layer_and_a_stray_folder_the_next_in
                 os.kill(os.getpid(), signal.SIGKILL)
             return rmtree(path, *a, **k)  # (Dask's own temporary folders)
 
-        neurolake.lake.shutil.rmtree = die
+        neurolake.storage.files.shutil.rmtree = die
         open_lake(sys.argv[1]).ingest(sys.argv[2], "ds", "img", voxel_size=(4.6, 4.6, 50), shard=(4, 128, 128),
                                       chunk=(4, 64, 64), scheduler="threads", overwrite=True)
     """))

@@ -12,6 +12,7 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
@@ -60,7 +61,7 @@ class Catalog:
     def migrate(self) -> None:
         migrate(self.engine)
 
-    def migrate_if_needed(self, stamp: Path) -> bool:
+    def migrate_if_needed(self, stamp: Path | Any) -> bool:
         """Upgrade every branch unless the catalog is known to be at the heads of these migration scripts:
         ``stamp`` (a JSON file) records a fingerprint of the scripts (names, sizes, modification times) and of
         the database URL with the heads they led to, and the catalog's ``alembic_version`` rows still equal
@@ -78,9 +79,13 @@ class Catalog:
                 raise
         migrate(self.engine)
         try:
-            tmp = stamp.with_name(f".{stamp.name}.{os.getpid()}")
-            tmp.write_text(json.dumps({"fingerprint": fp, "heads": self._versions()}))
-            os.replace(tmp, stamp)
+            doc = json.dumps({"fingerprint": fp, "heads": self._versions()})
+            if getattr(stamp, "protocol", "") not in ("", "file", "local"):  # object storage: a PUT is atomic
+                stamp.write_text(doc)
+            else:
+                tmp = stamp.with_name(f".{stamp.name}.{os.getpid()}")
+                tmp.write_text(doc)
+                os.replace(tmp, stamp)
         except OSError:  # a read-only lake folder: migrate on every open, as before
             pass
         return True

@@ -15,26 +15,18 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from neurolake.errors import InvalidArgument
+from neurolake.storage.config import StorageConfig, is_s3, split_s3, storage_config
 
-
-def is_s3(location: str) -> bool:
-    return str(location).startswith("s3://")
-
-
-def split_s3(url: str) -> tuple[str, str]:
-    """``s3://bucket/key/...`` → ``(bucket, "key/...")``; raises InvalidArgument."""
-    p = urlparse(url)
-    if p.scheme != "s3" or not p.netloc:
-        raise InvalidArgument(f"location {url!r} is not an s3://bucket/key URL", field="location", value=url)
-    return p.netloc, p.path.lstrip("/")
+__all__ = ["StorageConfig", "endpoint_url", "filesystem", "iceberg_properties", "is_s3", "lance_storage_options", "normalize_location",
+           "region", "split_s3", "storage_config", "storage_options"]
 
 
 def endpoint_url() -> str | None:
-    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+    return storage_config().endpoint_url
 
 
 def region() -> str:
-    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    return storage_config().region
 
 
 def normalize_location(location: str) -> str:
@@ -55,35 +47,12 @@ def normalize_location(location: str) -> str:
 
 def filesystem(location: str):
     """``(pyarrow.fs.FileSystem, path)`` for a normalised location."""
-    import pyarrow.fs as pafs
-
-    if is_s3(location):
-        bucket, key = split_s3(location)
-        ep = endpoint_url()
-        kw = {"region": region()}
-        if ep:
-            u = urlparse(ep)
-            kw.update(endpoint_override=u.netloc, scheme=u.scheme or "https")
-        return pafs.S3FileSystem(**kw), f"{bucket}/{key}".rstrip("/")
-    return pafs.LocalFileSystem(), location
+    return storage_config().pyarrow_fs(location)
 
 
 def storage_options(location: str) -> dict[str, str]:
     """Options for object_store-based readers (deltalake, lance) for ``location``."""
-    if not is_s3(location):
-        return {}
-    opts = {"AWS_REGION": region()}
-    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
-        if os.environ.get(k):
-            opts[k] = os.environ[k]
-    ep = endpoint_url()
-    if ep:
-        opts["AWS_ENDPOINT_URL"] = ep
-        if ep.startswith("http://"):  # a local S3-compatible endpoint (MinIO, moto): plain HTTP/1.1
-            opts["AWS_ALLOW_HTTP"] = "true"
-            opts["http1_only"] = "true"
-        opts["AWS_S3_ALLOW_UNSAFE_RENAME"] = "true"
-    return opts
+    return storage_config().delta_options(location)
 
 
 def lance_storage_options(location: str) -> dict[str, str]:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ import numpy as np
 
 from neurolake.errors import AlreadyExists, InvalidArgument, NeurolakeError, NotFound, NotReady
 from neurolake.provenance import record
+from neurolake.storage.files import relative, remove_tree
 from neurolake.volumes.layer import Layer
 from neurolake.volumes.pyramid import build_pyramid
 from neurolake.volumes.sources import Source, open_source
@@ -98,13 +98,18 @@ def ingest(lake, source: str | Source, datastack: str, layer: str, *, voxel_size
     of a *different* source holds the name. With ``overwrite`` a ready layer is replaced atomically:
     on any error or kill it keeps its previous data (see the module docstring).
     """
+    from neurolake.jobs.records import job
+
     say = say or log.info
     src = source if isinstance(source, Source) else open_source(source)
     try:
-        return _ingest(lake, src, datastack, layer, voxel_size=voxel_size, layer_type=layer_type, dtype=dtype,
-                       chunk=chunk, shard=shard, compression=compression, compression_level=compression_level,
-                       num_mips=num_mips, description=description, overwrite=overwrite, scheduler=scheduler,
-                       client=client, buffer_bytes=buffer_bytes, progress=progress, say=say)
+        # a job row (kind ingest) with the progress of every phase: mip 0 slabs, then the pyramid's tasks
+        with job(lake, "ingest", datastack=datastack, target=layer,
+                 scheduler=scheduler or ("client" if client is not None else "local")) as j:
+            return _ingest(lake, src, datastack, layer, voxel_size=voxel_size, layer_type=layer_type, dtype=dtype,
+                           chunk=chunk, shard=shard, compression=compression, compression_level=compression_level,
+                           num_mips=num_mips, description=description, overwrite=overwrite, scheduler=scheduler,
+                           client=client, buffer_bytes=buffer_bytes, progress=j.progress(progress), say=say)
     finally:
         src.close()
 
@@ -187,11 +192,11 @@ def _ingest(lake, src: Source, datastack: str, layer: str, *, voxel_size, layer_
                 "the layer keeps its previous data until the new one is complete")
         else:
             # '@' is not allowed in layer names, so this folder can belong to no other layer
-            rel = str(lake.layer_path(datastack, f"{layer}@{secrets.token_hex(6)}").relative_to(lake.root))
+            rel = relative(lake.layer_path(datastack, f"{layer}@{secrets.token_hex(6)}"), lake.root)
             # record the folder before creating it: every folder that exists is known to the catalog
             lake.update_layer(datastack, layer, progress={"replacing": fresh_progress | {"path": rel,
                                                                                           "spec": spec.to_json()}})
-            create_arrays(lake.root / rel, spec, layer, lake.context)
+            create_arrays(lake.root / rel, spec, layer, lake.context, lake.storage)
         fresh_progress |= {"path": rel, "spec": spec.to_json()}
 
         def save(p: dict) -> None:
@@ -201,14 +206,14 @@ def _ingest(lake, src: Source, datastack: str, layer: str, *, voxel_size, layer_
             say(f"resuming the interrupted ingest of {datastack}/{layer} after slab {start}/{total}")
         else:
             lake.create_layer(datastack, layer, spec, description=description, progress=fresh_progress)
-        rel = lake.layer(datastack, layer).root.relative_to(lake.root)
+        rel = relative(lake.layer(datastack, layer).root, lake.root)
 
         def save(p: dict) -> None:
             lake.update_layer(datastack, layer, progress=p)
     root = lake.root / rel
     sweep_layer_folders(lake, datastack, layer, keep=(root,))
 
-    mip0 = open_array(root, 0, make_context(0))  # no chunk cache: written data is not kept in memory
+    mip0 = open_array(root, 0, make_context(0, lake.storage if lake.remote else None))  # no chunk cache: written data is not kept in memory
     try:
         for i in range(start, total):
             zi, yi = divmod(i, n_bands)
@@ -223,7 +228,7 @@ def _ingest(lake, src: Source, datastack: str, layer: str, *, voxel_size, layer_
     except NeurolakeError as exc:
         if replacing:
             lake.update_layer(datastack, layer, progress={})  # forget the replacement, then remove it
-            shutil.rmtree(root, ignore_errors=True)
+            remove_tree(root)
             exc.message = (f"{exc.message} (overwrite rolled back: layer {datastack}/{layer} keeps its previous "
                            "data)")
         else:
@@ -269,29 +274,47 @@ def sweep_layer_folders(lake, datastack: str, layer: str, keep: tuple[Path, ...]
     Called by :func:`ingest` once it holds the layer's row; not on open (a running ingest in another
     process could own the folder).
     """
-    keep_set = {Path(p).resolve() for p in keep}
+    def key(p: Any) -> str:
+        return relative(p, lake.root)
+
+    keep_set = {key(p) for p in keep}
     try:
         la = lake.layer(datastack, layer)
     except NotFound:
         return []
-    keep_set.add(la.root.resolve())
+    keep_set.add(key(la.root))
     repl = la.progress.get("replacing") or {}
     if repl.get("path"):
-        keep_set.add((lake.root / repl["path"]).resolve())
+        keep_set.add(key(lake.root / repl["path"]))
     base = lake.layer_path(datastack, layer)
     removed = []
-    if base.parent.is_dir():
-        for p in base.parent.iterdir():
-            if (p.name == layer or p.name.startswith(layer + "@")) and p.resolve() not in keep_set:
-                shutil.rmtree(p, ignore_errors=True)
-                removed.append(p)
+    try:
+        siblings = list(base.parent.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        siblings = []
+    for p in siblings:
+        if (p.name == layer or p.name.startswith(layer + "@")) and key(p) not in keep_set:
+            remove_tree(p)
+            removed.append(p)
     return removed
 
 
 def rebuild_pyramid(lake, datastack: str, layer: str, scheduler: str | None = None) -> Layer:
     """Recompute every mip > 0 of a layer from mip 0 (e.g. after bulk writes without updates)."""
+    from neurolake.jobs.records import job
+
     la = lake.layer(datastack, layer)
-    build_pyramid(la.root, la.spec, scheduler=scheduler)
+    with job(lake, "pyramid", datastack=datastack, target=layer, scheduler=scheduler or "local") as j:
+        n = {"done": 0, "total": 0}
+
+        def on_level(_mip: int, tasks: int) -> None:
+            n["total"] += tasks
+
+        def on_task(_nbytes: int) -> None:
+            n["done"] += 1
+            j.phase("pyramid", n["done"], n["total"])
+
+        build_pyramid(la.root, la.spec, scheduler=scheduler, on_level=on_level, on_task=on_task)
     prov = dict(la.provenance)
     prov["pyramid"] = record("pyramid", params={"scheduler": scheduler or "local"})
     return lake.update_layer(datastack, layer, provenance=prov)

@@ -7,6 +7,7 @@ Coordinates are named x, y, z in voxels of the requested mip, as half-open ``(st
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -19,6 +20,8 @@ import numpy as np
 import tensorstore as ts
 
 from neurolake.errors import Conflict, InvalidArgument, NotReady, OutOfBounds
+from neurolake.storage.config import is_s3
+from neurolake.storage.files import write_text_atomic
 from neurolake.volumes.pyramid import update_region
 from neurolake.volumes.spec import LayerSpec
 from neurolake.volumes.store import open_array
@@ -60,13 +63,15 @@ class Layer:
     return (z, y, x) arrays; ``layer.write(array, x0=, y0=, z0=, mip=0)`` writes a box.
     """
 
-    def __init__(self, *, datastack: str, name: str, spec: LayerSpec, root: Path, status: str,
+    def __init__(self, *, datastack: str, name: str, spec: LayerSpec, root: Path | Any, status: str,
                  context: ts.Context, description: str = "", progress: dict | None = None,
-                 provenance: dict | None = None, created: Any = None) -> None:
+                 provenance: dict | None = None, created: Any = None, locks: Any = None) -> None:
         self.datastack = datastack
         self.name = name
         self.spec = spec
-        self.root = Path(root)
+        self.root = root if is_s3(root) else Path(root)  # a folder, or a upath.UPath under an s3:// lake
+        # on object storage (no file locks): the lake's database locks (neurolake.db.locks.AdvisoryLocks)
+        self._locks = locks if is_s3(root) else None
         self.status = status
         self.description = description
         self.progress = progress or {}
@@ -153,7 +158,7 @@ class Layer:
         """After a read: the layer's folder must still exist. ``--overwrite`` swaps the catalog row to a new
         folder and renames the old one away, so a reader holding this (old) object would otherwise get
         fill values for the vanished files instead of an error."""
-        if not self.root.is_dir():
+        if not (self.root / "zarr.json").exists():
             raise Conflict(f"layer {self.datastack}/{self.name} was replaced or deleted while it was read; "
                            "get it again (lake.layer) and repeat the read", datastack=self.datastack,
                            layer=self.name)
@@ -163,25 +168,35 @@ class Layer:
         (the identity of the ``generation`` file the writer replaces). Caches of derived bytes (tiles,
         encoded chunks) key on it, so nothing stale is served after an acknowledged write."""
         try:
+            if self._locks is not None:  # object storage: the token is the object's content (one GET)
+                return (self.root / GENERATION).read_bytes().decode("ascii", "replace")
             st = os.stat(self.root / GENERATION)
         except FileNotFoundError:
             return "0"
         return f"{st.st_ino}.{st.st_mtime_ns}.{st.st_size}"
 
     def _bump_generation(self) -> None:
-        tmp = self.root / f".{GENERATION}.{os.getpid()}.{threading.get_ident()}"
-        tmp.write_text(uuid.uuid4().hex)
-        os.replace(tmp, self.root / GENERATION)
+        write_text_atomic(self.root / GENERATION, uuid.uuid4().hex)
+
+    def _dirty_names(self) -> list[str]:
+        """Names of the pending-update entries (``dirty/*.json``): one listdir, or one LIST on object storage."""
+        if self._locks is not None:
+            folder = self.root / DIRTY
+            try:  # one LIST request (UPath.iterdir would add a HEAD)
+                return [k.rsplit("/", 1)[-1] for k in folder.fs.ls(folder.path, detail=False)]
+            except (FileNotFoundError, NotADirectoryError):
+                return []
+        try:
+            return os.listdir(self.root / DIRTY)
+        except FileNotFoundError:
+            return []
 
     def _revalidate(self) -> None:
         """Before a read: when the layer's generation changed (a write landed or started, in any process) or a
         write is in flight or was killed (its pending entry exists), reopen the arrays, so chunks cached before
         now are revalidated (``recheck_cached_data: "open"``). One stat and one listdir per read."""
         g = self.generation()
-        try:
-            in_flight = bool(os.listdir(self.root / DIRTY))
-        except FileNotFoundError:
-            in_flight = False
+        in_flight = bool(self._dirty_names())
         if g != self._generation_seen or in_flight:
             with self._lock:
                 self._arrays = {}
@@ -297,7 +312,18 @@ class Layer:
         Raises InvalidArgument (ndim, dtype), OutOfBounds, NotReady.
         """
         self._check_ready()
-        self._write(array, x0, y0, z0, mip, update_mips)
+        with self._writing():
+            self._write(array, x0, y0, z0, mip, update_mips)
+
+    def _writing(self) -> Any:
+        """Held while shards are read, modified and written. A local folder needs nothing (tensorstore's file
+        kvstore replaces each shard atomically and re-reads it if it changed meanwhile). Object storage has
+        no such read-modify-write: the layer's writers take turns under a database lock (freed if its holder
+        dies), so two writes of disjoint boxes in one shard both land; one that waits more than a minute gets
+        a retryable Conflict (409)."""
+        if self._locks is None:
+            return contextlib.nullcontext()
+        return self._locks.hold(f"layer-write:{self.root}", what=f"layer {self.datastack}/{self.name}")
 
     def _write(self, array: np.ndarray, x0: int, y0: int, z0: int, mip: int, update_mips: bool) -> None:
         arr = np.asarray(array)
@@ -329,7 +355,7 @@ class Layer:
                 self._update_pyramid(mip, region)
             pending[0].unlink(missing_ok=True)  # only now are the coarser mips right again
         finally:  # also after a partial failure: whatever landed must not be hidden by caches
-            os.close(pending[1])  # releases the lock: a repair may take over an entry left by a failure
+            self._release(pending[1])  # a repair may take over an entry left by a failure
             self._bump_generation()
 
     # -- pending pyramid updates (crash safety of writes) -----------------------------------------
@@ -337,19 +363,36 @@ class Layer:
         arrays = [self.array(m) for m in range(mip, self.num_mips)]
         update_region(arrays, self.spec.mips[mip:], self.layer_type, region)
 
-    def _mark_dirty(self, mip: int, region: tuple[Range, Range, Range], pyramid: bool = True) -> tuple[Path, int]:
+    def _release(self, handle: Any) -> None:
+        """Release the lock on a pending entry (a file descriptor, or a database lock on object storage)."""
+        if isinstance(handle, int):
+            os.close(handle)
+        else:
+            handle.release()
+
+    def _mark_dirty(self, mip: int, region: tuple[Range, Range, Range], pyramid: bool = True) -> tuple[Path, Any]:
         """Record, durably and before the write, that the coarser mips over ``region`` ((z, y, x) voxel
         ranges at ``mip``) are about to be stale; removed once the pyramid update has landed. Returns the
         entry file and a descriptor holding an exclusive ``flock`` on it until the writer closes it (or dies):
         repairs leave a live writer's entry alone (:meth:`_claim`)."""
         folder = self.root / DIRTY
+        doc = json.dumps({"mip": mip, "box_zyx": [list(r) for r in region], "pyramid": pyramid})
+        if self._locks is not None:  # object storage: the entry's lock is a database lock named after it
+            path = folder / f"{uuid.uuid4().hex}.json"
+            held = self._locks.hold(f"entry:{path}")
+            try:
+                path.write_text(doc)
+            except BaseException:
+                held.release()
+                raise
+            return path, held
         folder.mkdir(exist_ok=True)
         path = folder / f"{uuid.uuid4().hex}.json"
         tmp = folder / f".{path.name}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)  # locked before the entry is visible under its name
-            os.write(fd, json.dumps({"mip": mip, "box_zyx": [list(r) for r in region], "pyramid": pyramid}).encode())
+            os.write(fd, doc.encode())
             os.fsync(fd)
             os.replace(tmp, path)
         except BaseException:
@@ -357,10 +400,15 @@ class Layer:
             raise
         return path, fd
 
-    @staticmethod
-    def _claim(path: Path) -> int | None:
+    def _claim(self, path: Path) -> Any:
         """Lock a pending entry to repair it: a descriptor holding the lock, or None when its writer is still
         running (it holds the lock and finishes its own pyramid update) or the entry is gone meanwhile."""
+        if self._locks is not None:
+            held = self._locks.try_hold(f"entry:{path}")
+            if held is not None and not path.exists():
+                held.release()
+                return None
+            return held
         try:
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
@@ -378,10 +426,7 @@ class Layer:
     def pending_updates(self) -> list[tuple[Path, int, tuple[Range, Range, Range]]]:
         """Writes whose coarser mips were not updated yet (a writer killed between its mip and its pyramid
         update, or one in progress): ``(entry file, mip, ((z0, z1), (y0, y1), (x0, x1)))``."""
-        try:
-            names = os.listdir(self.root / DIRTY)
-        except FileNotFoundError:
-            return []
+        names = self._dirty_names()
         out = []
         for n in names:
             if n.endswith(".json") and not n.startswith("."):
@@ -394,7 +439,7 @@ class Layer:
                     fd = self._claim(path)
                     if fd is not None:  # its writer is gone: nothing to finish
                         path.unlink(missing_ok=True)
-                        os.close(fd)
+                        self._release(fd)
                     continue
                 out.append((path, int(doc["mip"]), tuple(tuple(r) for r in doc["box_zyx"])))
         return out
@@ -409,10 +454,11 @@ class Layer:
             if fd is None:
                 continue
             try:
-                self._update_pyramid(mip, region)
+                with self._writing():
+                    self._update_pyramid(mip, region)
                 path.unlink(missing_ok=True)
             finally:
-                os.close(fd)
+                self._release(fd)
             done += 1
         if done:
             self._bump_generation()
@@ -436,8 +482,9 @@ class Layer:
                 if fd is None:  # a running writer's entry: it updates the pyramid itself
                     continue
                 try:
-                    self._update_pyramid(m, region)
+                    with self._writing():
+                        self._update_pyramid(m, region)
                     path.unlink(missing_ok=True)
                 finally:
-                    os.close(fd)
+                    self._release(fd)
                 self._bump_generation()

@@ -16,22 +16,35 @@ from typing import Any
 
 import tensorstore as ts
 
+from neurolake.storage.config import StorageConfig, is_s3, storage_config
+from neurolake.storage.files import write_text_atomic
 from neurolake.volumes.spec import LayerSpec
 
 
-def make_context(cache_bytes: int) -> ts.Context:
-    return ts.Context({
+def make_context(cache_bytes: int, storage: StorageConfig | None = None) -> ts.Context:
+    """The tensorstore context of a lake: chunk cache of ``cache_bytes`` bytes, and with ``storage`` (a lake on
+    object storage) its S3 request concurrency and credentials."""
+    spec = {
         "cache_pool": {"total_bytes_limit": int(cache_bytes)},
         "data_copy_concurrency": {"limit": os.cpu_count() or 2},
         "file_io_concurrency": {"limit": max(8, 4 * (os.cpu_count() or 2))},
-    })
+    }
+    if storage is not None:
+        spec |= storage.tensorstore_context()
+    return ts.Context(spec)
 
 
-def array_spec(root: Path | str, mip: int) -> dict[str, Any]:
-    """Tensorstore spec (JSON) to open mip ``mip`` of the layer stored at ``root``."""
+def array_spec(root: Path | Any, mip: int, storage: StorageConfig | None = None) -> dict[str, Any]:
+    """Tensorstore spec (JSON) to open mip ``mip`` of the layer stored at ``root`` (a folder or an ``s3://``
+    prefix; ``storage`` renders the latter, default: this process's environment)."""
+    loc = f"{str(root).rstrip('/')}/{mip}"
+    if is_s3(root):
+        kvstore = (storage or storage_config()).kvstore(loc)
+    else:
+        kvstore = {"driver": "file", "path": str(Path(loc)) + "/"}
     return {
         "driver": "zarr3",
-        "kvstore": {"driver": "file", "path": str(Path(root) / str(mip)) + "/"},
+        "kvstore": kvstore,
         "recheck_cached_metadata": False,
         # Cached chunks older than the opening are revalidated. A Layer reopens its arrays whenever the layer's
         # generation changed (any process's write), so a landed write is seen by the next read everywhere
@@ -40,26 +53,27 @@ def array_spec(root: Path | str, mip: int) -> dict[str, Any]:
     }
 
 
-def write_group(root: Path, spec: LayerSpec, name: str) -> None:
-    """Write the OME-Zarr group ``zarr.json`` atomically (temp file + rename)."""
-    root.mkdir(parents=True, exist_ok=True)
+def write_group(root: Path | Any, spec: LayerSpec, name: str) -> None:
+    """Write the OME-Zarr group ``zarr.json`` atomically (temp file + rename; one PUT on object storage)."""
+    if not is_s3(root):
+        root.mkdir(parents=True, exist_ok=True)
     doc = {"zarr_format": 3, "node_type": "group", "attributes": spec.ome_attributes(name)}
-    tmp = root / "zarr.json.tmp"
-    tmp.write_text(json.dumps(doc, indent=2))
-    os.replace(tmp, root / "zarr.json")
+    write_text_atomic(root / "zarr.json", json.dumps(doc, indent=2))
 
 
-def create_arrays(root: Path, spec: LayerSpec, name: str, context: ts.Context) -> list[ts.TensorStore]:
+def create_arrays(root: Path | Any, spec: LayerSpec, name: str, context: ts.Context,
+                  storage: StorageConfig | None = None) -> list[ts.TensorStore]:
     """Create (replacing any existing) the group and one empty array per mip."""
     write_group(root, spec, name)
     arrays = []
     for m in spec.mips:
-        s = array_spec(root, m.mip) | {"metadata": spec.zarr_metadata(m.mip), "create": True, "delete_existing": True}
+        s = array_spec(root, m.mip, storage) | {"metadata": spec.zarr_metadata(m.mip), "create": True,
+                                                "delete_existing": True}
         arrays.append(ts.open(s, context=context).result())
     return arrays
 
 
-def open_array(root: Path | str, mip: int, context: ts.Context) -> ts.TensorStore:
+def open_array(root: Path | Any, mip: int, context: ts.Context) -> ts.TensorStore:
     return ts.open(array_spec(root, mip), context=context, open=True).result()
 
 
