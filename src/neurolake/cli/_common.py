@@ -18,9 +18,9 @@ import typer
 from neurolake.errors import InvalidArgument, NeurolakeError
 
 # -- options shared by every command group --------------------------------------------------------
-LakeOpt = Annotated[Path | None, typer.Option(
+LakeOpt = Annotated[str | None, typer.Option(
     "--lake", "-l", envvar="NEUROLAKE_LAKE", show_default=False,
-    help="Lake folder (default: $NEUROLAKE_LAKE, else the current folder).")]
+    help="Lake folder or s3://bucket/prefix (default: $NEUROLAKE_LAKE, else the current folder).")]
 DsOpt = Annotated[str, typer.Option("--datastack", "-d", help="Datastack name.")]
 MaybeDsOpt = Annotated[str | None, typer.Option(
     "--datastack", "-d", help="Datastack name (needed only when a name is ambiguous).")]
@@ -28,16 +28,19 @@ TableOpt = Annotated[str, typer.Option("--table", "-t", help="Annotation table n
 AuthorOpt = Annotated[str | None, typer.Option("--author", help="who edits (default: NEUROLAKE_USER or login)")]
 
 
-def lake_path(lake: Path | None) -> Path:
-    """The lake folder of a command: ``--lake``, else ``NEUROLAKE_LAKE``, else the current folder."""
-    if lake is not None:
-        return Path(lake)
-    from neurolake.base.settings import Settings
+def lake_path(lake: str | Path | None) -> Path | str:
+    """The lake of a command: ``--lake``, else ``NEUROLAKE_LAKE``, else the current folder. A folder is
+    returned as a Path, an ``s3://bucket/prefix`` URL as given."""
+    from neurolake.storage.config import is_s3
 
-    return Path(Settings().lake)
+    if lake is None:
+        from neurolake.base.settings import Settings
+
+        lake = Settings().lake
+    return str(lake) if is_s3(str(lake)) else Path(lake)
 
 
-def open_lake(lake: Path | None, create: bool = False):
+def open_lake(lake: str | Path | None, create: bool = False):
     """Open the command's lake (see :func:`lake_path`); closed when the command ends.
 
     Raises NotFound when the folder is not a lake (unless ``create``).

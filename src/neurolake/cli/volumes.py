@@ -25,12 +25,17 @@ from neurolake.errors import InvalidArgument
 LayerOpt = Annotated[str, typer.Option("--layer", help="Layer name.")]
 
 
-def init(lake: LakeOpt = None,
-         database_url: Annotated[str | None, typer.Option(help="SQLAlchemy URL of the catalog")] = None):
-    """Create a lake (a folder + its catalog database) at --lake (default: the current folder)."""
+def init(location: Annotated[str | None, typer.Argument(
+             help="folder or s3://bucket/prefix of the new lake (default: --lake)", show_default=False)] = None,
+         lake: LakeOpt = None,
+         database_url: Annotated[str | None, typer.Option(
+             help="SQLAlchemy URL of the catalog (an s3:// lake needs PostgreSQL; default $NEUROLAKE_DATABASE_URL, "
+                  "else SQLite in the lake folder)")] = None):
+    """Create a lake: a folder, or an s3://bucket/prefix with its catalog on PostgreSQL, plus its catalog
+    database (default: --lake, else the current folder)."""
     from neurolake import init_lake
 
-    lk = init_lake(lake_path(lake), database_url=database_url)
+    lk = init_lake(lake_path(location or lake), database_url=database_url)
     try:
         say(f"lake ready at {lk.root} (catalog {lk.catalog.engine.url.render_as_string()})")
     finally:
