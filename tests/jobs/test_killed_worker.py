@@ -68,3 +68,46 @@ def test_pyramid_completes_after_a_worker_is_killed(dask_cluster, tmp_path, gerh
     # every shard file of every mip, byte for byte
     assert _shards(clean) == _shards(killed)
     assert n_tasks > 3  # tasks were still to run when the worker died
+
+
+def _s3_shards(url: str) -> dict[str, str]:
+    from neurolake.storage.config import storage_config
+
+    p = storage_config().path(url)
+    fs = p.fs
+    return {k[len(p.path) + 1:]: hashlib.sha256(fs.cat_file(k)).hexdigest()
+            for k in sorted(fs.find(p.path)) if "/c/" in k}
+
+
+def test_pyramid_on_an_s3_lake_completes_after_a_worker_is_killed(s3_endpoint, dask_cluster, tmp_path,
+                                                                  gerhard_source):
+    """The same on object storage: the workers (separate processes, with the session's AWS environment) read
+    and write shard objects of an s3:// prefix; every shard object equals the local clean run's."""
+    from neurolake.storage.config import storage_config
+
+    st = storage_config()
+    bucket = f"pyr-{tmp_path.name[-8:].lower().replace('_', '-')}"
+    st.boto3_client().create_bucket(Bucket=bucket)
+    clean, remote = tmp_path / "clean", st.path(f"s3://{bucket}/layer")
+    spec = _layer(clean, gerhard_source, "image")
+    z, y, x = gerhard_source.shape
+    arrays = create_arrays(remote, spec, "layer", make_context(1 << 26, st), st)
+    arrays[0].write(gerhard_source).result()
+    build_pyramid(clean, spec, scheduler="threads")
+
+    done = {"n": 0, "killed": None}
+
+    def on_task(nbytes: int) -> None:
+        done["n"] += 1
+        if done["n"] == 3 and done["killed"] is None:
+            done["killed"] = dask_cluster.kill_worker(0)
+
+    build_pyramid(remote, spec, scheduler=dask_cluster.address, on_task=on_task)
+    assert done["killed"] is not None and dask_cluster.workers[0].poll() is not None
+    assert done["n"] > 3
+    ctx = make_context(1 << 26, st)
+    for m in spec.mips:
+        np.testing.assert_array_equal(open_array(clean, m.mip, make_context(1 << 26)).read().result(),
+                                      open_array(remote, m.mip, ctx).read().result(), err_msg=f"mip {m.mip}")
+    local = _shards(clean)
+    assert local == _s3_shards(f"s3://{bucket}/layer") and len(local) > 10
