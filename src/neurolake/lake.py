@@ -18,6 +18,7 @@ import contextlib
 import json
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -161,6 +162,20 @@ class Lake:
         return self.state("locks", make)
 
     @property
+    def tokens(self) -> Any:
+        """Change tokens of a lake on object storage (:class:`neurolake.db.locks.ChangeTokens`: the catalog
+        generation and each layer's); None for a local lake, which keeps them in small files."""
+        if not self.remote:
+            return None
+
+        def make() -> Any:
+            from neurolake.db.locks import ChangeTokens
+
+            return ChangeTokens(self.catalog.engine)
+
+        return self.state("tokens", make)
+
+    @property
     def catalog(self) -> Catalog:
         """The catalog database (:class:`neurolake.db.Catalog`), connected and checked on first use: its
         schema is upgraded unless the ``catalog.migrated`` stamp shows it is at the heads of the migration
@@ -182,9 +197,9 @@ class Lake:
         """A token that changes whenever a datastack or layer catalog row is changed through any Lake, in this
         process or another (``catalog.generation`` in the lake folder: one small file read). Cached layer
         and datastack metadata (:meth:`layer`, :meth:`datastack`) is reused while it is unchanged."""
+        if self.remote:
+            return self.tokens.get("lake") or "0"
         try:
-            if self.remote:
-                return (self.root / GENERATION).read_bytes()[:64].decode("ascii", "replace") or "0"
             with open(self.root / GENERATION, "rb") as f:
                 return f.read(64).decode("ascii", "replace") or "0"
         except FileNotFoundError:
@@ -193,9 +208,11 @@ class Lake:
     def _bump(self, pending: bool = False) -> None:
         """Mark the datastack/layer catalog as changed (every process's caches of it are dropped). A ``pending``
         generation (written before a change commits) is one under which nothing is cached."""
-        import uuid
-
-        write_text_atomic(self.root / GENERATION, ("p" if pending else "g") + uuid.uuid4().hex)
+        token = ("p" if pending else "g") + uuid.uuid4().hex
+        if self.remote:
+            self.tokens.set("lake", token)
+        else:
+            write_text_atomic(self.root / GENERATION, token)
         with self._lock:
             self._layer_hits.clear()
             self._ds_hits.clear()
@@ -415,8 +432,11 @@ class Lake:
         with self._changing():
             with self.catalog.session() as s:
                 row = self._ds_row(s, name)
+                paths = [la.path for la in row.layers]
                 s.delete(row)
             self._forget(name)
+        for path in paths:
+            self._remove_folder(path)
         remove_tree(self.root / "datastacks" / name)
 
     # -- layers -----------------------------------------------------------------------------------
@@ -475,9 +495,11 @@ class Lake:
             created = parse_timestamp(entry["created"], "created")  # aware UTC (the catalog's are naive UTC)
             layer = Layer(datastack=datastack, name=name, spec=LayerSpec.from_json(entry["spec"]),
                           root=self.root / entry["path"], status=entry["status"], context=self.context,
-                          locks=self.locks,
+                          locks=self.locks, tokens=self.tokens,
                           description=entry["description"], progress=dict(entry["progress"]),
                           provenance=dict(entry["provenance"]), created=created)
+            if self.remote:  # its change token exists while the layer does (dropped when it is replaced)
+                self.tokens.set(f"layer:{layer.root}", "g" + uuid.uuid4().hex, only_if_missing=True)
             if entry["status"] == "ready" and finish_pending:
                 layer.repair()  # finish pyramid updates a killed writer left (see Layer.pending_updates)
             with self._lock:
@@ -550,10 +572,17 @@ class Lake:
                            progress=progress or {}, provenance=provenance or {}))
         for old in stale:  # folders of the replaced row (an earlier overwrite may have moved it)
             if old and old != str(rel):
-                remove_tree(self.root / old)
+                self._remove_folder(old)
         self._forget(datastack, name)
         create_arrays(self.root / rel, spec, name, self.context, self.storage)
         return self.layer(datastack, name)
+
+    def _remove_folder(self, rel: str) -> None:
+        """Remove a layer folder (relative to the root) and, on object storage, its change token (a reader still
+        holding the layer then gets a Conflict: Layer._check_current)."""
+        if self.remote:
+            self.tokens.drop(f"layer:{self.root / rel}")
+        remove_tree(self.root / rel)
 
     def update_layer(self, datastack: str, name: str, **fields: Any) -> Layer:
         """Update catalog fields of a layer (``status``, ``progress``, ``provenance``, ``description``)."""
@@ -572,7 +601,7 @@ class Lake:
             s.delete(row)
         for path in paths:
             if path:
-                remove_tree(self.root / path)
+                self._remove_folder(path)
         self._forget(datastack, name)
 
     def replace_layer(self, datastack: str, name: str, root: Path | Any, spec: LayerSpec, **fields: Any) -> Layer:
@@ -607,7 +636,7 @@ class Lake:
             # no rename on object storage: its group marker goes first (a reader of the old layer then gets a
             # Conflict, see Layer._check_current), then the rest
             (self.root / old / "zarr.json").unlink(missing_ok=True)
-            remove_tree(self.root / old)
+            self._remove_folder(old)
         elif old != rel and (self.root / old).exists():
             # rename first: a reader of the old folder sees all of it or none of it, never a half-deleted mix
             trash = self.root / old

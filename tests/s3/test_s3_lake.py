@@ -56,3 +56,41 @@ def _s3():
     from neurolake.storage.config import storage_config
 
     return storage_config().boto3_client()
+
+
+def test_failed_write_is_repaired_by_the_next_coarse_read_and_overwrite_conflicts_old_readers(
+        new_s3_lake, gerhard_source):
+    from neurolake.errors import Conflict
+
+    url, _db = new_s3_lake()
+    lake = open_lake(url)
+    la = lake.ingest(_stack_dir(), "gerhard", "em", voxel_size=(4.6, 4.6, 45), scheduler="threads",
+                     shard=(4, 256, 256), chunk=(4, 64, 64))
+    calls = {"n": 0}
+    real = type(la)._update_pyramid
+
+    def fail_once(self, mip, region):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise OSError("connection reset (injected)")
+        return real(self, mip, region)
+
+    type(la)._update_pyramid = fail_once
+    try:
+        with pytest.raises(OSError, match="injected"):
+            la.write(np.full((4, 64, 64), 9, np.uint8), x0=0, y0=0, z0=0)
+        # mip 0 landed, the pyramid did not: the layer's token stays pending and the entry is kept
+        assert la.generation().startswith("p") and len(la.pending_updates()) == 1
+        other = open_lake(url).layer("gerhard", "em", finish_pending=False)
+        assert (other.cutout(x=(0, 32), y=(0, 32), z=(0, 4), mip=1) == 9).all()  # repaired before the read
+        assert not other.pending_updates() and not other.generation().startswith("p")
+    finally:
+        type(la)._update_pyramid = real
+    # an overwrite swaps the layer; a reader holding the old object gets a Conflict, not stale bytes
+    old = lake.layer("gerhard", "em")
+    lake.ingest(_stack_dir(), "gerhard", "em", voxel_size=(4.6, 4.6, 45), scheduler="threads", overwrite=True)
+    with pytest.raises(Conflict, match="replaced or deleted"):
+        old.cutout(x=(0, 8), y=(0, 8), z=(0, 1))
+    np.testing.assert_array_equal(lake.layer("gerhard", "em").cutout(x=(0, 64), y=(0, 64), z=(0, 4)),
+                                  gerhard_source[:4, :64, :64])
+    lake.close()

@@ -65,13 +65,17 @@ class Layer:
 
     def __init__(self, *, datastack: str, name: str, spec: LayerSpec, root: Path | Any, status: str,
                  context: ts.Context, description: str = "", progress: dict | None = None,
-                 provenance: dict | None = None, created: Any = None, locks: Any = None) -> None:
+                 provenance: dict | None = None, created: Any = None, locks: Any = None,
+                 tokens: Any = None) -> None:
         self.datastack = datastack
         self.name = name
         self.spec = spec
         self.root = root if is_s3(root) else Path(root)  # a folder, or a upath.UPath under an s3:// lake
-        # on object storage (no file locks): the lake's database locks (neurolake.db.locks.AdvisoryLocks)
+        # on object storage (no file locks, a GET per small file): the lake's database locks and change tokens
+        # (neurolake.db.locks.AdvisoryLocks, ChangeTokens) instead of flock and the generation file
         self._locks = locks if is_s3(root) else None
+        self._tokens = tokens if is_s3(root) else None
+        self._token_name = f"layer:{root}"
         self.status = status
         self.description = description
         self.progress = progress or {}
@@ -158,6 +162,8 @@ class Layer:
         """After a read: the layer's folder must still exist. ``--overwrite`` swaps the catalog row to a new
         folder and renames the old one away, so a reader holding this (old) object would otherwise get
         fill values for the vanished files instead of an error."""
+        if self._tokens is not None and self._tokens.get(self._token_name) is not None:
+            return  # the token of a replaced or deleted layer is dropped with it
         if not (self.root / "zarr.json").exists():
             raise Conflict(f"layer {self.datastack}/{self.name} was replaced or deleted while it was read; "
                            "get it again (lake.layer) and repeat the read", datastack=self.datastack,
@@ -167,16 +173,26 @@ class Layer:
         """A token that changes whenever a write to this layer starts and lands, in this process or any other
         (the identity of the ``generation`` file the writer replaces). Caches of derived bytes (tiles,
         encoded chunks) key on it, so nothing stale is served after an acknowledged write."""
+        if self._tokens is not None:  # object storage: a row of the catalog; "p…" while a write is in flight
+            return self._tokens.get(self._token_name) or "0"
         try:
-            if self._locks is not None:  # object storage: the token is the object's content (one GET)
-                return (self.root / GENERATION).read_bytes().decode("ascii", "replace")
             st = os.stat(self.root / GENERATION)
         except FileNotFoundError:
             return "0"
         return f"{st.st_ino}.{st.st_mtime_ns}.{st.st_size}"
 
-    def _bump_generation(self) -> None:
+    def _bump_generation(self, pending: bool = False) -> None:
+        if self._tokens is not None:
+            self._tokens.set(self._token_name, ("p" if pending else "g") + uuid.uuid4().hex)
+            return
         write_text_atomic(self.root / GENERATION, uuid.uuid4().hex)
+
+    def _maybe_pending(self) -> bool:
+        """Whether pyramid updates may be pending (cheap: on object storage the change token says so, a killed
+        or failed writer leaves it pending; locally one listdir)."""
+        if self._tokens is not None:
+            return self.generation().startswith("p")
+        return bool(self._dirty_names())
 
     def _dirty_names(self) -> list[str]:
         """Names of the pending-update entries (``dirty/*.json``): one listdir, or one LIST on object storage."""
@@ -196,7 +212,7 @@ class Layer:
         write is in flight or was killed (its pending entry exists), reopen the arrays, so chunks cached before
         now are revalidated (``recheck_cached_data: "open"``). One stat and one listdir per read."""
         g = self.generation()
-        in_flight = bool(self._dirty_names())
+        in_flight = g.startswith("p") if self._tokens is not None else bool(self._dirty_names())
         if g != self._generation_seen or in_flight:
             with self._lock:
                 self._arrays = {}
@@ -244,7 +260,7 @@ class Layer:
 
         self._check_ready()
         (x0, x1), (y0, y1), (z0, z1) = self.check_box(x, y, z, mip)
-        if mip > 0 and self.pending_updates():
+        if mip > 0 and self._maybe_pending() and self.pending_updates():
             return await asyncio.to_thread(self.cutout, (x0, x1), (y0, y1), (z0, z1), mip)
         self._revalidate()
         arr = self._arrays.get(mip)
@@ -314,6 +330,8 @@ class Layer:
         self._check_ready()
         with self._writing():
             self._write(array, x0, y0, z0, mip, update_mips)
+        if self._tokens is not None and self._dirty_names():  # entries of killed writers: finish them now
+            self.repair()
 
     def _writing(self) -> Any:
         """Held while shards are read, modified and written. A local folder needs nothing (tensorstore's file
@@ -345,18 +363,20 @@ class Layer:
         # the entry also carries the pyramid update that follows, when there are coarser mips to update
         pyramid = update_mips and mip + 1 < self.num_mips
         pending = self._mark_dirty(mip, region, pyramid)
+        landed = False
         try:
             # before the write too: a writer killed part-way never bumps it afterwards, and bytes derived and
             # cached (in any process) before the write must not outlive it (TileService caches nothing while
             # an update is pending)
-            self._bump_generation()
+            self._bump_generation(pending=True)
             self.array(mip)[bz0:bz1, by0:by1, bx0:bx1].write(arr).result()
             if pyramid:
                 self._update_pyramid(mip, region)
             pending[0].unlink(missing_ok=True)  # only now are the coarser mips right again
+            landed = True
         finally:  # also after a partial failure: whatever landed must not be hidden by caches
             self._release(pending[1])  # a repair may take over an entry left by a failure
-            self._bump_generation()
+            self._bump_generation(pending=not landed)
 
     # -- pending pyramid updates (crash safety of writes) -----------------------------------------
     def _update_pyramid(self, mip: int, region: tuple[Range, Range, Range]) -> None:
@@ -467,6 +487,8 @@ class Layer:
     def _repair_overlapping(self, mip: int, box: tuple[Range, Range, Range]) -> None:
         """Before reading ``box`` at coarse ``mip``: finish the pending updates that overlap it, so a read
         never returns a coarser mip that a killed write left stale."""
+        if self._tokens is not None and not self._maybe_pending():
+            return
         pending = self.pending_updates()
         if not pending:
             return

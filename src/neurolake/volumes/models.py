@@ -56,3 +56,16 @@ class Layer(Base):
     provenance: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
     datastack: Mapped[Datastack] = relationship(back_populates="layers")
+
+
+class ChangeToken(Base):
+    """A token replaced on every change of one thing of a lake on object storage, read by every process to know
+    whether what it cached is still current: ``name`` is ``lake`` (datastack and layer rows; the local lake's
+    ``catalog.generation`` file) or ``layer:<url of the layer's folder>`` (a layer's stored bytes; the local
+    layer's ``generation`` file). A token starting with ``p`` marks a change in progress (nothing is cached
+    under it; a writer killed mid-change leaves it). Object storage would need a GET per read for the same."""
+
+    __tablename__ = "change_tokens"
+
+    name: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    token: Mapped[str] = mapped_column(String(64))
