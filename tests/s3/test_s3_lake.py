@@ -94,3 +94,28 @@ def test_failed_write_is_repaired_by_the_next_coarse_read_and_overwrite_conflict
     np.testing.assert_array_equal(lake.layer("gerhard", "em").cutout(x=(0, 64), y=(0, 64), z=(0, 4)),
                                   gerhard_source[:4, :64, :64])
     lake.close()
+
+
+def test_signing_key_of_an_s3_lake_stays_off_the_bucket(new_s3_lake, tmp_path, monkeypatch):
+    """Anyone who can read the bucket could forge signed URLs with a key stored there: it is a file of the
+    machine (mode 0600), and its id in the catalog makes a second machine without it refuse to sign."""
+    import stat
+
+    from neurolake.storage.signing import _load_key, key_path
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.delenv("NEUROLAKE_SIGNING_KEY", raising=False)
+    url, _db = new_s3_lake()
+    lake = open_lake(url)
+    key = _load_key(lake)
+    path = key_path(lake)
+    assert path.is_file() and str(path).startswith(str(tmp_path / "config"))
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and bytes.fromhex(path.read_text().strip()) == key
+    assert not (lake.root / "signing.key").exists()
+    assert _load_key(open_lake(url)) == key  # the same machine: the same key
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "other-machine"))
+    from neurolake.errors import Conflict
+
+    with pytest.raises(Conflict, match="signing key"):
+        _load_key(open_lake(url))
+    lake.close()

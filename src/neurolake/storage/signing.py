@@ -15,7 +15,7 @@ against the quota of ``user`` (the user the URL was issued to).
 The key never sits in the catalog (whoever can read the catalog database could forge URLs with it). It
 is ``NEUROLAKE_SIGNING_KEY`` in the server's environment (any string of ≥ 16 bytes; hex is decoded) when
 set, otherwise the file ``<lake>/signing.key`` (:data:`KEY_FILE`: 32 random bytes as hex, mode 0600,
-created atomically on first use). The catalog (``access_secrets``) keeps only the key's id
+created atomically on first use; for a lake on object storage a file of this machine, see :func:`key_path`). The catalog (``access_secrets``) keeps only the key's id
 (:func:`key_id`, row ``signed_url_key_id``): every process of the lake compares its key with it and
 refuses to sign or verify with another one (:class:`~neurolake.errors.Conflict` naming both ids) — e.g.
 a second host that shares a PostgreSQL catalog but lacks the key file. A key kept in the catalog by an
@@ -35,6 +35,7 @@ import hmac
 import posixpath
 import secrets
 import time
+from pathlib import Path
 from urllib.parse import quote
 
 from neurolake.errors import InvalidArgument, PermissionDenied
@@ -112,6 +113,20 @@ def _write_key_file(path, key: bytes, replace: bool = False) -> bytes:
             pass
 
 
+def key_path(lake) -> Path:
+    """Where the lake's signing key file is: ``<lake>/signing.key`` for a lake folder; for a lake on object
+    storage (whose objects anyone with read access to the bucket could read) a file of this machine,
+    ``$XDG_CONFIG_HOME/neurolake/signing-keys/<hash of the lake URL>.key`` (``~/.config`` by default): servers
+    of one lake on several machines set ``NEUROLAKE_SIGNING_KEY`` to the same key instead."""
+    import os
+
+    if not getattr(lake, "remote", False):
+        return lake.root / KEY_FILE
+    base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "neurolake" / "signing-keys"
+    base.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return base / f"{hashlib.sha256(lake.url.encode()).hexdigest()[:16]}.key"
+
+
 def _load_key(lake) -> bytes:
     from sqlalchemy.exc import IntegrityError
 
@@ -119,7 +134,7 @@ def _load_key(lake) -> bytes:
     from neurolake.errors import Conflict
 
     env = lake.settings.signing_key
-    path = lake.root / KEY_FILE
+    path = key_path(lake)
     key = _decode_env(env) if env else _read_key_file(path)
     with lake.catalog.session() as s:
         legacy = s.get(Secret, LEGACY_ROW)
@@ -165,7 +180,7 @@ def rotate_key(lake, key: bytes | None = None) -> str:
     key = secrets.token_bytes(32) if key is None else key
     Signer(key)
     if not lake.settings.signing_key:
-        _write_key_file(lake.root / KEY_FILE, key, replace=True)
+        _write_key_file(key_path(lake), key, replace=True)
     with lake.catalog.session() as s:
         for name in (KEY_ID_ROW, LEGACY_ROW):
             row = s.get(Secret, name)
