@@ -176,7 +176,7 @@ def _catalog_records(table: Any) -> list[dict[str, Any]]:
 
     with table.lake.catalog.session() as s:
         prov = s.scalar(select(AnnotationTable.provenance).where(
-            AnnotationTable.path == str(table.path.relative_to(table.lake.root))))
+            AnnotationTable.path == table.rel_path))
     return list((prov or {}).get("derivations") or [])
 
 
@@ -188,7 +188,7 @@ def _save_catalog_record(lake: Any, table: Any, records: list[dict[str, Any]]) -
 
     with lake.catalog.session() as s:
         row = s.scalar(select(AnnotationTable).where(
-            AnnotationTable.path == str(table.path.relative_to(lake.root))))
+            AnnotationTable.path == table.rel_path))
         if row is not None and (row.provenance or {}).get("derivations") != records:
             row.provenance = {**(row.provenance or {}), "derivations": records}
 

@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from neurolake.annotations.paths import open_input
 from neurolake.annotations.schemas import position_columns
 
 
@@ -31,7 +32,7 @@ class RowGroupIndex:
         self._md: dict[int, pq.FileMetaData] = {}
         file_ix, rg_ix, lo, hi = [], [], [], []
         for fi, path in enumerate(files):
-            md = pq.read_metadata(path)
+            md = pq.read_metadata(open_input(path))
             self._md[fi] = md
             names = md.schema.names
             cols = [[names.index(c) if c in names else -1 for c in position_columns(p)] for p in points]
@@ -75,7 +76,7 @@ class RowGroupIndex:
         def one(item):
             fi, rgs = item
             # a fresh reader per call (thread-safe under concurrent queries), footer parsed once
-            t = pq.ParquetFile(self.files[fi], metadata=self._md[fi]).read_row_groups(rgs, columns=columns)
+            t = pq.ParquetFile(open_input(self.files[fi]), metadata=self._md[fi]).read_row_groups(rgs, columns=columns)
             # files written by MERGE may carry string_view/large types: cast to the stored schema
             t = t.select([c for c in self.schema.names if c in t.column_names])
             t = t.cast(pa.schema([self.schema.field(c) for c in t.column_names]))

@@ -33,6 +33,7 @@ from deltalake.exceptions import CommitFailedError, DeltaError
 from sqlalchemy import select
 
 from neurolake.annotations.models import AnnotationTable
+from neurolake.annotations.paths import delta_options, same_file_key
 from neurolake.annotations.schemas import (
     Schema,
     arrow_schema,
@@ -50,6 +51,8 @@ from neurolake.base.time import isoformat, parse_timestamp
 from neurolake.db.base import as_utc, utcnow
 from neurolake.errors import AlreadyExists, Conflict, InvalidArgument, NotFound, OutOfBounds
 from neurolake.provenance import current_user
+from neurolake.storage.config import is_s3
+from neurolake.storage.files import remove_tree
 
 ROW_GROUP_ROWS = 4096
 STREAM_SLICE = 262_144  # rows per pipelined batch when one append() is large
@@ -64,6 +67,35 @@ _locks_guard = threading.Lock()
 def _lock(path: Path) -> threading.Lock:
     with _locks_guard:
         return _locks.setdefault(str(path), threading.Lock())
+
+
+class _WriteLock:
+    """Serialises the writes of one table: a lock of this process, and on a lake on object storage also the
+    catalog's database lock ``delta:<table path>`` (delta-rs on S3 has no safe concurrent commit of its own)."""
+
+    def __init__(self, lake: Any, path: Any) -> None:
+        self._local = _lock(path)
+        self._locks = getattr(lake, "locks", None) if getattr(lake, "remote", False) else None
+        self._name = f"delta:{path}"
+        self._held: Any = None
+
+    def __enter__(self) -> _WriteLock:
+        self._local.acquire()
+        if self._locks is not None:
+            try:
+                self._held = self._locks.hold(self._name, timeout_s=120.0, what=f"annotation table {self._name[6:]}")
+            except BaseException:
+                self._local.release()
+                raise
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        held, self._held = self._held, None
+        try:
+            if held is not None:
+                held.release()
+        finally:
+            self._local.release()
 
 
 def _triple_nm(value: Any, what: str) -> tuple[float, float, float]:
@@ -242,13 +274,15 @@ class Table:
         self.read_permission = row.read_permission
         self.write_permission = row.write_permission
         self.created = as_utc(row.created)
-        self.path = Path(lake.root) / row.path
+        self.path = lake.root / row.path if is_s3(lake.root) else Path(lake.root) / row.path
+        self.rel_path = row.path
+        self._storage = delta_options(self.path)
         self.arrow_schema = arrow_schema(self.schema, self.properties)
         self._dt: DeltaTable | None = None
         self._dataset: tuple[int, pads.Dataset] | None = None
         self._rg_index: tuple[int, Any] | None = None
         self._dt_lock = threading.RLock()
-        self._lock = _lock(self.path)
+        self._lock = _WriteLock(lake, self.path)
 
     def __repr__(self) -> str:
         return f"<annotation Table {self.datastack}/{self.name} schema={self.schema.name} version={self.version}>"
@@ -276,7 +310,7 @@ class Table:
         """The current :class:`deltalake.DeltaTable` (refreshed to the newest version)."""
         with self._dt_lock:
             if self._dt is None:
-                self._dt = DeltaTable(str(self.path))
+                self._dt = DeltaTable(str(self.path), storage_options=self._storage or None)
             else:
                 self._dt.update_incremental()
             return self._dt
@@ -324,17 +358,17 @@ class Table:
             doomed = sorted(d.vacuum(retention_hours=hours, dry_run=True, enforce_retention_duration=False))
             broken: list[str] = []
             if doomed:
-                gone = {(self.path / f).resolve() for f in doomed}
+                gone = {same_file_key(self.path / f) for f in doomed}
                 by_version: dict[int, list[str]] = {}
                 for p in protecting_pins(self.lake, "annotation", self.datastack, self.name):
                     if p["version"] is not None:
                         by_version.setdefault(int(p["version"]), []).append(p["run_id"])
                 for v, runs in sorted(by_version.items()):
                     try:
-                        files = DeltaTable(str(self.path), version=v).file_uris()
+                        files = DeltaTable(str(self.path), version=v, storage_options=self._storage or None).file_uris()
                     except (DeltaError, OSError):  # its log is gone: the version is unreadable already
                         continue
-                    if any(Path(u.removeprefix("file://")).resolve() in gone for u in files):
+                    if any(same_file_key(u) in gone for u in files):
                         broken += [r for r in runs if r not in broken]
             if broken and not force and not dry_run:
                 n = len(broken)
@@ -351,7 +385,7 @@ class Table:
     def dataset(self, version: int | None = None) -> pads.Dataset:
         """A pyarrow dataset over the table's Parquet files (cached per Delta version)."""
         if version is not None:
-            d = DeltaTable(str(self.path), version=version)
+            d = DeltaTable(str(self.path), version=version, storage_options=self._storage or None)
             return d.to_pyarrow_dataset()
         with self._dt_lock:
             d = self.delta()
@@ -467,8 +501,7 @@ class Table:
         n = len(tab)
         given = col.null_count == 0 and n > 0
         with self.lake.catalog.session() as s:
-            row = s.scalar(select(AnnotationTable).where(AnnotationTable.path == str(self.path.relative_to(
-                self.lake.root))).with_for_update())
+            row = s.scalar(select(AnnotationTable).where(AnnotationTable.path == self.rel_path).with_for_update())
             if given:
                 ids = col.to_numpy()
                 uniq, counts = np.unique(ids, return_counts=True)
@@ -526,7 +559,8 @@ class Table:
         props = CommitProperties(custom_metadata={"neurolake_action": action,
                                                   **{f"neurolake_{k}": str(v) for k, v in info.items()}})
         write_deltalake(str(self.path), data, mode="append", commit_properties=props,
-                        target_file_size=TARGET_FILE_BYTES, writer_properties=self._writer_properties())
+                        target_file_size=TARGET_FILE_BYTES, writer_properties=self._writer_properties(),
+                        storage_options=self._storage or None)
 
     def _writer_properties(self) -> WriterProperties:
         """Parquet settings of every write: ``ROW_GROUP_ROWS``-row groups, LZ4_RAW, row-group statistics;
@@ -883,7 +917,7 @@ class Table:
 
 # -- the catalog face -----------------------------------------------------------------------------
 def _table_rel(lake: Any, datastack: str, name: str) -> str:
-    return str((Path(lake.root) / "datastacks" / datastack / "tables" / name).relative_to(lake.root))
+    return f"datastacks/{datastack}/tables/{name}"
 
 
 def create_table(lake: Any, datastack: str, name: str, schema: str, *, description: str = "",
@@ -929,14 +963,19 @@ def create_table(lake: Any, datastack: str, name: str, schema: str, *, descripti
                 return Table(lake, datastack, row)
             raise AlreadyExists(f"annotation table {datastack}/{name} already exists", datastack=datastack,
                                 table=name)
-        path = Path(lake.root) / rel
-        if path.exists():
-            shutil.rmtree(path)  # a leftover of a failed create
-        path.parent.mkdir(parents=True, exist_ok=True)
+        remote = is_s3(lake.root)
+        path = lake.root / rel if remote else Path(lake.root) / rel
+        if remote:
+            remove_tree(path)  # a leftover of a failed create (no folders on S3: remove whatever is there)
+        else:
+            if path.exists():
+                shutil.rmtree(path)  # a leftover of a failed create
+            path.parent.mkdir(parents=True, exist_ok=True)
         # the Delta log is history users pin (queries, materializations): never cleaned up by age, so an old
         # version stays readable until its data files are vacuumed on purpose (Table.vacuum)
         DeltaTable.create(str(path), arrow_schema(sch, props), name=name, description=description or None,
-                          configuration={"delta.enableExpiredLogCleanup": "false"})
+                          configuration={"delta.enableExpiredLogCleanup": "false"},
+                          storage_options=delta_options(path) or None)
         row = AnnotationTable(datastack_id=dsrow.id, name=name, schema_name=sch.name, description=description,
                               owner=owner or current_user(), voxel_size_nm=list(res), properties=props,
                               required_points=required, segmentation_layer=segmentation_layer,
@@ -988,6 +1027,6 @@ def drop_table(lake: Any, datastack: str, name: str) -> None:
     """Remove a table's catalog row and its Delta files (irreversible). Raises NotFound."""
     t = get_table(lake, datastack, name)
     with lake.catalog.session() as s:
-        row = s.scalar(select(AnnotationTable).where(AnnotationTable.path == str(t.path.relative_to(lake.root))))
+        row = s.scalar(select(AnnotationTable).where(AnnotationTable.path == t.rel_path))
         s.delete(row)
-    shutil.rmtree(t.path, ignore_errors=True)
+    remove_tree(t.path)

@@ -768,15 +768,20 @@ class FeatureRegistry:
         else:
             raise AlreadyExists(f"feature table {name!r} of datastack {ds!r} already exists; choose another "
                                 "save_as name", field="save_as", value=name)
-        folder = Path(self.lake.root) / "features" / "_results" / ds
-        folder.mkdir(parents=True, exist_ok=True)
+        remote = is_s3(self.lake.root)
+        folder = (self.lake.root if remote else Path(self.lake.root)) / "features" / "_results" / ds
         path = folder / f"{name}.parquet"
         meta = {k: v for k, v in md.items() if k not in ("seconds",)}
         out = table.replace_schema_metadata({**(table.schema.metadata or {}),
                                              b"neurolake.similar": json.dumps(meta, default=str).encode()})
-        tmp = folder / f".{name}.parquet.tmp"
-        pq.write_table(out, tmp)
-        os.replace(tmp, path)
+        if remote:  # a PUT replaces the object as one step
+            fs, where = self.lake.storage.pyarrow_fs(path)
+            pq.write_table(out, where, filesystem=fs)
+        else:
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = folder / f".{name}.parquet.tmp"
+            pq.write_table(out, tmp)
+            os.replace(tmp, path)
         query = md.get("query") or {}
         what = f"id {query['id']}" if "id" in query else f"{query.get('vectors', 1)} query vector(s)"
         try:

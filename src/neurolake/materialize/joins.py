@@ -25,6 +25,8 @@ import pyarrow.compute as pc
 
 from neurolake.base.results import Result
 from neurolake.errors import InvalidArgument
+from neurolake.storage.config import is_s3
+from neurolake.storage.files import write_text_atomic
 
 DEFAULT_SUFFIXES = ("x", "y", "z", "xx", "yy", "zz")  # CAVE's DEFAULT_SUFFIX_LIST
 FILTERS = ("filter_in", "filter_equal", "filter_not_in", "filter_greater", "filter_less", "filter_greater_equal",
@@ -281,7 +283,6 @@ def define_view(lake, datastack: str, name: str, tables: Sequence[Sequence[str]]
     Raises InvalidArgument (name, tables, suffixes), NotFound (datastack, annotation table), AlreadyExists
     (unless ``overwrite``)."""
     import json
-    import os
 
     from neurolake.annotations import get_table
     from neurolake.base.names import check_name
@@ -314,16 +315,21 @@ def define_view(lake, datastack: str, name: str, tables: Sequence[Sequence[str]]
     doc = {"name": name, "description": description, "tables": [list(s) for s in specs], "suffixes": sfx,
            "select_columns": select_columns, "owner": owner or current_user(), "created": isoformat(utcnow()),
            "voxel_size_nm": list(tabs[0].voxel_size_nm)}
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{name}.json.tmp"
-    tmp.write_text(json.dumps(doc, indent=1))
-    os.replace(tmp, path)
+    if not is_s3(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps(doc, indent=1))
     return doc
 
 
 def list_views(lake, datastack: str) -> list[str]:
     """Names of the views of ``datastack``, sorted. Raises NotFound (datastack)."""
     folder = _views_dir(lake, datastack)
+    if is_s3(folder):
+        try:
+            names = [str(e).rstrip("/").rsplit("/", 1)[-1] for e in folder.fs.ls(folder.path, detail=False)]
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return sorted(n[:-5] for n in names if n.endswith(".json") and not n.startswith("."))
     return sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
 
 

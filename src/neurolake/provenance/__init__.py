@@ -63,10 +63,14 @@ def layer_identity(lake, layer) -> dict[str, Any]:
     :meth:`neurolake.volumes.layer.Layer.generation`, which is not stable across copies of a lake)."""
     from neurolake.db.base import as_utc
 
-    try:
-        path = str(layer.root.resolve().relative_to(lake.root.resolve()))
-    except ValueError:
-        path = str(layer.root)
+    if getattr(lake, "remote", False):  # an s3:// lake: UPaths, compared as URLs (no resolve on object storage)
+        p, r = str(layer.root).rstrip("/"), str(lake.root).rstrip("/")
+        path = p[len(r) + 1:] if p.startswith(r + "/") else p
+    else:
+        try:
+            path = str(layer.root.resolve().relative_to(lake.root.resolve()))
+        except ValueError:
+            path = str(layer.root)
     created = as_utc(layer.created).isoformat() if hasattr(layer.created, "isoformat") else layer.created
     prov = layer.provenance if isinstance(layer.provenance, dict) else {}
     return {"path": path, "created": created, "fingerprint": (prov.get("inputs") or {}).get("fingerprint")}

@@ -79,7 +79,7 @@ class QueryResult(Result):
     def to_parquet(self, path: str | os.PathLike) -> Path:
         """Write the rows as Parquet (manifest under the key ``openlineage`` of the file's key-value
         metadata) and the manifest beside it as ``<path>.manifest.json``; returns the Parquet path."""
-        return write_result(self._arrow, self.manifest, Path(path))
+        return write_result(self._arrow, self.manifest, _destination(path))
 
     def __repr__(self) -> str:
         flag = " partial" if self.partial else ""
@@ -87,12 +87,32 @@ class QueryResult(Result):
                 f"{self.run['mode']}{flag} sha256={self.sha256[:12]}>")
 
 
-def write_result(table, manifest: dict[str, Any], path: Path) -> Path:
+def _destination(path: Any) -> Any:
+    """A result path the user names: a local path, or ``s3://bucket/key`` (a ``upath.UPath``)."""
+    from neurolake.storage.config import is_s3, storage_config
+
+    if is_s3(path):
+        return path if not isinstance(path, str) else storage_config().path(path)
+    return Path(path)
+
+
+def write_result(table, manifest: dict[str, Any], path: Any) -> Any:
+    """Write ``table`` to ``path`` (a local Path, or a UPath on ``s3://``) with the manifest in its key-value
+    metadata and beside it as ``<path>.manifest.json``; each file appears whole or not at all."""
     import pyarrow.parquet as pq
 
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from neurolake.storage.config import is_s3
+
     meta = dict(table.schema.metadata or {})
     meta[b"openlineage"] = json.dumps(manifest, default=str).encode()
+    if is_s3(path):  # a PUT replaces an object as one step: no temporary names
+        from neurolake.annotations.paths import arrow_source
+
+        where, fs = arrow_source(path)
+        pq.write_table(table.replace_schema_metadata(meta), where, compression="zstd", filesystem=fs)
+        (path.parent / (path.name + ".manifest.json")).write_text(json.dumps(manifest, indent=2, default=str))
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     pq.write_table(table.replace_schema_metadata(meta), tmp, compression="zstd")
     side = path.with_name(path.name + ".manifest.json")
@@ -274,7 +294,7 @@ def prepare(lake, sql: str, *, mode: str = "exploratory", pins: dict[str, Any] |
                                       "are kept would be arbitrary)", field="sql")
         remote = [f for i in inputs for f in i.get("files") or [] if str(f).startswith("s3://")]
         if remote:
-            _s3(con, remote)
+            _s3(con, lake)
         for i, (ref, inp) in enumerate(views):
             _make_view(con, i, ref, inp, sample)
         ordered_by = "query"
@@ -319,31 +339,17 @@ def _make_view(con, i: int, ref: nm.Reference, inp: dict[str, Any], sample: floa
     con.execute(f"CREATE OR REPLACE VIEW {target} AS {body}")
 
 
-def _s3(con, files: list[str]) -> None:
-    """Let DuckDB read ``s3://`` inputs: httpfs from the offline extension wheel and an S3 secret from the
-    standard AWS environment (:mod:`neurolake.storage`), before the connection is locked."""
+def _s3(con, lake) -> None:
+    """Let DuckDB read ``s3://`` inputs: httpfs from the offline extension wheel and the S3 secret of the lake's
+    storage configuration (:meth:`neurolake.storage.config.StorageConfig.duckdb_secret`), before the connection
+    is locked."""
     import duckdb_ext
 
-    from neurolake.storage import endpoint_url, region
+    from neurolake.storage.config import storage_config
 
     duckdb_ext.init(con)
     con.execute("LOAD httpfs")
-    opts = [f"REGION {nm.sql_literal(region())}"]
-    key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
-    if key and secret:
-        opts += [f"KEY_ID {nm.sql_literal(key)}", f"SECRET {nm.sql_literal(secret)}"]
-        if os.environ.get("AWS_SESSION_TOKEN"):
-            opts.append(f"SESSION_TOKEN {nm.sql_literal(os.environ['AWS_SESSION_TOKEN'])}")
-    else:
-        opts.append("PROVIDER credential_chain")
-    ep = endpoint_url()
-    if ep:
-        from urllib.parse import urlparse
-
-        u = urlparse(ep)
-        opts += [f"ENDPOINT {nm.sql_literal(u.netloc or u.path)}", "URL_STYLE 'path'",
-                 f"USE_SSL {'true' if u.scheme == 'https' else 'false'}"]
-    con.execute(f"CREATE SECRET neurolake_s3 (TYPE s3, {', '.join(opts)})")
+    con.execute((getattr(lake, "storage", None) or storage_config()).duckdb_secret())
 
 
 def _lock(con, inputs: list[dict[str, Any]], profile_path: Path) -> None:
@@ -427,8 +433,8 @@ def run(lake, sql: str, params: Any = None, *, mode: str = "exploratory", pins: 
     ``params``: positional (list) or named (dict) parameters (``?`` / ``$name``); ``pins``: ``{table name:
     pin}``; ``sample``: exploratory Bernoulli sample fraction of each input; ``timeout_s``: exploratory time
     bound; ``principal``: check the user's rights (HTTP); ``datastack``: resolve unqualified table names
-    in it; ``save``: write the result to ``<lake>/runs/<run_id>.parquet``; ``output``: write it there
-    instead; ``job``: a job name for the manifest; ``record``: store the run in the run store.
+    in it; ``save``: write the result to ``<lake>/runs/<run_id>.parquet`` (an object under the prefix of a lake
+    on S3); ``output``: write it there instead (a local path or ``s3://bucket/key``); ``job``: a job name for the manifest; ``record``: store the run in the run store.
 
     Returns a :class:`QueryResult`. Raises InvalidArgument, PermissionDenied, NotFound, VersionExpired,
     CorruptData (see :func:`prepare`).
@@ -504,7 +510,7 @@ def run(lake, sql: str, params: Any = None, *, mode: str = "exploratory", pins: 
         run_rec["job"] = job
     result_file = None
     if output is not None or save:
-        result_file = Path(output) if output is not None else lake.root / "runs" / f"{run_id}.parquet"
+        result_file = _destination(output) if output is not None else lake.root / "runs" / f"{run_id}.parquet"
         run_rec["result_file"] = str(result_file)
     manifest = build_event(run_rec, namespace=namespace(lake))
     if result_file is not None:
@@ -519,11 +525,16 @@ def run(lake, sql: str, params: Any = None, *, mode: str = "exploratory", pins: 
 
 
 def namespace(lake) -> str:
-    """The OpenLineage namespace of the lake's datasets: its public URL, else ``file://host/path``."""
+    """The OpenLineage namespace of the lake's datasets: its public URL, else its ``s3://bucket/prefix`` (a lake
+    on object storage) or ``file://host/path``."""
     import socket
 
     base = getattr(lake.settings, "public_url", None)
-    return str(base).rstrip("/") if base else f"file://{socket.gethostname()}{lake.root}"
+    if base:
+        return str(base).rstrip("/")
+    if getattr(lake, "remote", False):
+        return str(lake.root).rstrip("/")
+    return f"file://{socket.gethostname()}{lake.root}"
 
 
 def _jsonable(v: Any) -> Any:

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from neurolake.annotations.paths import delta_options, file_sizes, missing_files, open_input
 from neurolake.base.names import not_found
 from neurolake.base.time import isoformat, parse_timestamp
 from neurolake.base.trees import walk
@@ -264,7 +265,7 @@ class Resolver:
         hit = known.get((str(t.path), version))
         if hit is None:
             try:
-                d = DeltaTable(str(t.path), version=version)
+                d = DeltaTable(str(t.path), version=version, storage_options=delta_options(t.path) or None)
             except Exception as exc:  # noqa: BLE001 - deltalake raises its own error types
                 raise CorruptData(f"input {canonical} pinned at Delta version {version}: the Delta log of that "
                                   f"version cannot be read ({exc}); it was removed (vacuumed/checkpoint cleanup?)",
@@ -274,11 +275,12 @@ class Resolver:
                 known.clear()
             known[(str(t.path), version)] = hit
         files, committed = hit
-        missing = [f for f in files if not Path(f).exists()]
+        sizes = file_sizes(files)
+        missing = [f for f in files if sizes.get(f) is None]
         if missing:
             raise CorruptData(f"input {canonical} pinned at Delta version {version} (committed {committed}): "
                               f"{len(missing)} of its {len(files)} data files are gone (vacuumed), e.g. "
-                              f"{Path(missing[0]).name}; the pinned data cannot be read",
+                              f"{_name(missing[0])}; the pinned data cannot be read",
                               input=canonical, pin={"delta_version": version}, missing=len(missing))
         cols = []
         idc = set(t.id_columns)
@@ -301,7 +303,8 @@ class Resolver:
                               zip(empty.column_names, empty.columns, strict=True)], names=empty.column_names)
         return {"name": canonical, "kind": "annotation", "datastack": ds, "table": name,
                 "pin": {"delta_version": version, "committed": committed, "timestamp": isoformat(ts)},
-                "pinned_by": by, "location": str(t.path), "files": files, "bytes": _size(files),
+                "pinned_by": by, "location": str(t.path), "files": files,
+                "bytes": sum(v or 0 for v in sizes.values()),
                 "segmentation": self._segmentation(ds, ts), "view_sql": view, "arrow": arrow}
 
     # -- the edit log ------------------------------------------------------------------------------
@@ -438,7 +441,8 @@ class Resolver:
 
         def files_of(table: str, v: int) -> tuple[list[str], str | None]:
             try:
-                d = DeltaTable(str(et.table_path(self.lake, ds, table)), version=v)
+                loc = et.table_path(self.lake, ds, table)
+                d = DeltaTable(str(loc), version=v, storage_options=delta_options(loc) or None)
             except Exception as exc:  # noqa: BLE001 - deltalake raises its own error types
                 raise CorruptData(f"input {canonical}: Delta version {v} of ephys table {table} cannot be read "
                                   f"({exc})", input=canonical) from exc
@@ -448,10 +452,10 @@ class Resolver:
         marker: list[str] = []
         if keyed and files_v is not None:
             marker, _ = files_of("files", int(files_v))
-        missing = [f for f in data + marker if not Path(f).exists()]
+        missing = missing_files(data + marker)
         if missing:
             raise CorruptData(f"input {canonical} pinned at Delta version {version}: {len(missing)} data files are "
-                              f"gone (vacuumed), e.g. {Path(missing[0]).name}", input=canonical)
+                              f"gone (vacuumed), e.g. {_name(missing[0])}", input=canonical)
         view, arrow = None, None
         if data and (marker or not keyed):
             view = f"SELECT * FROM {_read_parquet(data)}"
@@ -486,15 +490,15 @@ class Resolver:
         version = _delta_version(canonical, "skeleton tables", rec, pin, newest)
         path = store.table_path(la)
         try:
-            d = DeltaTable(str(path), version=version)
+            d = DeltaTable(str(path), version=version, storage_options=delta_options(path) or None)
         except Exception as exc:  # noqa: BLE001 - deltalake raises its own error types
             raise CorruptData(f"input {canonical}: Delta version {version} cannot be read ({exc})",
                               input=canonical) from exc
         files = list(d.file_uris())
-        missing = [f for f in files if not Path(f).exists()]
+        missing = missing_files(files)
         if missing:
             raise CorruptData(f"input {canonical} pinned at Delta version {version}: {len(missing)} data files are "
-                              f"gone (vacuumed), e.g. {Path(missing[0]).name}", input=canonical)
+                              f"gone (vacuumed), e.g. {_name(missing[0])}", input=canonical)
         view, arrow = None, None
         if files:
             view = f"SELECT * FROM {_read_parquet(files)}"
@@ -640,14 +644,12 @@ def _read_parquet(files: list[str], hive: bool = False) -> str:
 def _parquet_names(path: Path) -> list[str]:
     import pyarrow.parquet as pq
 
-    return pq.read_schema(path).names
+    return pq.read_schema(open_input(path)).names
 
 
 def _size(files: list[str]) -> int:
-    total = 0
-    for f in files:
-        try:
-            total += Path(f).stat().st_size
-        except OSError:
-            pass
-    return total
+    return sum(v or 0 for v in file_sizes(files).values())
+
+
+def _name(file: str) -> str:
+    return str(file).rstrip("/").rsplit("/", 1)[-1]

@@ -22,7 +22,9 @@ from neurolake.query import names as nm
 def load_manifest(lake, ref: str | Path) -> dict[str, Any]:
     """The manifest of run ``ref``: a run id (or unique prefix) in the run store, a manifest JSON file or a
     result Parquet file. Raises NotFound, InvalidArgument (a file that holds no manifest)."""
-    p = Path(str(ref))
+    from neurolake.storage.config import is_s3, storage_config
+
+    p = storage_config().path(str(ref)) if is_s3(str(ref)) else Path(str(ref))
     if p.suffix in (".json", ".parquet") or p.exists():
         if not p.exists():
             raise NotFound(f"manifest file {str(p)!r} does not exist", field="run", value=str(p))
@@ -30,7 +32,9 @@ def load_manifest(lake, ref: str | Path) -> dict[str, Any]:
             if p.suffix == ".parquet":
                 import pyarrow.parquet as pq
 
-                meta = pq.read_schema(p).metadata or {}
+                from neurolake.annotations.paths import open_input
+
+                meta = pq.read_schema(open_input(p)).metadata or {}
                 if b"openlineage" not in meta:
                     raise InvalidArgument(f"{p} has no neurolake manifest in its metadata", field="run")
                 return json.loads(meta[b"openlineage"])
@@ -187,10 +191,13 @@ def reproduce(lake, ref: str | Path, *, principal=None) -> dict[str, Any]:
         parts.append(f"columns removed {cols['removed']}, added {cols['added']}")
     first = None
     old_file = facet.get("result_file")
-    if old_file and Path(old_file).exists() and not (cols["removed"] or cols["added"]):
+    if old_file and _exists(old_file) and not (cols["removed"] or cols["added"]):
         import pyarrow.parquet as pq
 
-        old = pq.read_table(old_file).replace_schema_metadata(None)
+        from neurolake.annotations.paths import arrow_source
+
+        where, fs = arrow_source(old_file)
+        old = pq.read_table(where, filesystem=fs).replace_schema_metadata(None)
         first = _first_difference(old, new.replace_schema_metadata(None))
         if first is not None:
             row_old = old.slice(first, 1).to_pylist()
@@ -211,6 +218,12 @@ def reproduce(lake, ref: str | Path, *, principal=None) -> dict[str, Any]:
     return {**out, "status": "different",
             "message": f"differs from run {run_id} (sha256 {str(facet.get('result_sha256'))[:16]}… → "
                        f"{res.sha256[:16]}…): " + "; ".join(parts or ["values differ"])}
+
+
+def _exists(file: str) -> bool:
+    from neurolake.annotations.paths import file_sizes
+
+    return file_sizes([str(file)]).get(str(file)) is not None
 
 
 def explain(lake, sql: str, *, pins: dict[str, Any] | None = None, datastack: str | None = None,

@@ -177,9 +177,10 @@ def _public(request: Request, obj: Any) -> Any:
     p = principal_of(request)
     if p.is_admin or p.local:
         return obj
-    root = request.app.state.lake.root
+    lake = request.app.state.lake
+    roots = {lake.url} if lake.remote else {str(lake.root), os.path.realpath(lake.root)}
     text = json.dumps(obj, default=str)
-    for r in sorted({str(root), os.path.realpath(root)}, key=len, reverse=True):
+    for r in sorted(roots, key=len, reverse=True):
         text = text.replace(json.dumps(r)[1:-1], "<lake>")
     return json.loads(text)
 
