@@ -17,6 +17,7 @@ module                 commands
 ``process``            ``process intensity|align|train|classify|supervoxels|agglomerate|initial-roots``, ``evaluate``
 ``skeletons``          ``skeleton build|swc|table``
 ``meshes``             ``mesh build|info|export``
+``jobs``               ``jobs list|show``
 =====================  ==========================================================
 
 Every command takes the lake as ``--lake/-l`` (default ``$NEUROLAKE_LAKE``, else the current folder;
@@ -35,6 +36,7 @@ from neurolake.cli import (
     ephys,
     estimate,
     features,
+    jobs,
     meshes,
     process,
     proofread,
@@ -67,6 +69,7 @@ app.add_typer(skeletons.app, name="skeleton")
 app.command("evaluate")(process.evaluate)
 access.register(app)
 query.register(app)  # sql, explain, runs list|show, reproduce
+app.add_typer(jobs.app, name="jobs")  # jobs list|show
 
 
 def main() -> None:

@@ -24,7 +24,9 @@ def watershed(datastack: DsOpt,
               z: Annotated[str | None, typer.Option(help="z0,z1 box in voxels (default all)")] = None,
               overwrite: Annotated[bool, typer.Option(
                   help="replace an output layer made differently (same inputs and parameters: recompute)")] = False,
-              init: Annotated[bool, typer.Option(help="also make the datastack proofreadable from it")] = False):
+              init: Annotated[bool, typer.Option(help="also make the datastack proofreadable from it")] = False,
+              scheduler: Annotated[str | None, typer.Option(
+                  help="Dask: threads (default), local (a LocalCluster) or tcp://host:port")] = "threads"):
     """Supervoxels by per-section seeded watershed of a boundary map (see neurolake.segment).
 
     Idempotent: an output layer made from the same inputs and parameters is kept as it is (nothing to do);
@@ -37,7 +39,7 @@ def watershed(datastack: DsOpt,
                              boundary_values=parse_ids(boundary_values, "boundary_values") if boundary_values else None,
                              threshold=threshold, min_distance=min_distance, overwrite=overwrite,
                              x=parse_range(x, "x"), y=parse_range(y, "y"), z=parse_range(z, "z"),
-                             progress=bar, say=say)
+                             scheduler=scheduler, progress=bar, say=say)
     say(f"wrote {la!r}")
     if init:
         ds = lk[datastack]

@@ -27,11 +27,15 @@ app = typer.Typer(help="Materialization versions: list, show, expire, query.", n
 def materialize(datastack: DsOpt, lake: LakeOpt = None,
                 timestamp: Annotated[str | None, typer.Option(help="ISO time (default now)")] = None,
                 tables: Annotated[str | None, typer.Option(help="comma-separated table names (default all)")] = None,
-                expires_in_days: Annotated[float | None, typer.Option(help="days until the version expires")] = None):
+                expires_in_days: Annotated[float | None, typer.Option(help="days until the version expires")] = None,
+                scheduler: Annotated[str | None, typer.Option(
+                    help="run on Dask: a scheduler address tcp://host:port, 'local' (a LocalCluster) or 'threads'; "
+                         "default: in this process")] = None):
     """Freeze a new materialization version of the datastack at a timestamp (annotations bound to root ids)."""
     ds = open_lake(lake)[datastack]
     with Bar() as bar:
-        v = ds.versions.create(timestamp, tables=parse_csv(tables), expires_in=expires_in_days, progress=bar)
+        v = ds.versions.create(timestamp, tables=parse_csv(tables), expires_in=expires_in_days, progress=bar,
+                               scheduler=scheduler)
     echo_json(pick(v, (*VERSION_KEYS, "tables", "path")))
 
 

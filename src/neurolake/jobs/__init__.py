@@ -6,6 +6,9 @@
   per core (the default for ingest and pyramids);
 - ``"threads"``: an in-process cluster of threads (fast start; for small jobs and tests);
 - ``"tcp://host:port"`` (or any address ``distributed.Client`` accepts): an existing cluster.
+
+Job rows with progress (``GET /api/v1/jobs``, ``neurolake jobs list``) are in :mod:`neurolake.jobs.records`;
+:func:`run_tasks` counts its tasks into one with ``job=``. See docs/jobs.md.
 """
 
 from __future__ import annotations
@@ -44,20 +47,26 @@ def dask_client(scheduler: str | None = None) -> Iterator[Any]:
             yield client
 
 
-def run_tasks(client: Any, fn: Callable[..., Any], args: Sequence[tuple], on_done: Callable[[Any], None] | None = None
-              ) -> list[Any]:
+def run_tasks(client: Any, fn: Callable[..., Any], args: Sequence[tuple], on_done: Callable[[Any], None] | None = None,
+              job: Any = None) -> list[Any]:
     """Run ``fn(*a)`` for each ``a`` in ``args`` on the cluster; call ``on_done(result)`` as each ends.
 
+    ``job``: a :class:`neurolake.jobs.records.Job` whose row counts these tasks (``tasks_total``) and
+    each finished one (``tasks_done``, written at most every 0.5 s). Results come in completion order.
     Raises the first task error after cancelling the rest.
     """
     from distributed import as_completed
 
+    if job is not None:
+        job.add(len(args))
     futures = [client.submit(fn, *a, pure=False) for a in args]
     results = []
     try:
         for fut in as_completed(futures):
             res = fut.result()
             results.append(res)
+            if job is not None:
+                job.done()
             if on_done:
                 on_done(res)
     except BaseException:

@@ -61,23 +61,48 @@ def watershed_section(boundary: np.ndarray, threshold: float = 0.5, min_distance
     return watershed(elevation, markers).astype(np.int64)
 
 
+def _section_task(z: int, section: np.ndarray, threshold: float, min_distance: int) -> tuple[int, np.ndarray]:
+    """One Dask task of :func:`watershed_volume`: section ``z``'s labels 1..n (uint32 when they fit)."""
+    lab = watershed_section(section.astype(np.float32), threshold, min_distance)
+    return z, (lab.astype(np.uint32) if lab.max(initial=0) < 2**32 else lab)
+
+
 def watershed_volume(boundary_zyx: np.ndarray, threshold: float = 0.5, min_distance: int = 8,
-                     progress: Callable[[str, int, int], None] | None = None) -> np.ndarray:
+                     progress: Callable[[str, int, int], None] | None = None, client: Any = None,
+                     job: Any = None) -> np.ndarray:
     """Per-section seeded watershed of a (z, y, x) boundary map (values in [0, 1], 1 = boundary).
 
-    Returns (z, y, x) labels numbered 1..N over the volume (uint32, or uint64 beyond 2**32 - 1).
-    Raises InvalidArgument for a map that is not 3-D.
+    With ``client`` (a ``distributed.Client``, :mod:`neurolake.jobs`) the sections run as Dask tasks, one
+    per section (pure: a re-run task gives the same labels), counted by ``job``
+    (:class:`neurolake.jobs.records.Job`); the labels are numbered here, in section order, so the result
+    is the same as in-process. Returns (z, y, x) labels numbered 1..N over the volume (uint32, or uint64
+    beyond 2**32 - 1). Raises InvalidArgument for a map that is not 3-D.
     """
     b = np.asarray(boundary_zyx)
     if b.ndim != 3:
         raise InvalidArgument(f"boundary map must be (z, y, x), got shape {list(b.shape)}", field="boundary")
+    sections: dict[int, np.ndarray] = {}
+    if client is not None:
+        from neurolake.jobs import run_tasks
+
+        n = [0]
+
+        def tick(_res) -> None:
+            n[0] += 1
+            if progress:
+                progress("watershed", n[0], b.shape[0])
+
+        for z, lab in run_tasks(client, _section_task, [(z, b[z], threshold, min_distance) for z in range(b.shape[0])],
+                                tick, job=job):
+            sections[z] = lab
     out = np.zeros(b.shape, np.uint64)
     offset = 0
     for z in range(b.shape[0]):
-        lab = watershed_section(b[z].astype(np.float32), threshold, min_distance)
+        lab = sections.pop(z) if client is not None else watershed_section(b[z].astype(np.float32), threshold,
+                                                                           min_distance)
         out[z] = lab.astype(np.uint64) + np.uint64(offset)
         offset += int(lab.max())
-        if progress:
+        if progress and client is None:
             progress("watershed", z + 1, b.shape[0])
     return out.astype(np.uint32) if offset < 2**32 else out
 
@@ -105,7 +130,9 @@ def watershed_layer(lake, datastack: str, boundary_layer: str, output_layer: str
     segmentation layer ``output_layer`` of the same datastack (with its pyramid). Returns the Layer.
 
     The box ``x``, ``y``, ``z`` (half-open voxel ranges at mip 0) defaults to the whole volume; the
-    output layer covers only the box.
+    output layer covers only the box. The sections run as Dask tasks on ``scheduler``
+    (:mod:`neurolake.jobs`; recorded as a job of kind ``watershed``), then the output's pyramid on the
+    same cluster.
 
     Idempotent: the output layer's provenance ``watershed.key`` records the inputs (``boundary_layer``
     and its identity: catalog path and creation time, which change when it is re-ingested) and the
@@ -153,17 +180,23 @@ def watershed_layer(lake, datastack: str, boundary_layer: str, output_layer: str
         raise NotReady(f"layer {datastack}/{output_layer} holds an interrupted ingest of something else "
                        f"({existing.progress.get('source')}); use overwrite to replace it",
                        datastack=datastack, layer=output_layer)
+    from neurolake.jobs import dask_client
+    from neurolake.jobs.records import job
+
     bmap = boundary_from_layer(src, boundary_values, x, y, z)
-    labels = watershed_volume(bmap, threshold, min_distance, progress)
     description = f"seeded watershed of {datastack}/{boundary_layer}"
-    with tempfile.TemporaryDirectory() as d:
-        p = Path(d) / "supervoxels.npy"
-        np.save(p, labels)
-        npy = NpyFile(p)
-        npy.fingerprint, npy.description = fingerprint, description
-        layer = lake.ingest(npy, datastack, output_layer, voxel_size=src.voxel_size,
-                            layer_type="segmentation", overwrite=overwrite, scheduler=scheduler, progress=progress,
-                            say=say, description=f"supervoxels: seeded watershed of {boundary_layer}")
+    with dask_client(scheduler) as client:  # one cluster for the sections and the output's pyramid
+        with job(lake, "watershed", datastack=datastack, target=output_layer, scheduler=scheduler or "local") as j:
+            labels = watershed_volume(bmap, threshold, min_distance, progress, client=client, job=j)
+        with tempfile.TemporaryDirectory() as d:
+            p = Path(d) / "supervoxels.npy"
+            np.save(p, labels)
+            npy = NpyFile(p)
+            npy.fingerprint, npy.description = fingerprint, description
+            layer = lake.ingest(npy, datastack, output_layer, voxel_size=src.voxel_size,
+                                layer_type="segmentation", overwrite=overwrite, scheduler=scheduler, client=client,
+                                progress=progress, say=say,
+                                description=f"supervoxels: seeded watershed of {boundary_layer}")
     prov = record("segment.watershed", inputs={"datastack": datastack, "layer": boundary_layer},
                   params={"threshold": threshold, "min_distance": min_distance, "box": {"x": x, "y": y, "z": z},
                           "boundary_values": list(boundary_values) if boundary_values is not None else None},
