@@ -12,6 +12,7 @@ import pytest
 
 from neurolake.volumes.pyramid import build_pyramid, region_boxes, update_region, update_region_on_dask
 from neurolake.volumes.store import make_context, open_array
+from tests.conftest import DATA
 from tests.jobs.test_killed_worker import _labels, _layer
 
 
@@ -53,3 +54,29 @@ def test_region_boxes_lie_in_one_shard_each(gerhard_source, tmp_path):
         lo = [min(bx[i][0] for bx in boxes) for i in range(3)]
         hi = [max(bx[i][1] for bx in boxes) for i in range(3)]
         assert vox == int(np.prod(np.array(hi) - np.array(lo)))
+
+
+def test_a_large_write_updates_its_pyramid_on_dask(fresh_lake, gerhard_source, monkeypatch):
+    """Layer.write hands a region of at least DASK_REGION_BYTES to Dask tasks (lowered here so the real stack
+    qualifies); every mip equals a write whose pyramid is updated in the process."""
+    import neurolake.volumes.layer as layer_mod
+    import neurolake.volumes.pyramid as pyr
+
+    for name in ("a", "b"):
+        fresh_lake.ingest(str(DATA / "gerhard2013" / "raw"), "g", name, voxel_size=(4.6, 4.6, 50),
+                          scheduler="threads")
+    block = np.ascontiguousarray(gerhard_source[:, :512, :512][:, ::-1])
+    fresh_lake.layer("g", "a").write(block, x0=256, y0=128, z0=0)
+    calls = []
+    real = pyr.update_region_on_dask
+    monkeypatch.setattr(pyr, "update_region_on_dask", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(layer_mod, "DASK_REGION_BYTES", block.nbytes)
+    monkeypatch.setattr(layer_mod, "DASK_REGION_SCHEDULER", "threads")
+    lb = fresh_lake.layer("g", "b")
+    lb.write(block, x0=256, y0=128, z0=0)
+    assert calls  # (it calls itself again with its cluster)
+    la = fresh_lake.layer("g", "a")
+    for m in range(la.num_mips):
+        x, y, z = la.size(m)
+        np.testing.assert_array_equal(la.cutout(x=(0, x), y=(0, y), z=(0, z), mip=m),
+                                      lb.cutout(x=(0, x), y=(0, y), z=(0, z), mip=m), err_msg=f"mip {m}")

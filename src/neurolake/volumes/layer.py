@@ -29,6 +29,8 @@ from neurolake.volumes.store import open_array
 Range = tuple[int, int]
 GENERATION = "generation"  # file in the layer folder replaced after every landed write (see Layer.generation)
 DIRTY = "dirty"  # folder of pending pyramid updates: one JSON file per write whose coarser mips may be stale
+DASK_REGION_BYTES = 1 << 30  # writes touching at least this much (at their mip) update the pyramid on Dask
+DASK_REGION_SCHEDULER: str | None = None  # the cluster for those updates (neurolake.jobs: None = a local one)
 
 
 def check_range(axis: str, value: Any, size: int) -> Range:
@@ -380,6 +382,16 @@ class Layer:
 
     # -- pending pyramid updates (crash safety of writes) -----------------------------------------
     def _update_pyramid(self, mip: int, region: tuple[Range, Range, Range]) -> None:
+        """Recompute the coarser mips over ``region`` ((z, y, x) voxel ranges at ``mip``): in this process, or —
+        for a region of at least :data:`DASK_REGION_BYTES` — as Dask tasks, one per touched output shard, on
+        a local cluster (:func:`neurolake.volumes.pyramid.update_region_on_dask`; same voxels either way)."""
+        nbytes = int(np.prod([b - a for a, b in region])) * self.dtype.itemsize
+        if nbytes >= DASK_REGION_BYTES:
+            from neurolake.volumes.pyramid import update_region_on_dask
+
+            update_region_on_dask(self.root, self.spec, region, mip=mip, scheduler=DASK_REGION_SCHEDULER)
+            self._arrays = {}  # written by other processes: reopen (chunks cached before are revalidated)
+            return
         arrays = [self.array(m) for m in range(mip, self.num_mips)]
         update_region(arrays, self.spec.mips[mip:], self.layer_type, region)
 

@@ -91,3 +91,39 @@ def update_region(arrays: list[ts.TensorStore], mips: list[Mip], layer_type: str
 
 def describe(spec: LayerSpec) -> list[dict[str, Any]]:
     return [{"mip": m.mip, "size": list(m.size_xyz), "voxel_size": list(m.voxel_size_nm)} for m in spec.mips]
+
+
+def region_boxes(spec: LayerSpec, box: Box, mip: int = 0) -> list[tuple[int, list[Box]]]:
+    """The output boxes of a pyramid update after a write of ``box`` ((z0, z1), (y0, y1), (x0, x1) voxels at
+    ``mip``): per coarser mip, the region :func:`update_region` recomputes (widened to whole windows of the
+    step), split along that mip's shard grid, so that each box lies in one output shard. ``[(mip, boxes)]``."""
+    out = []
+    for m in spec.mips[mip + 1:]:
+        step = _step_zyx(spec, m.mip)
+        box = tuple((a // f, min(math.ceil(b / f), s)) for (a, b), f, s in zip(box, step, m.shape_zyx, strict=True))
+        ranges = [[(max(i, a), min(i + sh, b)) for i in range((a // sh) * sh, b, sh)]
+                  for (a, b), sh in zip(box, m.shard_zyx, strict=True)]
+        out.append((m.mip, [tuple(b) for b in itertools.product(*ranges)]))
+    return out
+
+
+def update_region_on_dask(root: Path, spec: LayerSpec, box: Box, *, mip: int = 0, scheduler: str | None = None,
+                          client: Any = None, job: Any = None, on_task: Callable[[int], None] | None = None) -> int:
+    """:func:`update_region` on Dask, for large writes: recompute the mips above ``mip`` over the region a write
+    of ``box`` ((z0, z1), (y0, y1), (x0, x1) voxels at ``mip``) touched, level by level, one task per touched
+    output shard (:func:`region_boxes`; each task reads its source block and writes its box, so no two tasks
+    write the same shard and a re-run task writes the same voxels). Gives the voxels :func:`update_region`
+    gives. ``scheduler``/``client``: :mod:`neurolake.jobs`; ``job``: a
+    :class:`neurolake.jobs.records.Job` counting the tasks; ``on_task(nbytes)`` after each. Returns the number
+    of tasks."""
+    if client is None:
+        with dask_client(scheduler) as c:
+            return update_region_on_dask(root, spec, box, mip=mip, client=c, job=job, on_task=on_task)
+    n = 0
+    for m, boxes in region_boxes(spec, box, mip):
+        src_json = json.dumps(array_spec(root, m - 1))
+        dst_json = json.dumps(array_spec(root, m))
+        run_tasks(client, _downsample_task,
+                  [(src_json, dst_json, b, _step_zyx(spec, m), spec.layer_type) for b in boxes], on_task, job=job)
+        n += len(boxes)
+    return n
