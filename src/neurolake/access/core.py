@@ -109,19 +109,28 @@ class Access:
 
     def __init__(self, lake) -> None:
         self.lake = lake
-        self._cache: dict[str, tuple[float, Principal]] = {}
-        self._ds_cache: tuple[float, dict[str, bool]] = (0.0, {})
-        self.generation = 0  # bumped by every change of users, roles or tokens made through this object
+        self._cache: dict[str, tuple[float, Any, Principal]] = {}  # digest → (time, generation, principal)
+        self._ds_cache: tuple[float, Any, dict[str, bool]] = (0.0, None, {})
+        self._changes = 0  # bumped by every change of users, roles or tokens made through this object
         self._lock = threading.Lock()
         self._pending_audit: list[tuple] = []
         self._flusher: threading.Thread | None = None
         atexit.register(self._flush_at_exit)
 
+    @property
+    def generation(self) -> tuple[int, str]:
+        """A token that changes with every change of users, roles, quotas or tokens made through any
+        :class:`Access` of this lake, in this process or another (the lake's catalog generation,
+        :meth:`neurolake.lake.Lake.generation`, which :meth:`_changed` bumps: one small file read).
+        Cached principals are used only while it is unchanged."""
+        return self._changes, self.lake.generation()
+
     def _changed(self) -> None:
-        """Drop cached principals after a change of users, roles or tokens (this process applies it at
-        once; other processes within :data:`CACHE_SECONDS`)."""
+        """Drop cached principals after a committed change of users, roles, quotas or tokens: this process at
+        once, every other process serving the lake at its next request (the lake's generation is bumped)."""
         self._cache.clear()
-        self.generation += 1
+        self._changes += 1
+        self.lake._bump()
 
     def _flush_at_exit(self) -> None:
         try:
@@ -255,15 +264,17 @@ class Access:
 
     def authenticate(self, secret: str | None) -> Principal:
         """Map a token secret to its :class:`Principal`. Raises Unauthorized (missing, unknown,
-        revoked, expired, disabled user). Results are cached for 5 s per token."""
+        revoked, expired, disabled user). Results are cached for 5 s per token, and only while
+        :attr:`generation` is unchanged (a change in any process is seen by the next request)."""
         if not secret:
             raise Unauthorized("a token is required: send `Authorization: Bearer <token>` (or `Token <token>`, "
                                "or ?token=<token>); create one with `neurolake tokens create USER`")
         digest = hash_token(secret)
         now = time.monotonic()
+        gen = self.generation  # read before the catalog: a change committed meanwhile invalidates the entry
         hit = self._cache.get(digest)
-        if hit is not None and now - hit[0] < CACHE_SECONDS:
-            return hit[1]
+        if hit is not None and now - hit[0] < CACHE_SECONDS and hit[1] == gen:
+            return hit[2]
         with self.lake.catalog.session() as s:
             tok = s.scalar(select(ApiToken).where(ApiToken.token_hash == digest))
             if tok is None or not hmac.compare_digest(tok.token_hash, digest):
@@ -282,7 +293,7 @@ class Access:
         with self._lock:
             if len(self._cache) > 10000:
                 self._cache.clear()
-            self._cache[digest] = (now, p)
+            self._cache[digest] = (now, gen, p)
         return p
 
     def active_principal(self, name: str) -> Principal:
@@ -309,16 +320,18 @@ class Access:
 
     # -- authorisation ----------------------------------------------------------------------------
     def public_datastacks(self) -> dict[str, bool]:
-        """``{datastack: public}``, cached for 5 s."""
-        ts, d = self._ds_cache
-        if time.monotonic() - ts > CACHE_SECONDS:
+        """``{datastack: public}``, cached for 5 s while the lake's generation is unchanged."""
+        ts, g, d = self._ds_cache
+        gen = self.lake.generation()
+        if time.monotonic() - ts > CACHE_SECONDS or g != gen:
             d = {x["name"]: bool(x["public"]) for x in self.lake.datastack_infos()}
-            self._ds_cache = (time.monotonic(), d)
+            self._ds_cache = (time.monotonic(), gen, d)
         return d
 
     def public_cached(self) -> bool:
         """True while :meth:`public_datastacks` answers from memory (no catalog I/O)."""
-        return time.monotonic() - self._ds_cache[0] <= CACHE_SECONDS
+        ts, g, _ = self._ds_cache
+        return time.monotonic() - ts <= CACHE_SECONDS and g == self.lake.generation()
 
     def allowed(self, p: Principal, datastack: str | None, need: str) -> bool:
         """May ``p`` act with role ``need`` (viewer|editor|admin) on ``datastack`` (None = lake-wide)?"""

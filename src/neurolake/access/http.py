@@ -119,3 +119,5 @@ class AuthMiddleware:
             if p is not None and getattr(need, "role", None) != "public":
                 if self.quotas.add(p, 1, sent, flush=False):  # counting is in memory; the catalog write is not
                     await anyio.to_thread.run_sync(self.quotas.flush)
+            elif p is not None and quota_error is None:
+                self.quotas.release(p)  # PostgreSQL: check() counted it; public routes are not metered

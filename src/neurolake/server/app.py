@@ -75,6 +75,9 @@ def create_app(lake: Lake | str | Path, max_cutout_bytes: int | None = None, aut
     app.include_router(proofreading.roots_router)  # /precomputed-roots
     app.include_router(query.router)  # /api/v1/query, /api/v1/runs: SQL with provenance
     app.include_router(ephys.router)  # /api/v1/datastacks/{ds}/ephys: recordings, features, traces, plots
+    from neurolake.server import jobs as jobs_routes
+
+    app.include_router(jobs_routes.router)  # /api/v1/jobs: heavy steps and their progress
     from neurolake import web
 
     app.include_router(web.router())  # /ui: the browser UI (server-rendered pages)
@@ -112,4 +115,17 @@ def create_app(lake: Lake | str | Path, max_cutout_bytes: int | None = None, aut
     # (the outermost one) so responses of other middleware (e.g. 401) carry CORS headers too.
     http_hygiene.install(app)
     check_app_routes(app)  # every route declares its access need (RuntimeError otherwise)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """The app of one worker process of ``neurolake serve --workers N`` (uvicorn's factory, imported by
+    name in each spawned worker): the lake at ``NEUROLAKE_LAKE``, ``--auth`` when ``NEUROLAKE_SERVE_AUTH=1``.
+    Raises NotFound when ``NEUROLAKE_LAKE`` is not a lake."""
+    import os
+
+    from neurolake.web import warm_up
+
+    app = create_app(os.environ.get("NEUROLAKE_LAKE") or ".", auth=os.environ.get("NEUROLAKE_SERVE_AUTH") == "1")
+    warm_up()  # the explorers' libraries, before this worker's first request
     return app
