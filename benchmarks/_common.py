@@ -141,3 +141,153 @@ def segmentation_lake(tmp: Path):
     lake.ingest(str(data / "gerhard2013/labels"), "gerhard2013", "labels", voxel_size=GERHARD_VOXEL,
                 layer_type="segmentation", scheduler="threads")
     return lake
+
+
+# -- object storage (moto S3 server) and PostgreSQL for the S3 benchmarks ------------------------------------
+S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
+          "AWS_EC2_METADATA_DISABLED": "true"}
+
+# A moto S3 server (as ``python -m moto.server`` runs it) behind a WSGI wrapper that counts the requests it
+# receives by kind; ``GET /__counts__`` returns them as JSON, ``DELETE /__counts__`` resets them.
+_COUNTING_MOTO = r'''
+import collections, json, sys, threading
+from werkzeug.serving import make_server
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+
+app = DomainDispatcherApplication(create_backend_app)
+counts = collections.Counter()
+lock = threading.Lock()
+
+
+def kind(env):
+    m, q, path = env["REQUEST_METHOD"], env.get("QUERY_STRING", ""), env.get("PATH_INFO", "")
+    bucket_level = path.strip("/").count("/") == 0
+    if m == "GET" and bucket_level and ("list-type" in q or "prefix=" in q or "delimiter" in q or q == ""):
+        return "LIST"
+    if m == "GET":
+        return "GET (range)" if env.get("HTTP_RANGE") else "GET"
+    if m == "PUT":
+        return "PUT (part)" if "partNumber" in q else "PUT"
+    if m == "POST":
+        return "POST (multi-delete)" if "delete" in q else "POST (multipart)"
+    return m
+
+
+def counting(env, start_response):
+    if env.get("PATH_INFO") == "/__counts__":
+        with lock:
+            if env["REQUEST_METHOD"] == "DELETE":
+                counts.clear()
+            body = json.dumps(counts).encode()
+        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+        return [body]
+    k = kind(env)
+    n = int(env.get("CONTENT_LENGTH") or 0)
+    with lock:
+        counts[k] += 1
+        counts["bytes in"] += n
+    return app(env, start_response)
+
+
+make_server("127.0.0.1", int(sys.argv[1]), counting, threaded=True, request_handler=MotoRequestHandler).serve_forever()
+'''
+
+
+class CountingS3:
+    """A moto S3 server process on loopback that counts the requests it serves (``counts()``, ``reset()``);
+    ``env`` is the AWS environment pointing clients at it (also set in ``os.environ`` by :meth:`activate`)."""
+
+    def __init__(self, log: Path | None = None) -> None:
+        import os
+        import subprocess
+        import sys
+
+        import httpx
+
+        os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 - lives as long as the process
+        self.proc = subprocess.Popen([sys.executable, "-c", _COUNTING_MOTO, str(self.port)], stdout=out,
+                                     stderr=subprocess.STDOUT)
+        self.env = S3_ENV | {"AWS_ENDPOINT_URL": self.url}
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"moto exited with {self.proc.returncode}")
+            try:
+                httpx.get(self.url + "/__counts__", timeout=2)
+                return
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        raise TimeoutError("moto did not start")
+
+    def activate(self) -> None:
+        import os
+
+        os.environ.update(self.env)
+
+    def counts(self) -> dict[str, int]:
+        import httpx
+
+        return httpx.get(self.url + "/__counts__", timeout=10).json()
+
+    def reset(self) -> None:
+        import httpx
+
+        httpx.delete(self.url + "/__counts__", timeout=10)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+class Postgres:
+    """A throw-away PostgreSQL cluster on a loopback port (as tests/conftest.py starts one): ``url`` is the
+    admin database's SQLAlchemy URL, ``new_database()`` the URL of a new empty database; ``stop()`` removes it."""
+
+    def __init__(self) -> None:
+        import os
+        import shutil
+        import subprocess
+        import uuid
+
+        cands = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+        if not cands:
+            raise RuntimeError("PostgreSQL server binaries are missing: run scripts/setup.sh")
+        self.bin = cands[-1].parent
+        self.base = Path(f"/tmp/neurolake-bench-pg-{uuid.uuid4().hex[:8]}")
+        data, sock = self.base / "data", self.base / "sock"
+        self.data = data
+        self.base.mkdir(parents=True)
+        sock.mkdir()
+        as_root = os.geteuid() == 0
+        self._run = (lambda *a: ["runuser", "-u", "postgres", "--", *a]) if as_root else (lambda *a: list(a))
+        if as_root:
+            shutil.chown(self.base, "postgres", "postgres")
+            shutil.chown(sock, "postgres", "postgres")
+        port = free_port()
+        subprocess.run(self._run(str(self.bin / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E",
+                                 "UTF8", "--no-instructions"), check=True, capture_output=True)
+        subprocess.run(self._run(str(self.bin / "pg_ctl"), "-D", str(data), "-l", str(self.base / "server.log"), "-w",
+                                 "-o", f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off", "start"),
+                       check=True, capture_output=True)
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+
+    def new_database(self) -> str:
+        import uuid
+
+        import psycopg
+
+        name = f"nl_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(self.url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url.rsplit("/", 1)[0] + f"/{name}"
+
+    def stop(self) -> None:
+        import shutil
+        import subprocess
+
+        subprocess.run(self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "stop"),
+                       capture_output=True)
+        shutil.rmtree(self.base, ignore_errors=True)

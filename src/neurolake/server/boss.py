@@ -266,7 +266,7 @@ def reserve(c: str, e: str, ch: str, n: str, request: Request) -> BossReserved:
     lake = _lake(request)
     la = _layer(lake, c, e, ch)
     count = parse_int("count", n)
-    return {"start_id": segments.reserve_ids(lake.root, la, count), "count": count}
+    return {"start_id": segments.reserve_ids(lake.root, la, count, lake.locks), "count": count}
 
 
 @router.get("/downsample/{c}/{e}/{ch}", access=Need.read("c"), summary="Downsample status")

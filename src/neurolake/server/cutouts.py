@@ -28,6 +28,7 @@ from neurolake.datastack import Datastack
 from neurolake.errors import InvalidArgument
 from neurolake.server.deps import check_size, read_body
 from neurolake.server.http import bytes_response, count, not_modified
+from neurolake.storage.config import is_s3
 from neurolake.volumes import precomputed as pc
 from neurolake.volumes.formats import MEDIA_TYPES, decode, encode, max_encoded_bytes
 from neurolake.volumes.layer import Layer
@@ -169,6 +170,8 @@ async def precomputed_chunk_async(request: Request, layer: Layer, key: str, chun
     encoding = pc.check_encoding(layer, encoding)
     mip = pc.mip_of_key(layer, key)
     x, y, z = pc.parse_chunk_name(layer, mip, chunk)
+    if is_s3(layer.root):  # the generation and checks are catalog queries there: all of it off the event loop
+        return await run_in_threadpool(_precomputed_chunk_blocking, request, layer, key, chunk, encoding, counter)
     etag = chunk_etag(layer, key, chunk, encoding)
     media = "image/jpeg" if encoding == "jpeg" else "application/octet-stream"
     early = not_modified(request, etag)
@@ -179,6 +182,23 @@ async def precomputed_chunk_async(request: Request, layer: Layer, key: str, chun
         pc.encode_chunk, arr, encoding)
     if counter:
         count(request, counter)
+    return bytes_response(request, body, media, etag=etag, compress=False if layer.layer_type == "image" else None)
+
+
+def _precomputed_chunk_blocking(request: Request, layer: Layer, key: str, chunk: str, encoding: str,
+                                counter: str | None) -> Response:
+    """:func:`precomputed_chunk_async` in a worker thread (a layer on object storage): the same ETag (from the
+    layer's generation, 304 before any read), body and headers."""
+    mip = pc.mip_of_key(layer, key)
+    x, y, z = pc.parse_chunk_name(layer, mip, chunk)
+    etag = chunk_etag(layer, key, chunk, encoding)
+    early = not_modified(request, etag)
+    if early is not None:
+        return early
+    body = pc.encode_chunk(layer.cutout(x, y, z, mip), encoding)
+    if counter:
+        count(request, counter)
+    media = "image/jpeg" if encoding == "jpeg" else "application/octet-stream"
     return bytes_response(request, body, media, etag=etag, compress=False if layer.layer_type == "image" else None)
 
 

@@ -17,12 +17,14 @@ from __future__ import annotations
 import json
 
 from fastapi import Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from neurolake.server import cutouts
 from neurolake.server.access import Need
 from neurolake.server.http import bytes_response
 from neurolake.server.models import ChunkBody, PrecomputedInfo, PrecomputedProvenance
 from neurolake.server.routing import APIRouter, fast_path
+from neurolake.storage.config import is_s3
 from neurolake.volumes import precomputed as pc
 
 router = APIRouter(prefix="/precomputed", tags=["precomputed"])
@@ -40,14 +42,20 @@ def _json(request: Request, doc: dict) -> Response:
 @router.api_route("/{datastack}/{layer}/info", access=Need.read(), methods=GET, summary="precomputed info")
 @fast_path
 async def get_info(datastack: str, layer: str, request: Request) -> PrecomputedInfo:
-    return cutouts.precomputed_info(request, await cutouts.layer_async(request, datastack, layer))
+    return await _info(request, await cutouts.layer_async(request, datastack, layer))
 
 
 @router.api_route("/{datastack}/{layer}/jpeg/info", access=Need.read(),
                   methods=GET, summary="precomputed info, JPEG chunks")
 @fast_path
 async def get_info_jpeg(datastack: str, layer: str, request: Request) -> PrecomputedInfo:
-    return cutouts.precomputed_info(request, await cutouts.layer_async(request, datastack, layer), "jpeg")
+    return await _info(request, await cutouts.layer_async(request, datastack, layer), "jpeg")
+
+
+async def _info(request: Request, la, encoding: str | None = None) -> Response:
+    if is_s3(la.root):  # looks for skeleton / mesh objects: S3 requests, not on the event loop
+        return await run_in_threadpool(cutouts.precomputed_info, request, la, encoding)
+    return cutouts.precomputed_info(request, la, encoding)
 
 
 @router.api_route("/{datastack}/{layer}/provenance", access=Need.read(),

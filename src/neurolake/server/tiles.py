@@ -22,6 +22,7 @@ from neurolake.server.access import Need
 from neurolake.server.http import bytes_response
 from neurolake.server.models import ServerStats, TileBody
 from neurolake.server.routing import APIRouter, fast_path
+from neurolake.storage.config import is_s3
 from neurolake.volumes.tiles import TILE_FORMATS, TileCache, TileService
 
 router = APIRouter(tags=["tiles"])
@@ -58,10 +59,13 @@ async def get_tile(datastack: str, layer: str, plane: str, index: str, name: str
     row, col, mip, fmt = int(m.group(1)), int(m.group(2)), int(m.group(3)), m.group(4)
     svc = tile_service(request.app)
     la = await cutouts.layer_async(request, datastack, layer)  # catalog only when it changed
+    client = request.client.host if request.client else ""
+    if is_s3(la.root):  # the layer's generation is a catalog query there: not on the event loop
+        body = await run_in_threadpool(svc.get, la, plane, int(index), row, col, mip, fmt, client)
+        return bytes_response(request, body, TILE_FORMATS[fmt])
     body = svc.lookup(la, plane, int(index), row, col, mip, fmt)
     if body is None:
         body = await run_in_threadpool(svc.render, la, plane, int(index), row, col, mip, fmt)
-    client = request.client.host if request.client else ""
     svc.schedule(la, plane, int(index), row, col, mip, fmt, client)
     return bytes_response(request, body, TILE_FORMATS[fmt])
 

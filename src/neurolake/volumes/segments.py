@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from neurolake.errors import InvalidArgument, NotFound
+from neurolake.storage.config import is_s3
+from neurolake.storage.files import write_text_atomic
 from neurolake.volumes.layer import Layer
 
 # BossDB's cuboid (x, y, z): the unit of "loose" bounding boxes.
@@ -89,32 +91,42 @@ def max_id(layer: Layer) -> int:
     return max((int(arr[z0:z1].read().result().max()) for z0, z1 in _slabs(layer, 0)), default=0)
 
 
-def reserve_ids(lake_root: Path, layer: Layer, count: int) -> int:
+def reserve_ids(lake_root: Path | Any, layer: Layer, count: int, locks: Any = None) -> int:
     """Reserve ``count`` new consecutive ids for ``layer``; returns the first one.
 
     The first reservation starts above the largest stored id; later ones continue from the last
     reservation. State is ``<lake>/datastacks/<ds>/serving/reserved_ids.json``, updated under an
-    exclusive file lock, so concurrent server processes never hand out the same id.
-    Raises InvalidArgument for count < 1 or an image layer.
+    exclusive lock — a file lock in a local lake, the database lock ``locks`` (``lake.locks``, required) in a
+    lake on object storage — so concurrent server processes never hand out the same id.
+    Raises InvalidArgument for count < 1 or an image layer; Conflict when the lock stays taken (object storage).
     """
     _check_segmentation(layer)
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise InvalidArgument(f"number of ids to reserve must be a whole number >= 1, got {count!r}",
                               field="count", value=repr(count))
+    if is_s3(lake_root):
+        if locks is None:
+            raise ValueError("reserving ids in a lake on object storage needs the lake's database locks")
+        state_path = lake_root / "datastacks" / layer.datastack / "serving" / "reserved_ids.json"
+        with locks.hold(f"reserve-ids:{state_path}", what=f"id reservation of {layer.datastack}/{layer.name}"):
+            return _reserve(state_path, layer, count)
     folder = Path(lake_root) / "datastacks" / layer.datastack / "serving"
     folder.mkdir(parents=True, exist_ok=True)
     state_path = folder / "reserved_ids.json"
     with open(folder / "reserved_ids.lock", "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        state = json.loads(state_path.read_text()) if state_path.exists() else {}
-        key = f"{layer.name}@{layer.created}"
-        start = state.get(key) or max_id(layer) + 1
-        limit = int(np.iinfo(layer.dtype).max)
-        if start + count - 1 > limit:
-            raise InvalidArgument(f"cannot reserve {count} ids from {start}: the layer dtype {layer.dtype} ends at "
-                                  f"{limit}", field="count", value=count)
-        state[key] = start + count
-        tmp = state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state))
-        os.replace(tmp, state_path)
+        return _reserve(state_path, layer, count)
+
+
+def _reserve(state_path: Path | Any, layer: Layer, count: int) -> int:
+    """Under the reservation lock: the first of ``count`` ids, recorded in ``state_path`` (replaced at once)."""
+    state = json.loads(state_path.read_text()) if state_path.exists() else {}
+    key = f"{layer.name}@{layer.created}"
+    start = state.get(key) or max_id(layer) + 1
+    limit = int(np.iinfo(layer.dtype).max)
+    if start + count - 1 > limit:
+        raise InvalidArgument(f"cannot reserve {count} ids from {start}: the layer dtype {layer.dtype} ends at "
+                              f"{limit}", field="count", value=count)
+    state[key] = start + count
+    write_text_atomic(state_path, json.dumps(state))
     return start

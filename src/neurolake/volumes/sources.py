@@ -8,6 +8,10 @@ Accepted ``SOURCE`` strings:
 - a Zarr array folder (v2 or v3; an OME-Zarr group reads its full-resolution array ``0``);
 - a ``.npy`` file (memory-mapped).
 
+On object storage (``s3://bucket/key``, the endpoint and credentials of
+:class:`neurolake.storage.config.StorageConfig`): a prefix of TIFF/PNG slices, a Zarr array, an HDF5
+``file.h5:/path`` (read through ranged GETs) and a multi-page TIFF.
+
 Every source is 3-D (z, y, x); a single 2-D image is one section. ``read(z0, z1, y0, y1)`` returns
 sections z0..z1-1, rows y0..y1-1, all columns. TIFF (strips or tiles, through tifffile's zarr view),
 HDF5, Zarr and .npy read only the requested rows; PNG slices are decoded whole, one at a time.
@@ -24,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from neurolake.errors import CorruptData, InvalidArgument, NotFound
+from neurolake.storage.config import is_s3
 
 SLICE_SUFFIXES = (".tif", ".tiff", ".png")
 
@@ -312,6 +317,8 @@ class NpyFile(Source):
 def open_source(source: str | os.PathLike) -> Source:
     """Open an ingest source (see module doc). Raises NotFound, InvalidArgument, CorruptData."""
     text = str(source)
+    if is_s3(text):
+        return _open_s3(text)
     dataset = None
     path = Path(text)
     if not path.exists() and ":" in text:
@@ -345,3 +352,126 @@ def _single_png(path: Path) -> Source:
     src.fingerprint = _fingerprint([path])
     src.description = f"PNG {path}"
     return src
+
+
+# -- sources on object storage ------------------------------------------------------------------------------
+def _s3_fingerprint(fs: Any, keys: list[str], extra: str = "") -> str:
+    """:func:`_fingerprint` of objects: name, size and ETag of each (one HEAD each, or from a listing)."""
+    h = hashlib.sha256(extra.encode())
+    for k in keys:
+        info = k if isinstance(k, dict) else fs.info(k)
+        h.update(f"{info['name'].rsplit('/', 1)[-1]}:{info.get('size')}:{info.get('ETag')}\n".encode())
+    return h.hexdigest()[:32]
+
+
+def _remote_file(fs: Any, key: str) -> Any:
+    """A seekable binary file object of the object ``key`` (ranged GETs of 1 MiB blocks) with the ``name``,
+    ``suffix`` and ``stat()`` (size, modification time) the readers above look at."""
+    from types import SimpleNamespace
+
+    f = fs.open(key, "rb", block_size=1 << 20)
+    info = f.details
+    name = key.rsplit("/", 1)[-1]
+    modified = info.get("LastModified")
+    mtime_ns = int(modified.timestamp() * 1e9) if hasattr(modified, "timestamp") else 0
+    f.name, f.suffix = name, Path(name).suffix
+    f.stat = lambda: SimpleNamespace(st_size=int(info.get("size") or 0), st_mtime_ns=mtime_ns)
+    return f
+
+
+class S3SliceFolder(SliceFolder):
+    """A prefix of 2-D TIFF/PNG slices on object storage (one LIST; headers read by ranged GETs, each slice
+    fetched whole when read)."""
+
+    def __init__(self, fs: Any, prefix: str) -> None:
+        infos = [i for i in fs.ls(prefix, detail=True)
+                 if i.get("type") == "file" and Path(i["name"]).suffix.lower() in SLICE_SUFFIXES]
+        infos.sort(key=lambda i: natural_key(i["name"].rsplit("/", 1)[-1]))
+        if not infos:
+            raise InvalidArgument(f"s3://{prefix} holds no .tif, .tiff or .png slices", field="source",
+                                  value=f"s3://{prefix}")
+        self._fs = fs
+        self.files = [i["name"] for i in infos]
+        first_shape, first_dtype = self._header(self.files[0])
+        for k in self.files[1:]:
+            shape, dtype = self._header(k)
+            if shape != first_shape or dtype != first_dtype:
+                raise InvalidArgument(
+                    f"slice {k.rsplit('/', 1)[-1]} has shape {list(shape)} and dtype {dtype}, but "
+                    f"{self.files[0].rsplit('/', 1)[-1]} has {list(first_shape)} and {first_dtype}: all slices must "
+                    "match", field="source", file=f"s3://{k}")
+        self.shape = (len(self.files), *first_shape)
+        self.dtype = np.dtype(first_dtype)
+        self.fingerprint = _s3_fingerprint(fs, infos)
+        self.description = f"{len(self.files)} slices in s3://{prefix}"
+
+    def _header(self, key: str) -> tuple[tuple[int, int], np.dtype]:  # type: ignore[override]
+        with _remote_file(self._fs, key) as f:
+            return SliceFolder._header(f)
+
+    def _read_one(self, key: str, y0: int, y1: int) -> np.ndarray:  # type: ignore[override]
+        import io
+
+        blob = io.BytesIO(self._fs.cat_file(key))
+        blob.name = key.rsplit("/", 1)[-1]
+        blob.suffix = Path(blob.name).suffix
+        return super()._read_one(blob, 0, self.shape[1])[y0:y1]  # the whole object is here: decode it whole
+
+
+def _open_s3(text: str) -> Source:
+    """:func:`open_source` of an ``s3://`` location."""
+    from neurolake.storage.config import storage_config
+
+    cfg = storage_config()
+    rest, dataset = text[len("s3://"):], None
+    fs = cfg.path("s3://" + rest.split("/", 1)[0]).fs
+    if not fs.exists(rest) and ":" in rest:
+        rest, _, dataset = rest.rpartition(":")
+    key = rest.rstrip("/")
+    if not fs.exists(key):
+        raise NotFound(f"ingest source {text!r} does not exist", field="source", value=text)
+    suffix = Path(key).suffix.lower()
+    if fs.isdir(key):
+        if any(fs.exists(f"{key}/{m}") for m in ("zarr.json", ".zarray", ".zgroup")):
+            return _s3_zarr(fs, key, cfg)
+        return S3SliceFolder(fs, key)
+    if suffix in (".h5", ".hdf5", ".hdf") or dataset is not None:
+        src = HDF5Dataset(_remote_file(fs, key), dataset)
+        src.description = f"HDF5 s3://{key}:{src.description.rsplit(':', 1)[-1]}"
+        return src
+    if suffix in (".tif", ".tiff"):
+        src = TiffStack(_remote_file(fs, key))
+        src.description = f"multi-page TIFF s3://{key}"
+        return src
+    raise InvalidArgument(f"cannot ingest s3://{key}: on object storage use a prefix of TIFF/PNG slices, a .tif, an "
+                          "HDF5 file.h5:/dataset or a Zarr array", field="source", value=text)
+
+
+def _s3_zarr(fs: Any, key: str, cfg: Any) -> Source:
+    import zarr
+    from zarr.storage import FsspecStore
+
+    src = ZarrArray.__new__(ZarrArray)
+    try:
+        node = zarr.open(FsspecStore(fs=_async_fs(cfg), path=key, read_only=True), mode="r")
+        if isinstance(node, zarr.Group):
+            node = node["0"]
+    except Exception as exc:
+        raise CorruptData(f"cannot open Zarr array s3://{key}: {exc}", file=f"s3://{key}") from exc
+    shape = tuple(node.shape)
+    if len(shape) == 2:
+        shape = (1, *shape)
+    if len(shape) != 3:
+        raise InvalidArgument(f"Zarr array s3://{key} has shape {list(shape)}; expected (z, y, x)", field="source")
+    src._a, src.shape, src.dtype = node, shape, np.dtype(node.dtype)
+    meta = [f"{key}/{m}" for m in ("zarr.json", ".zarray", "0/zarr.json") if fs.exists(f"{key}/{m}")]
+    src.fingerprint = _s3_fingerprint(fs, meta, str(shape))
+    src.description = f"Zarr s3://{key}"
+    return src
+
+
+def _async_fs(cfg: Any) -> Any:
+    """An asynchronous s3fs filesystem (zarr-python's FsspecStore needs one) with the store's settings."""
+    import s3fs
+
+    return s3fs.S3FileSystem(asynchronous=True, **cfg.fsspec_options())

@@ -238,8 +238,11 @@ class TileService:
         self.waited = 0
 
     @staticmethod
-    def key(layer: Layer, plane: str, index: int, row: int, col: int, mip: int, fmt: str) -> TileKey:
-        ident = f"{layer.root}:{layer.created}:{layer.generation()}"  # a landed write changes the key
+    def key(layer: Layer, plane: str, index: int, row: int, col: int, mip: int, fmt: str,
+            generation: str | None = None) -> TileKey:
+        """The cache key; ``generation`` (:meth:`Layer.generation`, read once for many keys) by default read now."""
+        gen = layer.generation() if generation is None else generation
+        ident = f"{layer.root}:{layer.created}:{gen}"  # a landed write changes the key
         return TileKey(layer.datastack, layer.name, ident, plane, index, row, col, mip,
                        "jpg" if fmt == "jpeg" else fmt)
 
@@ -311,6 +314,7 @@ class TileService:
     def _submit(self, layer: Layer, plane: str, indices: list[int], row: int, col: int, mip: int,
                 fmt: str) -> None:
         candidates = []
+        gen = None  # read once for all the keys (a catalog query on object storage)
         for i in indices:
             if i < 0 or row < 0 or col < 0:
                 continue
@@ -318,7 +322,9 @@ class TileService:
                 tile_box(layer, plane, i, row, col, mip)
             except (NotFound, InvalidArgument):
                 continue
-            k = self.key(layer, plane, i, row, col, mip, fmt)
+            if gen is None:
+                gen = layer.generation()
+            k = self.key(layer, plane, i, row, col, mip, fmt, gen)
             if k not in self.cache:
                 candidates.append((i, k))
         if not candidates:
