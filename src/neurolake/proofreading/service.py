@@ -180,16 +180,19 @@ def create_segmentation(lake, datastack: str, *, layer: str | None = None, super
         bbox = None
     # write the immutable base files to a new folder, then point the catalog at it
     rel = Path("datastacks") / datastack / "proofreading" / f"base-{uuid.uuid4().hex[:12]}"
-    folder = lake.root / rel
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = lake.root / str(rel)
+    if not lake.remote:
+        folder.mkdir(parents=True, exist_ok=True)
     cols = {"supervoxel_id": pa.array(sv_ids, pa.uint64()), "root_id": pa.array(base_root, pa.uint64())}
     if bbox is not None:
         for i, name in enumerate(("x0", "x1", "y0", "y1", "z0", "z1")):
             cols[name] = pa.array(bbox[:, i].astype(np.int64))
-    pq.write_table(pa.table(cols), folder / "supervoxels.parquet")
+    fs, where = lake.storage.pyarrow_fs(folder / "supervoxels.parquet")
+    pq.write_table(pa.table(cols), where, filesystem=fs)
+    fs, where = lake.storage.pyarrow_fs(folder / "edges.parquet")
     pq.write_table(pa.table({"sv_a": pa.array(ea, pa.uint64()), "sv_b": pa.array(eb, pa.uint64()),
                              "affinity": pa.array(aff, pa.float32()), "active": pa.array(active, pa.bool_())}),
-                   folder / "edges.parquet")
+                   where, filesystem=fs)
     n_roots = int(len(np.unique(base_root))) if len(base_root) else 0
     prov = record("proofreading.create", inputs={"datastack": datastack, "layer": layer,
                                                 "boundary_layer": boundary_layer},
@@ -210,9 +213,9 @@ def create_segmentation(lake, datastack: str, *, layer: str | None = None, super
                                 n_supervoxels=len(sv_ids), n_edges=len(ea), root_base=ROOT_BASE,
                                 next_root=ROOT_BASE + n_roots, last_seq=0, created=utcnow(), provenance=prov))
     if old_base and old_base != str(rel):
-        import shutil
+        from neurolake.storage.files import remove_tree
 
-        shutil.rmtree(lake.root / old_base, ignore_errors=True)  # the replaced graph's base files
+        remove_tree(lake.root / old_base)  # the replaced graph's base files
     return Segmentation(lake, datastack)
 
 
@@ -446,8 +449,10 @@ class Segmentation:
 
     def _load_base(self, base_path: str, created: dt.datetime) -> GraphState:
         folder = self.lake.root / base_path
-        svt = pq.read_table(folder / "supervoxels.parquet")
-        et = pq.read_table(folder / "edges.parquet")
+        fs, where = self.lake.storage.pyarrow_fs(folder / "supervoxels.parquet")
+        svt = pq.read_table(where, filesystem=fs)
+        fs, where = self.lake.storage.pyarrow_fs(folder / "edges.parquet")
+        et = pq.read_table(where, filesystem=fs)
         bbox = None
         if "x0" in svt.column_names:
             bbox = np.stack([svt[c].to_numpy() for c in ("x0", "x1", "y0", "y1", "z0", "z1")], axis=1)
