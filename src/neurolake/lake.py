@@ -157,7 +157,7 @@ class Lake:
         def make() -> Any:
             from neurolake.db.locks import AdvisoryLocks
 
-            return AdvisoryLocks(self.catalog.engine)
+            return AdvisoryLocks(self.catalog.engine, timeout_s=self.settings.write_lock_timeout_s)
 
         return self.state("locks", make)
 

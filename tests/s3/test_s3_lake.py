@@ -119,3 +119,26 @@ def test_signing_key_of_an_s3_lake_stays_off_the_bucket(new_s3_lake, tmp_path, m
     with pytest.raises(Conflict, match="signing key"):
         _load_key(open_lake(url))
     lake.close()
+
+
+def test_a_writer_kept_waiting_gets_a_retryable_409_over_http(new_s3_lake, serve_lake):
+    """NEUROLAKE_WRITE_LOCK_TIMEOUT_S bounds how long a server's write waits for another writer of the layer
+    (here: the test holding the layer's lock); the client gets 409 marked retryable and nothing is written."""
+    import blosc
+    import httpx
+
+    url, _db = new_s3_lake()
+    lake = open_lake(url)
+    la = lake.ingest(_stack_dir(), "gerhard", "em", voxel_size=(4.6, 4.6, 45), scheduler="threads")
+    before = la.cutout(x=(100, 164), y=(40, 72), z=(2, 3))
+    base = serve_lake(url, env={"NEUROLAKE_WRITE_LOCK_TIMEOUT_S": "1"})
+    body = blosc.compress(bytes([9]) * 64 * 32, typesize=1)
+    with lake.locks.hold(f"layer-write:{la.root}"):
+        r = httpx.post(f"{base}/ocp/ca/gerhard/em/blosc/0/100,164/40,72/2,3/", content=body, timeout=60)
+        assert r.status_code == 409, r.text
+        assert r.json().get("retryable") is True or "retry" in r.text
+    np.testing.assert_array_equal(lake.layer("gerhard", "em").cutout(x=(100, 164), y=(40, 72), z=(2, 3)), before)
+    r = httpx.post(f"{base}/ocp/ca/gerhard/em/blosc/0/100,164/40,72/2,3/", content=body, timeout=60)
+    assert r.status_code == 201
+    assert (lake.layer("gerhard", "em").cutout(x=(100, 164), y=(40, 72), z=(2, 3)) == 9).all()
+    lake.close()

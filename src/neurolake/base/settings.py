@@ -59,6 +59,9 @@ class Settings:
     - ``quota_bytes``, ``quota_requests``, ``quota_period_s``: default per-user quotas under ``--auth``
       (``NEUROLAKE_QUOTA_BYTES``, ``NEUROLAKE_QUOTA_REQUESTS``: 0 = unlimited; ``NEUROLAKE_QUOTA_PERIOD``
       seconds, default one day).
+    - ``write_lock_timeout_s``: how long a writer of a lake on object storage waits for another writer of the
+      same layer or table before it gets a retryable Conflict (HTTP 409) (``NEUROLAKE_WRITE_LOCK_TIMEOUT_S``,
+      default 60 s).
     - ``demo_data``: where the demo finds its datasets (``NEUROLAKE_DEMO_DATA``, default the shipped
       ``data/`` folder).
     """
@@ -82,6 +85,7 @@ class Settings:
     quota_requests: int = field(default_factory=lambda: _int_env("NEUROLAKE_QUOTA_REQUESTS", 0))
     quota_period_s: int = field(default_factory=lambda: max(1, _int_env("NEUROLAKE_QUOTA_PERIOD", 86400)))
     demo_data: str | None = field(default_factory=lambda: _str_env("NEUROLAKE_DEMO_DATA"))
+    write_lock_timeout_s: float = field(default_factory=lambda: _float_env("NEUROLAKE_WRITE_LOCK_TIMEOUT_S", 60.0))
 
 
 def settings() -> Settings:
