@@ -21,7 +21,10 @@ def ingest(folder: Annotated[Path, typer.Argument(help="a folder (searched recur
            qc: Annotated[list[str] | None, typer.Option(
                "--qc", help="KEY=VALUE: override a QC limit, repeatable (e.g. slow_noise_rms_mv_max=1.0); "
                             "the rows record the limits used")] = None,
-           json_out: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False) -> None:
+           json_out: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+           scheduler: Annotated[str | None, typer.Option(
+               help="analyse the patch-clamp files on Dask: tcp://host:port, 'local' or 'threads' "
+                    "(default: in this process)")] = None) -> None:
     """Load every ABF, NWB, Axion spike list (+ plate log) and retinal-wave HDF5 file of FOLDER. Running it
     again adds nothing; a changed file replaces its rows; bad files are recorded in the errors table."""
     from neurolake.ephys.etl import ingest as run_ingest
@@ -31,7 +34,7 @@ def ingest(folder: Annotated[Path, typer.Argument(help="a folder (searched recur
     limits = {k: _number(k, v) for k, v in parse_pairs(qc, "qc", "=").items()}
     with Bar() as bar:  # the datastack is created when missing
         report = run_ingest(lk, datastack, folder, lab=lab, conditions=conds or None,
-                            qc_thresholds=limits or None,
+                            qc_thresholds=limits or None, scheduler=scheduler,
                             progress=lambda done, total, path: bar("files", done, total))
     if json_out:
         echo_json(report.to_dict())

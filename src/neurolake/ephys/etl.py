@@ -24,6 +24,7 @@ Formats (by extension, then content): ``.abf`` (ABF1/ABF2, pyabf), ``.nwb`` (NWB
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import gzip
 import hashlib
@@ -208,6 +209,28 @@ def analyze_patch_clamp(path: Path, sha: str, fmt: str, qc_thresholds: dict[str,
     return rec, rows, info
 
 
+def _analyze_task(path: str, sha: str, fmt: str, qc_thresholds: dict[str, float] | None,
+                  feature_settings: dict[str, Any] | None) -> tuple:
+    """One Dask task of :func:`ingest`: :func:`analyze_patch_clamp` of one file (pure: a re-run gives the same
+    rows). A failure comes back as ``("error", code, message)`` (exception objects may not survive pickling)."""
+    try:
+        return ("ok", *analyze_patch_clamp(Path(path), sha, fmt, qc_thresholds, feature_settings))
+    except Exception as exc:  # noqa: BLE001 - recorded in the errors table by the client, as in-process
+        return ("error", *_code_message(exc))
+
+
+def _code_message(exc: Exception) -> tuple[str, str]:
+    if isinstance(exc, NeurolakeError | _TaskFailed):
+        return exc.code, exc.message
+    return type(exc).__name__, f"{type(exc).__name__}: {exc}"
+
+
+class _TaskFailed(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
 def _json_default(o: Any) -> Any:
     if isinstance(o, (np.floating, np.integer)):
         return o.item()
@@ -346,6 +369,12 @@ def load_mea(lake, datastack: str, path: Path, sha: str, fmt: str, plate_logs: d
 # the batch
 # -------------------------------------------------------------------------------------------------
 def _files_of(source: str | Path | Iterable[str | Path]) -> list[Path]:
+    if not isinstance(source, (str, Path)):
+        source = list(source)
+    if any("://" in str(f) for f in ([source] if isinstance(source, (str, Path)) else source)):
+        raise Unsupported(f"recordings are read from local files; reading them from a URL ({str(source)[:200]}) is "
+                          "not yet available (the lake itself may be on object storage): copy them to a folder first",
+                          field="source", value=str(source)[:200])
     if isinstance(source, (str, Path)):
         p = Path(source).expanduser()
         if not p.exists():
@@ -359,13 +388,19 @@ def _files_of(source: str | Path | Iterable[str | Path]) -> list[Path]:
 def ingest(lake, datastack: str, source: str | Path | Iterable[str | Path], *, lab: str | None = None,
            conditions: dict[str, str] | None = None, progress: Progress | None = None,
            mea_params: Any = None, qc_thresholds: dict[str, float] | None = None,
-           feature_settings: dict[str, Any] | None = None) -> IngestReport:
+           feature_settings: dict[str, Any] | None = None, scheduler: str | None = None) -> IngestReport:
     """Load every supported file of ``source`` (a folder, searched recursively, a file, or a list of files) into
     the ephys tables of ``datastack`` (created when missing, not public: grant roles to share it). ``lab`` and ``conditions`` (tags like
     ``{"drug": "TTX"}``) are stored with each file's row. ``progress(done, total, path)`` is called per file.
     ``qc_thresholds`` overrides QC limits (the rows record them, version ``…+custom``); ``feature_settings`` the
     eFEL settings; ``mea_params`` the MEA burst/activity parameters (:class:`neurolake.ephys.mea.FeatureParams`).
     A file already loaded is not re-analysed with new settings: delete its rows first (or change the file).
+
+    ``scheduler`` (:mod:`neurolake.jobs`): None reads and analyses every file here, in this process; given, the
+    patch-clamp analyses (reading, stimulus classification, QC, eFEL features: the heavy part) run as Dask tasks,
+    one per file, a few files ahead of the loop, which still writes every row and trace in file order — the same
+    tables as in-process. MEA files are streamed here either way. The run is recorded as a job of kind
+    ``ephys`` (:mod:`neurolake.jobs.records`).
 
     Returns an :class:`IngestReport`. Raises NotFound when ``source`` does not exist; every per-file failure is
     recorded in the ``errors`` table and the report instead of raised.
@@ -387,15 +422,21 @@ def ingest(lake, datastack: str, source: str | Path | Iterable[str | Path], *, l
     version, commit = _code()
     user = current_user()
     cond = json.dumps(conditions or {}, sort_keys=True)
-    with tables.write_lock(lake, datastack), ThreadPoolExecutor(1, thread_name_prefix="traces") as writer:
+    from neurolake.jobs import dask_client
+    from neurolake.jobs.records import job
+
+    with (job(lake, "ephys", datastack=datastack, target=str(source) if isinstance(source, str | Path) else None,
+              scheduler=scheduler or "in-process") as jrec,
+          (dask_client(scheduler) if scheduler is not None else contextlib.nullcontext()) as client,
+          tables.write_lock(lake, datastack), ThreadPoolExecutor(1, thread_name_prefix="traces") as writer):
         report.orphans_removed = tables.remove_orphans(lake, datastack)
         loaded = tables.loaded_shas(lake, datastack)
         store = tables.root(lake, datastack) / "traces"
-        for z in (store.iterdir() if store.is_dir() else []):  # traces of a killed batch
-            if z.name.startswith(".") and z.name.endswith(".tmp"):
-                shutil.rmtree(z, ignore_errors=True)
-            elif z.name.endswith(".zarr") and z.name[:-5] not in loaded:
-                traces.delete(lake, datastack, z.name[:-5])
+        for name in traces.stored_names(lake, datastack):  # traces of a killed batch
+            if name.startswith(".") and name.endswith(".tmp"):
+                shutil.rmtree(store / name, ignore_errors=True)
+            elif name.endswith(".zarr") and name[:-5] not in loaded:
+                traces.delete(lake, datastack, name[:-5])
         known = tables.read(lake, datastack, "files", columns=["file_sha256", "path"]).to_pylist()
         by_path = {r["path"]: r["file_sha256"] for r in known}
         by_sha = {r["file_sha256"]: r["path"] for r in known}
@@ -406,8 +447,7 @@ def ingest(lake, datastack: str, source: str | Path | Iterable[str | Path], *, l
         new_errors: list[dict] = []
 
         def fail(path: Path, sha: str | None, fmt: str | None, exc: Exception) -> None:
-            code = exc.code if isinstance(exc, NeurolakeError) else type(exc).__name__
-            msg = exc.message if isinstance(exc, NeurolakeError) else f"{type(exc).__name__}: {exc}"
+            code, msg = _code_message(exc)
             report.errors.append({"path": str(path), "error_code": code, "message": msg})
             if (str(path), sha, msg) not in seen_errors:
                 seen_errors.add((str(path), sha, msg))
@@ -456,11 +496,40 @@ def ingest(lake, datastack: str, source: str | Path | Iterable[str | Path], *, l
             pending_bytes = 0
 
         total = len(todo)
+        # on Dask: the patch-clamp files this loop will analyse (as far as known now), submitted a few ahead
+        shas: dict[Path, str] = {}
+        futures: dict[Path, Any] = {}
+        ahead: list[tuple[Path, str, str]] = []
+        if client is not None:
+            seen = dict(by_sha)
+            for path, fmt, _ in todo:
+                if fmt not in PATCH_CLAMP:
+                    continue
+                try:
+                    sha = shas[path] = sha256_of(path)
+                except OSError:
+                    continue
+                if by_path.get(str(path)) == sha or (sha in seen and seen[sha] != str(path)):
+                    continue
+                seen[sha] = str(path)
+                ahead.append((path, sha, fmt))
+            ahead.reverse()
+        window = 2 * max(1, len(client.scheduler_info().get("workers", {})) if client is not None else 1)
+
+        def top_up() -> None:
+            while ahead and len(futures) < window:
+                path, sha, fmt = ahead.pop()
+                futures[path] = (sha, client.submit(_analyze_task, str(path), sha, fmt, qc_thresholds,
+                                                    feature_settings, pure=False))
+                jrec.add(1)
+
         for i, (path, fmt, _) in enumerate(todo):
             if progress:
                 progress(i, total, str(path))
+            jrec.phase("files", i, total)
+            top_up()
             try:
-                sha = sha256_of(path)
+                sha = shas.pop(path, None) or sha256_of(path)
             except OSError as exc:
                 fail(path, None, fmt, exc)
                 continue
@@ -485,7 +554,15 @@ def ingest(lake, datastack: str, source: str | Path | Iterable[str | Path], *, l
                     info = {"format": fmt, "n_sweeps": None, "n_channels": None, "n_spikes": None,
                             "metadata": json.dumps({"wells": log.num_rows}), "flags": []}
                 elif fmt in PATCH_CLAMP:
-                    rec, rows, info = analyze_patch_clamp(path, sha, fmt, qc_thresholds, feature_settings)
+                    sub = futures.pop(path, None)
+                    if sub is not None and sub[0] == sha:  # analysed on Dask
+                        res = sub[1].result()
+                        jrec.done()
+                        if res[0] == "error":  # the task's error, recorded as in-process
+                            raise _TaskFailed(res[1], res[2])
+                        rec, rows, info = res[1:]
+                    else:  # not foreseen (e.g. a duplicate of a file that failed): here
+                        rec, rows, info = analyze_patch_clamp(path, sha, fmt, qc_thresholds, feature_settings)
                     pending_traces.append(writer.submit(traces.write, lake, datastack, sha, rec))
                     pending_bytes += sum(s.n_samples for s in rec.sweeps) * 16
                     for t, r in rows.items():
@@ -509,6 +586,10 @@ def ingest(lake, datastack: str, source: str | Path | Iterable[str | Path], *, l
             if fmt in MEA or len(pending_files) >= BATCH_FILES or pending_bytes >= BATCH_BYTES:
                 flush()
         flush()
+        for _sha, fut in futures.values():  # foreseen, then skipped (a duplicate found meanwhile)
+            fut.cancel()
+            jrec.done()
+        jrec.phase("files", total, total)
         if new_errors:
             tables.append(lake, datastack, "errors", tables.to_arrow("errors", new_errors))
         if progress:
