@@ -569,8 +569,9 @@ def lake_usage(root: str | Path) -> LakeUsage:
     from neurolake.errors import Unsupported
 
     if "://" in str(root):
-        raise Unsupported(f"lake {str(root)!r}: the estimate walks a local lake folder; for an object store "
-                          "list its sizes (e.g. with the store's inventory) and use the scenario mode",
+        raise Unsupported(f"lake {str(root)!r}: the estimate of a lake's bytes is not yet available on lakes on "
+                          "object storage (it walks a local lake folder); list the store's sizes (e.g. with its "
+                          "inventory) and use the scenario mode",
                           field="lake", value=str(root))
     root = Path(root)
     if not (root / "lake.json").is_file():

@@ -467,8 +467,9 @@ def rerank(X: np.ndarray, Q: np.ndarray, cand: np.ndarray, k: int, metric: str) 
 
 # -- indexes -------------------------------------------------------------------------------------------
 def index_dir(lake, datastack: str, table: str, column: str) -> Path:
-    """``<lake>/features/_indexes/<datastack>/<table>/<column>``: where the index of a vector column lives."""
-    return Path(lake.root) / "features" / "_indexes" / datastack / table / column
+    """``<lake>/features/_indexes/<datastack>/<table>/<column>``: where the index of a vector column lives (a
+    ``upath.UPath`` on a lake on object storage: ``index.faiss`` first, ``index.json`` last, one PUT each)."""
+    return lake.root / "features" / "_indexes" / datastack / table / column
 
 
 def _index_path(lake, datastack: str, table: str, column: str) -> str:
@@ -575,6 +576,16 @@ def build_index(lake, entry: dict[str, Any], column: str, loaded: Loaded, *, kin
             "build_seconds": round(time.perf_counter() - t0, 3),
             "built_at": dt.datetime.now(dt.UTC).isoformat(), "built_by": user, "seed": seed}
     target = index_dir(lake, entry["datastack"], entry["name"], column)
+    from neurolake.storage.config import is_s3
+
+    if is_s3(target):  # no rename: the metadata goes first and comes back last (readers see no index between)
+        (target / "index.json").unlink(missing_ok=True)
+        (target / "index.faiss").write_bytes(faiss.serialize_index(index).tobytes())
+        (target / "index.json").write_text(json.dumps(meta, indent=2, default=str))
+        meta["build_seconds"] = round(time.perf_counter() - t0, 3)
+        _index_cache(lake)[_index_path(lake, entry["datastack"], entry["name"], column)] = (
+            _mtime(target), index, meta, time.monotonic())
+        return meta
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".{column}.tmp-{os.getpid()}-{threading.get_ident()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -597,7 +608,16 @@ def build_index(lake, entry: dict[str, Any], column: str, loaded: Loaded, *, kin
     return meta
 
 
-def _mtime(target: Path | str) -> int | None:
+def _mtime(target: Path | str) -> Any:
+    from neurolake.storage.config import is_s3, storage_config
+
+    if is_s3(target):  # the object's ETag (one HEAD)
+        p = storage_config().path(str(target)) / "index.json"
+        try:
+            info = p.fs.info(p.path, refresh=True)
+        except (FileNotFoundError, OSError):
+            return None
+        return info.get("ETag") or info.get("LastModified")
     try:
         return os.stat(os.path.join(target, "index.json")).st_mtime_ns
     except OSError:
@@ -628,6 +648,14 @@ def open_index(lake, datastack: str, table: str, column: str) -> tuple[Any, dict
     if hit is not None and hit[0] == mt:
         cache[target] = (mt, hit[1], hit[2], now)
         return hit[1], hit[2]
+    from neurolake.storage.config import is_s3, storage_config
+
+    if is_s3(target):
+        p = storage_config().path(target)
+        meta = json.loads((p / "index.json").read_text())
+        index = _faiss().deserialize_index(np.frombuffer((p / "index.faiss").read_bytes(), np.uint8))
+        cache[target] = (mt, index, meta, now)
+        return index, meta
     meta = json.loads(Path(target, "index.json").read_text())
     index = _faiss().read_index(os.path.join(target, "index.faiss"))
     cache[target] = (mt, index, meta, now)

@@ -9,6 +9,9 @@ table is written **last** for each batch of files: a file is loaded when, and on
 Units are in the column names (``_mv``, ``_pa``, ``_s``, ``_ms``, ``_hz``, ``_um``, ``_mohm``); times of
 spikes are seconds from the sweep start (patch clamp) or the recording start (MEA). The columns of each
 table are :data:`SCHEMAS` (docs/ephys.md lists them with their meaning).
+
+On a lake on object storage the tables live under its ``s3://`` prefix (delta-rs with the lake's
+``storage_options``) and writers of a datastack are serialised by a database lock instead of a file lock.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any
 import pyarrow as pa
 
 from neurolake.base.names import not_found
+from neurolake.storage.config import is_s3, storage_config
 
 _str, _f64, _i64, _bool = pa.string(), pa.float64(), pa.int64(), pa.bool_()
 _ts = pa.timestamp("us", tz="UTC")
@@ -86,9 +90,21 @@ _locks: dict[str, threading.Lock] = {}
 _locks_guard = threading.Lock()
 
 
-def root(lake, datastack: str) -> Path:
-    """``<lake>/datastacks/<ds>/ephys``: the tables and the ``traces/`` Zarr stores of a datastack."""
-    return Path(lake.root) / "datastacks" / datastack / "ephys"
+def root(lake, datastack: str) -> Path | Any:
+    """``<lake>/datastacks/<ds>/ephys``: the tables and the ``traces/`` Zarr stores of a datastack (a Path, or a
+    ``upath.UPath`` on a lake on object storage)."""
+    return lake.root / "datastacks" / datastack / "ephys"
+
+
+def _opts(path: Any) -> dict[str, str] | None:
+    """delta-rs ``storage_options`` of the table at ``path`` (None for a local folder)."""
+    return storage_config().delta_options(path) or None
+
+
+def _table(path: Any, version: int | None = None):
+    from deltalake import DeltaTable
+
+    return DeltaTable(str(path), version=version, storage_options=_opts(path))
 
 
 def table_path(lake, datastack: str, table: str) -> Path:
@@ -99,18 +115,29 @@ def table_path(lake, datastack: str, table: str) -> Path:
 
 
 def exists(lake, datastack: str, table: str) -> bool:
-    return (table_path(lake, datastack, table) / "_delta_log").is_dir()
+    path = table_path(lake, datastack, table)
+    if is_s3(path):
+        try:
+            return bool(path.fs.ls(f"{path.path}/_delta_log", detail=False, refresh=True))
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+    return (path / "_delta_log").is_dir()
 
 
 @contextmanager
 def write_lock(lake, datastack: str) -> Iterator[None]:
     """Serialise writers of one datastack's ephys tables: a thread lock plus an ``fcntl`` lock on
-    ``ephys/.lock``, so two ingests (threads or processes) never interleave their batches."""
+    ``ephys/.lock``, so two ingests (threads or processes) never interleave their batches. On object storage:
+    the thread lock plus a database lock (:attr:`neurolake.lake.Lake.locks`), held by every process and machine."""
     folder = root(lake, datastack)
-    folder.mkdir(parents=True, exist_ok=True)
     key = str(folder)
     with _locks_guard:
         lock = _locks.setdefault(key, threading.Lock())
+    if is_s3(folder):
+        with lock, lake.locks.hold(f"ephys-write:{key}", timeout_s=3600, what=f"ephys ingest of {datastack}"):
+            yield
+        return
+    folder.mkdir(parents=True, exist_ok=True)
     with lock, open(folder / ".lock", "a+") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
@@ -147,8 +174,10 @@ def append(lake, datastack: str, table: str, data: pa.Table | pa.RecordBatchRead
     if isinstance(data, pa.Table) and data.num_rows == 0:
         return None
     path = table_path(lake, datastack, table)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if not is_s3(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
     write_deltalake(str(path), data, mode="append", schema_mode=None, target_file_size=TARGET_FILE_BYTES,
+                    storage_options=_opts(path),
                     writer_properties=WriterProperties(max_row_group_size=ROW_GROUP_ROWS, compression="ZSTD"),
                     commit_properties=CommitProperties(custom_metadata={"neurolake.operation": note or "ingest"}))
     return version(lake, datastack, table)
@@ -156,24 +185,22 @@ def append(lake, datastack: str, table: str, data: pa.Table | pa.RecordBatchRead
 
 def delete_files(lake, datastack: str, table: str, shas: Iterable[str], *, note: str = "replace") -> None:
     """Delete the rows of the files ``shas`` from ``table`` (one Delta commit; nothing when none match)."""
-    from deltalake import CommitProperties, DeltaTable
+    from deltalake import CommitProperties
 
     shas = sorted(set(shas))
     if not shas or not exists(lake, datastack, table):
         return
     lits = ", ".join("'" + s.replace("'", "''") + "'" for s in shas)
-    DeltaTable(str(table_path(lake, datastack, table))).delete(
+    _table(table_path(lake, datastack, table)).delete(
         f"file_sha256 IN ({lits})",
         commit_properties=CommitProperties(custom_metadata={"neurolake.operation": note}))
 
 
 def version(lake, datastack: str, table: str) -> int | None:
     """The newest Delta version of ``table`` (None when it has never been written)."""
-    from deltalake import DeltaTable
-
     if not exists(lake, datastack, table):
         return None
-    return DeltaTable(str(table_path(lake, datastack, table))).version()
+    return _table(table_path(lake, datastack, table)).version()
 
 
 def read(lake, datastack: str, table: str, *, columns: list[str] | None = None, filter: Any = None,
@@ -181,12 +208,10 @@ def read(lake, datastack: str, table: str, *, columns: list[str] | None = None, 
     """Rows of ``table`` (an empty table of the right schema when it was never written). ``filter``: a
     ``pyarrow.compute`` expression. ``loaded_only``: keep only rows of files that have a ``files`` row (the
     rows a killed ingest left behind are not returned)."""
-    from deltalake import DeltaTable
-
     if not exists(lake, datastack, table):
         out = SCHEMAS[table].empty_table()
         return out.select(columns) if columns else out
-    dt = DeltaTable(str(table_path(lake, datastack, table)), version=version)
+    dt = _table(table_path(lake, datastack, table), version)
     ds = dt.to_pyarrow_dataset()
     cols = columns if columns is None or "file_sha256" in columns or not loaded_only else [*columns, "file_sha256"]
     out = ds.to_table(columns=cols, filter=filter)
@@ -209,10 +234,8 @@ def loaded_shas(lake, datastack: str, files_version: int | None = -1) -> set[str
                     version=None if files_version == -1 else files_version)["file_sha256"].to_pylist())
 
 
-def _commit_ms(path: Path) -> dict[int, int]:
-    from deltalake import DeltaTable
-
-    return {int(h["version"]): int(h["timestamp"]) for h in DeltaTable(str(path)).history()
+def _commit_ms(path: Path | Any) -> dict[int, int]:
+    return {int(h["version"]): int(h["timestamp"]) for h in _table(path).history()
             if h.get("timestamp") is not None}
 
 
@@ -254,7 +277,9 @@ def remove_orphans(lake, datastack: str) -> dict[str, int]:
 
 
 def os_fsync_dir(path: Path) -> None:
-    """fsync a folder (after a rename into it), so the rename survives a power cut."""
+    """fsync a folder (after a rename into it), so the rename survives a power cut. Nothing on object storage."""
+    if is_s3(path):
+        return
     fd = os.open(str(path), os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -10,7 +10,9 @@ axis, units, sampling rate and sample count per sweep). Any Zarr v3 reader opens
 Written with tensorstore (the library the volumes use) into a temporary folder; :func:`write` returns a
 :class:`PendingWrite` whose ``commit()`` waits for the bytes and renames the folder into place, so the ETL
 overlaps compression and I/O with the next file's analysis, and a killed writer leaves no half store under the
-final name.
+final name. On a lake on object storage (no rename) the arrays are written under the final prefix and the group's
+``zarr.json`` is written by ``commit()`` after them: a store without it is unfinished (readers say NotFound, and
+the next ingest removes it).
 """
 
 from __future__ import annotations
@@ -28,17 +30,41 @@ from neurolake.base.names import not_found
 from neurolake.ephys.model import Recording
 from neurolake.ephys.tables import os_fsync_dir, root
 from neurolake.errors import InvalidArgument, NotFound
+from neurolake.storage.config import is_s3, storage_config
+from neurolake.storage.files import remove_tree
 
 CHUNK_SAMPLES = 65_536
 ARRAYS = ("response", "command")
 
 
-def store_path(lake, datastack: str, file_sha256: str) -> Path:
+def store_path(lake, datastack: str, file_sha256: str) -> Path | Any:
     return root(lake, datastack) / "traces" / f"{file_sha256}.zarr"
 
 
-def _spec(path: Path, shape: tuple[int, ...]) -> dict[str, Any]:
-    return {"driver": "zarr3", "kvstore": {"driver": "file", "path": str(path)},
+def stored_names(lake, datastack: str) -> list[str]:
+    """Names of the entries of the datastack's ``traces/`` folder (one listdir, or one LIST on object storage)."""
+    folder = root(lake, datastack) / "traces"
+    if is_s3(folder):
+        try:
+            return [k.rstrip("/").rsplit("/", 1)[-1] for k in folder.fs.ls(folder.path, detail=False, refresh=True)]
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+    return [z.name for z in folder.iterdir()] if folder.is_dir() else []
+
+
+def _kvstore(path: Path | Any) -> dict[str, Any]:
+    if is_s3(path):
+        return storage_config().kvstore(path)
+    return {"driver": "file", "path": str(path)}
+
+
+def _context(lake) -> Any:
+    """The lake's tensorstore context on object storage (its S3 credentials and concurrency), else None."""
+    return lake.context if getattr(lake, "remote", False) else None
+
+
+def _spec(path: Path | Any, shape: tuple[int, ...]) -> dict[str, Any]:
+    return {"driver": "zarr3", "kvstore": _kvstore(path),
             "metadata": {"shape": list(shape), "data_type": "float64",
                          "chunk_grid": {"name": "regular",
                                         "configuration": {"chunk_shape": [1, 1, min(CHUNK_SAMPLES, shape[2])]}},
@@ -55,12 +81,18 @@ class PendingWrite:
     """A trace store being written: ``commit()`` waits for tensorstore and renames it into place (idempotent);
     ``abort()`` removes the temporary folder."""
 
-    tmp: Path
-    final: Path
+    tmp: Path | Any
+    final: Path | Any
     futures: list[Any]
     done: bool = False
+    group: str | None = None  # object storage: the group's zarr.json, written by commit() after the arrays
 
-    def commit(self) -> Path:
+    def commit(self) -> Path | Any:
+        if not self.done and self.group is not None:
+            for f in self.futures:
+                f.result()
+            (self.final / "zarr.json").write_text(self.group)
+            self.done = True
         if not self.done:
             for f in self.futures:
                 f.result()
@@ -77,7 +109,7 @@ class PendingWrite:
                 f.result()
             except Exception:  # noqa: BLE001 - aborting anyway
                 pass
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        remove_tree(self.tmp)
 
 
 def write(lake, datastack: str, file_sha256: str, recording: Recording) -> PendingWrite:
@@ -85,9 +117,14 @@ def write(lake, datastack: str, file_sha256: str, recording: Recording) -> Pendi
     import tensorstore as ts
 
     final = store_path(lake, datastack, file_sha256)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".{file_sha256}.{uuid.uuid4().hex}.tmp"
-    tmp.mkdir()
+    remote = is_s3(final)
+    if remote:  # no rename: written in place, its zarr.json last (commit)
+        remove_tree(final)
+        tmp = final
+    else:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.parent / f".{file_sha256}.{uuid.uuid4().hex}.tmp"
+        tmp.mkdir()
     channels = sorted({s.channel for s in recording.sweeps})
     index = {c: i for i, c in enumerate(channels)}
     n_sweeps = max(s.number for s in recording.sweeps) + 1
@@ -105,19 +142,28 @@ def write(lake, datastack: str, file_sha256: str, recording: Recording) -> Pendi
                                               "n_samples": {}})
         ch["sampling_rate_hz"][str(s.number)] = s.sampling_rate_hz
         ch["n_samples"][str(s.number)] = s.n_samples
-    (tmp / "zarr.json").write_text(json.dumps({
+    group = json.dumps({
         "zarr_format": 3, "node_type": "group",
         "attributes": {"neurolake_traces": 2, "file_sha256": file_sha256, "axes": ["channel", "sweep", "sample"],
-                       "channels": info}}))
+                       "channels": info}})
+    if not remote:
+        (tmp / "zarr.json").write_text(group)
     futures = []
+    ctx = _context(lake)
     for name, data in (("response", resp), ("command", cmd)):
-        arr = ts.open(_spec(tmp / name, data.shape), create=True).result()
+        spec = _spec(tmp / name, data.shape)
+        arr = (ts.open(spec, create=True, context=ctx) if ctx is not None else ts.open(spec, create=True)).result()
         futures.append(arr.write(data))
-    return PendingWrite(tmp, final, futures)
+    return PendingWrite(tmp, final, futures, group=group if remote else None)
 
 
 def delete(lake, datastack: str, file_sha256: str) -> None:
-    shutil.rmtree(store_path(lake, datastack, file_sha256), ignore_errors=True)
+    path = store_path(lake, datastack, file_sha256)
+    if is_s3(path):
+        (path / "zarr.json").unlink(missing_ok=True)  # the marker first: readers then say NotFound
+        remove_tree(path)
+        return
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def describe(lake, datastack: str, file_sha256: str) -> dict:
@@ -146,9 +192,10 @@ def read(lake, datastack: str, file_sha256: str, sweep: int, channel: int = 0) -
     rate = float(info["sampling_rate_hz"][str(sweep)])
     base = store_path(lake, datastack, file_sha256)
     out = {}
+    ctx = _context(lake)
     for name in ARRAYS:
-        arr = ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": str(base / name)}},
-                      open=True).result()
+        spec = {"driver": "zarr3", "kvstore": _kvstore(base / name)}
+        arr = (ts.open(spec, open=True, context=ctx) if ctx is not None else ts.open(spec, open=True)).result()
         out[name] = np.asarray(arr[info["index"], sweep, :n].read().result())
     command = out["command"] if info.get("command_unit") is not None and not np.isnan(out["command"]).all() else None
     return {"time_s": np.arange(n) / rate, "response": out["response"], "command": command,

@@ -6,13 +6,17 @@ meshed with ``close=False``, so the pieces of an object from neighbouring blocks
 the block faces exactly and their union is closed. A piece is a **fragment**, keyed
 ``"{segment_id}:0:{bx}_{by}_{bz}"`` (block grid indices). Fragments are not simplified.
 
-Storage (under the layer's folder, so a re-ingested or replaced layer has no stale meshes)::
+Storage (under the layer's folder — a local folder or an ``s3://`` prefix of a lake on object storage — so a
+re-ingested or replaced layer has no stale meshes)::
 
     <layer>/mesh/meta.json                  block size, resolution, info dir, progress, provenance
     <layer>/mesh/blocks/{bx}_{by}_{bz}.bin  the block's fragments, concatenated (one file per block:
                                             a few files instead of one per object and block)
     <layer>/mesh/blocks/{bx}_{by}_{bz}.parquet  index: segment_id, offset, nbytes, vertices, faces;
                                             written last = block done
+
+On object storage each block is two PUTs (the ``.bin`` first, its index last); fragments are read with ranged
+GETs, and the index of a layer is one LIST plus one GET per block, cached for :data:`S3_INDEX_TTL_S` seconds.
 
 Formats served (spec: github.com/google/neuroglancer/blob/master/src/datasource/precomputed/meshes.md):
 
@@ -41,6 +45,7 @@ Arrays read from layers are (z, y, x), as everywhere in neurolake.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -55,6 +60,8 @@ from typing import Any
 import numpy as np
 
 from neurolake.errors import Conflict, InvalidArgument, NotFound
+from neurolake.storage.config import is_s3, storage_config
+from neurolake.storage.files import remove_tree, write_text_atomic
 
 MESH_DIR = "mesh"
 DRACO_DIR = "mesh_draco"
@@ -66,6 +73,12 @@ _KEY = re.compile(r"^(\d+):0:(\d+)_(\d+)_(\d+)$")
 _MANIFEST = re.compile(r"^(\d+):0$")
 _COLUMNS = ("segment_id", "offset", "nbytes", "vertices", "faces")
 _write_lock = threading.Lock()
+S3_INDEX_TTL_S = 2.0  # on object storage a layer's fragment index (a LIST) is re-read at most this often
+
+
+def _loc(location: Any) -> Any:
+    """A path object for ``location`` (a string handed to a Dask task): Path, or UPath for ``s3://``."""
+    return storage_config().path(location) if is_s3(location) else Path(location)
 
 __all__ = ["build_meshes", "mesh_info", "has_meshes", "segment_fragments", "layer_fragment", "segment_mesh",
            "root_fragments", "fragment_bytes", "root_mesh", "draco_manifest_and_data", "encode_fragment",
@@ -178,12 +191,19 @@ def _mesh_block(read: Callable[[list[tuple[int, int]]], np.ndarray], b, size_xyz
     return parts, cols
 
 
-def _store_block(blocks: Path, b, parts: list, cols: dict[str, np.ndarray]) -> int:
+def _store_block(blocks: Path | Any, b, parts: list, cols: dict[str, np.ndarray]) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    name = _block_name(b)
+    if is_s3(blocks):  # one PUT each (atomic); the index lands last: a block is done when it exists
+        buf = io.BytesIO()
+        pq.write_table(pa.table(cols), buf)
+        blocks.fs.pipe_file(f"{blocks.path}/{name}.bin", b"".join(bytes(p) for p in parts))
+        blocks.fs.pipe_file(f"{blocks.path}/{name}.parquet", buf.getvalue())
+        return len(cols["segment_id"])
     blocks.mkdir(parents=True, exist_ok=True)
-    name, tag = _block_name(b), f"{os.getpid()}.{threading.get_ident()}"
+    tag = f"{os.getpid()}.{threading.get_ident()}"
     tmp = blocks / f".{name}.bin.{tag}"
     with open(tmp, "wb") as fh:
         fh.writelines(parts)
@@ -207,7 +227,7 @@ def _block_task(spec_json: str, b, size_xyz, block_xyz, res, blocks: str, simpli
         return arr[z0:z1, y0:y1, x0:x1].read().result()
 
     parts, cols = _mesh_block(read, b, size_xyz, block_xyz, res, simplify)
-    n = _store_block(Path(blocks), b, parts, cols)
+    n = _store_block(_loc(blocks), b, parts, cols)
     return _block_name(b), n, int(cols["nbytes"].sum()), time.perf_counter() - t0
 
 
@@ -227,8 +247,8 @@ def _layer(lake, datastack: str, layer: str):
     return la
 
 
-def _mesh_dir(la) -> Path:
-    return Path(la.root) / MESH_DIR
+def _mesh_dir(la) -> Path | Any:
+    return la.root / MESH_DIR  # a Path, or a UPath on object storage
 
 
 def _read_meta(la) -> dict[str, Any] | None:
@@ -240,10 +260,22 @@ def _read_meta(la) -> dict[str, Any] | None:
 
 def _write_meta(la, meta: dict[str, Any]) -> None:
     d = _mesh_dir(la)
-    d.mkdir(parents=True, exist_ok=True)
-    tmp = d / f".{META}.{os.getpid()}.{threading.get_ident()}"
-    tmp.write_text(json.dumps(meta, indent=1))
-    os.replace(tmp, d / META)
+    if not is_s3(d):
+        d.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(d / META, json.dumps(meta, indent=1))
+
+
+def _block_names(blocks: Path | Any) -> list[str]:
+    """Names of the files in the blocks folder (one listdir, or one LIST on object storage); [] when missing."""
+    if is_s3(blocks):
+        try:
+            return [k.rsplit("/", 1)[-1] for k in blocks.fs.ls(blocks.path, detail=False, refresh=True)]
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+    try:
+        return os.listdir(blocks)
+    except FileNotFoundError:
+        return []
 
 
 def _check_block(block_xyz, size_xyz) -> tuple[int, int, int]:
@@ -300,17 +332,33 @@ def _index(lake, la) -> _Index:
     import pyarrow.parquet as pq
 
     blocks = _mesh_dir(la) / "blocks"
-    try:  # a block adds two files: the folder's mtime and entry count change (mtime alone is too coarse)
-        stamp = (blocks.stat().st_mtime_ns, len(os.listdir(blocks)))
-    except FileNotFoundError:
-        stamp = None
     cache = lake.state("meshes.index", dict)
     key = str(blocks)
     hit = cache.get(key)
+    remote = is_s3(blocks)
+    if remote:
+        if hit is not None and time.monotonic() - hit[2] < S3_INDEX_TTL_S:
+            return hit[1]
+        stamp = _s3_stamp(blocks)
+    else:
+        try:  # a block adds two files: the folder's mtime and entry count change (mtime alone is too coarse)
+            stamp = (blocks.stat().st_mtime_ns, len(os.listdir(blocks)))
+        except FileNotFoundError:
+            stamp = None
     if hit is not None and hit[0] == stamp and stamp is not None:
+        if remote:
+            cache[key] = (stamp, hit[1], time.monotonic())
         return hit[1]
     names, parts = [], []
-    if stamp is not None:
+    if remote and stamp:
+        got = blocks.fs.cat([f"{blocks.path}/{n}" for n, _ in stamp], on_error="omit")
+        for n, _ in stamp:
+            data = got.get(f"{blocks.path}/{n}")
+            if data is None:  # removed meanwhile (a rebuild): the next look lists again
+                continue
+            names.append(n[: -len(".parquet")])
+            parts.append((len(names) - 1, pq.read_table(io.BytesIO(data))))
+    elif stamp is not None:
         for p in sorted(blocks.glob("*.parquet")):
             if p.name.startswith("."):
                 continue
@@ -329,8 +377,27 @@ def _index(lake, la) -> _Index:
                      [], set())
     if len(cache) > 64:
         cache.clear()
-    cache[key] = (stamp, idx)
+    cache[key] = (stamp, idx, time.monotonic())
     return idx
+
+
+def _s3_stamp(blocks: Any) -> tuple[tuple[str, str], ...]:
+    """(name, ETag) of every block index object under ``blocks`` (one LIST): changes when a block is added,
+    rewritten or removed."""
+    try:
+        entries = blocks.fs.ls(blocks.path, detail=True, refresh=True)
+    except (FileNotFoundError, NotADirectoryError):
+        return ()
+    out = []
+    for e in entries:
+        n = str(e["name"]).rsplit("/", 1)[-1]
+        if n.endswith(".parquet") and not n.startswith("."):
+            out.append((n, str(e.get("ETag") or e.get("LastModified") or e.get("size"))))
+    return tuple(sorted(out))
+
+
+def _forget_index(lake, la) -> None:
+    lake.state("meshes.index", dict).pop(str(_mesh_dir(la) / "blocks"), None)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -357,8 +424,6 @@ def build_meshes(lake, datastack: str, layer: str, *, draco: bool = False, block
     also recorded in ``<layer>/mesh/meta.json``. Raises NotFound, InvalidArgument (not a segmentation
     layer, bad block), NotReady (layer still ingesting).
     """
-    import shutil
-
     from neurolake.jobs import dask_client, run_tasks
     from neurolake.provenance import layer_identity, record
     from neurolake.volumes.store import array_spec
@@ -371,14 +436,16 @@ def build_meshes(lake, datastack: str, layer: str, *, draco: bool = False, block
     if meta is not None and (overwrite or tuple(meta.get("block", ())) != blk or meta.get("format_version") != FORMAT_VERSION
                              or meta.get("simplify") != simplify
                              or meta.get("layer_generation") != la.generation()):
-        shutil.rmtree(_mesh_dir(la) / "blocks", ignore_errors=True)  # other block size or the layer changed
+        remove_tree(_mesh_dir(la) / "blocks")  # other block size or the layer changed
+        _forget_index(lake, la)
         meta = None
     if meta is None:
         meta = _new_meta(la, blk, draco, "build", simplify)
     meta.update(draco=bool(draco), info_dir=DRACO_DIR if draco else MESH_DIR, mode="build")
     blocks_dir = _mesh_dir(la) / "blocks"
     grid = _grid(size, blk)
-    todo = [b for b in grid if not (blocks_dir / f"{_block_name(b)}.parquet").exists()]
+    stored = set(_block_names(blocks_dir))  # one listing (a LIST on object storage)
+    todo = [b for b in grid if f"{_block_name(b)}.parquet" not in stored]
     meta["progress"] = {"blocks": len(grid), "done": len(grid) - len(todo)}
     _write_meta(la, meta)
     res = tuple(float(r) for r in la.voxel_size)
@@ -405,6 +472,7 @@ def build_meshes(lake, datastack: str, layer: str, *, draco: bool = False, block
             run_tasks(client, _block_task, [(spec_json, b, size, blk, res, str(blocks_dir), simplify)
                                                   for b in todo], on_done)
     seconds = time.perf_counter() - t0
+    _forget_index(lake, la)
     idx = _index(lake, la)
     summary = {"datastack": datastack, "layer": layer, "blocks": len(grid), "meshed_blocks": len(todo),
                "fragments": int(len(idx.seg)), "objects": int(len(np.unique(idx.seg))),
@@ -460,6 +528,7 @@ def _ensure_blocks(lake, la, blocks: set[tuple[int, int, int]]) -> int:
     for b in todo:
         parts, cols = _mesh_block(lambda box: la.cutout(*box), b, size, blk, res, meta.get("simplify"))
         _store_block(blocks_dir, b, parts, cols)
+    _forget_index(lake, la)
     return len(todo)
 
 
@@ -499,10 +568,14 @@ def _fragment(lake, la, key: str) -> bytes:
         raise NotFound(f"mesh fragment {key} does not exist in {la.datastack}/{la.name}", key=key)
     i = hit[0]
     off, n = int(idx.offset[i]), int(idx.nbytes[i])
+    path = _mesh_dir(la) / "blocks" / f"{name}.bin"
     try:
-        with open(_mesh_dir(la) / "blocks" / f"{name}.bin", "rb") as fh:
-            fh.seek(off)
-            data = fh.read(n)
+        if is_s3(path):  # one ranged GET
+            data = path.fs.cat_file(path.path, start=off, end=off + n) if n else b""
+        else:
+            with open(path, "rb") as fh:
+                fh.seek(off)
+                data = fh.read(n)
     except FileNotFoundError:
         raise NotFound(f"mesh fragment {key} was removed (meshes rebuilt); reload", key=key) from None
     if len(data) != n:
@@ -690,7 +763,7 @@ def segment_draco(lake, datastack: str, layer: str, segment_id: int) -> tuple[by
     sid = _segment_id(segment_id)
     keys = segment_fragments(lake, datastack, layer, sid)
     cache = lake.state("meshes.draco", _DracoCache)
-    return cache.get((str(la.root), "seg", sid, tuple(keys), _index_stamp(la)),
+    return cache.get((str(la.root), "seg", sid, tuple(keys), _index_stamp(lake, la)),
                      lambda: draco_manifest_and_data(*_join([_fragment(lake, la, k) for k in keys])))
 
 
@@ -701,12 +774,17 @@ def root_draco(lake, datastack: str, root_id: int, timestamp: Any = None) -> tup
         raise NotFound(f"root {root_id} has no mesh (its supervoxels have no voxels)", root_id=root_id)
     _, la = _seg_layer(lake, datastack)
     cache = lake.state("meshes.draco", _DracoCache)
-    return cache.get((str(la.root), "root", int(root_id), tuple(keys), _index_stamp(la)),
+    return cache.get((str(la.root), "root", int(root_id), tuple(keys), _index_stamp(lake, la)),
                      lambda: draco_manifest_and_data(*_join([_fragment(lake, la, k) for k in keys])))
 
 
-def _index_stamp(la) -> Any:
+def _index_stamp(lake, la) -> Any:
+    blocks = _mesh_dir(la) / "blocks"
+    if is_s3(blocks):  # the stamp of the (recently checked) cached index
+        _index(lake, la)
+        hit = lake.state("meshes.index", dict).get(str(blocks))
+        return hit[0] if hit else None
     try:
-        return (_mesh_dir(la) / "blocks").stat().st_mtime_ns
+        return blocks.stat().st_mtime_ns
     except FileNotFoundError:
         return None

@@ -361,10 +361,10 @@ def table_matrices(table) -> list[np.ndarray]:
 
 # -- the layer job ---------------------------------------------------------------------------------------------
 
-def transforms_path(lake, datastack: str, output: str) -> Path:
+def transforms_path(lake, datastack: str, output: str) -> Path | Any:
     """Where the transforms table of aligned layer ``output`` is stored:
-    ``<lake>/datastacks/<datastack>/process/<output>_transforms.parquet``."""
-    return Path(lake.root) / "datastacks" / datastack / "process" / f"{output}_transforms.parquet"
+    ``<lake>/datastacks/<datastack>/process/<output>_transforms.parquet`` (a ``upath.UPath`` on object storage)."""
+    return lake.root / "datastacks" / datastack / "process" / f"{output}_transforms.parquet"
 
 
 def align_layer(lake, datastack: str, input: str, output: str, *, reference: int | None = None, method: str = "ncc",
@@ -468,7 +468,16 @@ def _records(table) -> list[dict[str, Any]]:
              for k, v in row.items()} for row in table.to_dict(orient="records")]
 
 
-def _write_table(table, path: Path) -> None:
+def _write_table(table, path: Path | Any) -> None:
+    from neurolake.storage.config import is_s3
+
+    if is_s3(path):  # one PUT: atomic
+        import io
+
+        buf = io.BytesIO()
+        table.to_parquet(buf, index=False)
+        path.write_bytes(buf.getvalue())
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".parquet.tmp")
     table.to_parquet(tmp, index=False)

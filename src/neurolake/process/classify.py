@@ -46,6 +46,7 @@ Arrays are numpy (z, y, x); probabilities are (class, z, y, x).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -438,18 +439,28 @@ def evaluate_classifier(model: Model, image: np.ndarray, labels: np.ndarray, sec
 
 # -- models in the lake --------------------------------------------------------------------------------------
 
-def models_root(lake, datastack: str) -> Path:
-    """``<lake>/datastacks/<datastack>/models`` (the datastack must exist: NotFound)."""
+def models_root(lake, datastack: str) -> Path | Any:
+    """``<lake>/datastacks/<datastack>/models`` (the datastack must exist: NotFound); a ``upath.UPath`` on a lake on
+    object storage."""
     from neurolake.base.names import check_name
 
     check_name("datastack", datastack)
     lake.datastack(datastack)  # NotFound naming the known datastacks
-    return Path(lake.root) / "datastacks" / datastack / "models"
+    return lake.root / "datastacks" / datastack / "models"
 
 
 def list_models(lake, datastack: str) -> list[str]:
     """Names of the models stored for ``datastack``, sorted."""
+    from neurolake.storage.config import is_s3
+
     root = models_root(lake, datastack)
+    if is_s3(root):  # one LIST: the model prefixes
+        try:
+            entries = root.fs.ls(root.path, detail=True, refresh=True)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        names = (str(e["name"]).rstrip("/").rsplit("/", 1)[-1] for e in entries if e.get("type") == "directory")
+        return sorted(n for n in names if not n.startswith("."))
     if not root.is_dir():
         return []
     return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -478,6 +489,7 @@ def save_model(lake, datastack: str, name: str, model: Model, *, overwrite: bool
 
     from neurolake.base.names import check_name
     from neurolake.provenance import current_user
+    from neurolake.storage.config import is_s3
 
     model = _check_model(model)
     check_name("model", name)
@@ -486,6 +498,8 @@ def save_model(lake, datastack: str, name: str, model: Model, *, overwrite: bool
     if final.exists() and not overwrite:
         raise AlreadyExists(f"model {name!r} already exists in datastack {datastack!r}; pass overwrite=True "
                             "(--overwrite) to replace it", datastack=datastack, model=name)
+    if is_s3(root):
+        return _save_model_s3(final, name, datastack, model)
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
@@ -510,6 +524,30 @@ def save_model(lake, datastack: str, name: str, model: Model, *, overwrite: bool
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+    return meta
+
+
+def _save_model_s3(final: Any, name: str, datastack: str, model: Model) -> dict[str, Any]:
+    """:func:`save_model` on object storage (no rename): the old ``model.json`` goes first (the model is then
+    unreadable: NotFound/CorruptData, never a mix), ``model.joblib`` next, the new ``model.json`` last."""
+    import io
+
+    import joblib
+
+    from neurolake.provenance import current_user
+
+    payload = {"format": MODEL_FORMAT, "forest": model.forest, "classes": model.classes,
+               "features": model.features, "image_dtype": model.image_dtype, "training": model.training}
+    buf = io.BytesIO()
+    joblib.dump(payload, buf, compress=3)
+    blob = buf.getvalue()
+    meta = {**{k: v for k, v in model.metadata.items() if k not in _RESERVED},
+            **model.describe(), "name": name, "datastack": datastack, "versions": _versions(),
+            "joblib": {"file": "model.joblib", "sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob)},
+            "user": current_user(), "saved": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    (final / "model.json").unlink(missing_ok=True)
+    (final / "model.joblib").write_bytes(blob)
+    (final / "model.json").write_text(json.dumps(meta, indent=1, sort_keys=False, default=_jsonable))
     return meta
 
 
@@ -563,7 +601,7 @@ def load_model(lake, datastack: str, name: str) -> Model:
                           f"file model.json describes (sha256 {str(want)[:12]}…); retrain or restore the model",
                           model=name, sha256=got, expected=want)
     try:
-        payload = joblib.load(path)
+        payload = joblib.load(io.BytesIO(blob))  # the bytes checked above (a local file or an S3 object)
     except Exception as exc:  # a damaged pickle raises many kinds
         raise CorruptData(f"model {name!r} of datastack {datastack!r}: cannot load model.joblib: {exc}",
                           model=name) from exc

@@ -15,7 +15,9 @@ a border target whose choice depends on the extent of the image it is given: suc
 volume when it has at most ``max_task_voxels`` voxels (then every skeleton equals a whole-volume kimimaro run), else
 in their box (a valid TEASAR skeleton that may be rooted elsewhere than a whole-volume run would). Tasks write into a fresh folder that replaces
 ``skeletons/`` when all are done (readers see the old or the new set, never half of each), then the skeleton
-table gets a new Delta version.
+table gets a new Delta version. On object storage (no rename) the fresh prefix is copied over ``skeletons/``
+(server-side copies), the old set's ``info`` removed first and the new ``info`` written last, so a reader sees
+the old set, no skeletons, or the new set; builds of one layer are serialised by a database lock.
 
 Idempotent like the processing jobs (:mod:`neurolake.process.jobs`): the build is keyed by the layer's identity
 (:func:`neurolake.provenance.layer_identity`), the mip, the kimimaro parameters and kimimaro's version; the same
@@ -25,6 +27,7 @@ unless ``overwrite``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import shutil
@@ -37,6 +40,8 @@ import numpy as np
 
 from neurolake.errors import AlreadyExists, InvalidArgument
 from neurolake.skeletons import store
+from neurolake.storage.config import is_s3, storage_config
+from neurolake.storage.files import remove_tree
 
 ACTION = "skeletonize"
 # kimimaro's own defaults (kimimaro 5.8 README), distances in nm
@@ -134,6 +139,10 @@ def _skeleton_task(spec_json: str, box: Box, ids: list[int], anisotropy: Sequenc
     for sid, skel in skels.items():
         skel.vertices = (skel.vertices + offset).astype(np.float32)
         skel.id = int(sid)
+        if is_s3(out_dir):  # one PUT (atomic); the build prefix is fresh
+            storage_config().path(out_dir).joinpath(str(int(sid))).write_bytes(skel.to_precomputed())
+            rows.append({"segment_id": int(sid), **store.stats(skel)})
+            continue
         tmp = Path(out_dir) / f".{sid}.tmp"
         tmp.write_bytes(skel.to_precomputed())
         tmp.replace(Path(out_dir) / str(int(sid)))
@@ -277,7 +286,11 @@ def skeletonize_layer(lake, datastack: str, layer: str, *, mip: int = 0, teasar_
                   min_voxels=dust_threshold)
     final = store.skeleton_dir(la)
     build = final.parent / f"{store.SKELETON_DIR}.build-{secrets.token_hex(4)}"
-    build.mkdir(parents=True)
+    remote = is_s3(build)
+    if not remote:
+        build.mkdir(parents=True)
+    held = (lake.locks.hold(f"skeletons:{la.root}", timeout_s=600, what=f"skeleton build of {datastack}/{layer}")
+            if remote else contextlib.nullcontext())
     try:
         kw = kimimaro_kwargs(params)
         parts = run_tasks(client, _skeleton_task, [(spec_json, b, ids, anisotropy, kw, str(build)) for b, ids in groups],
@@ -293,11 +306,14 @@ def skeletonize_layer(lake, datastack: str, layer: str, *, mip: int = 0, teasar_
                                   "voxels_per_second": round(voxels / seconds, 1) if seconds else None,
                                   "cable_length_nm": float(sum(r["cable_length_nm"] for r in rows))})
         digest = json.dumps(key, sort_keys=True)
-        prov["table_version"] = store.write_table(la, rows, {"neurolake.skeletonize": digest})
-        (build / store.PROVENANCE).write_text(json.dumps(prov, indent=1))
-        _swap(build, final)
+        with held:
+            prov["table_version"] = store.write_table(la, rows, {"neurolake.skeletonize": digest})
+            (build / store.PROVENANCE).write_text(json.dumps(prov, indent=1))
+            _swap(build, final)
     except BaseException:
-        shutil.rmtree(build, ignore_errors=True)
+        if remote:
+            held.release()  # idempotent: also left by the `with` above
+        remove_tree(build)
         raise
     if say:
         say(f"{datastack}/{layer}: {len(rows)} skeletons of {len(boxes)} segments at mip {mip} in {len(groups)} "
@@ -305,8 +321,22 @@ def skeletonize_layer(lake, datastack: str, layer: str, *, mip: int = 0, teasar_
     return {**prov, "already_built": False}
 
 
-def _swap(build: Path, final: Path) -> None:
-    """Replace ``final`` by ``build``: two renames, then the old folder is deleted."""
+def _swap(build: Path | Any, final: Path | Any) -> None:
+    """Replace ``final`` by ``build``: two renames, then the old folder is deleted. On object storage: the old
+    ``info`` goes first, the old set next, then the build's objects are copied (``info`` last) and the build
+    prefix removed."""
+    if is_s3(final):
+        fs = final.fs
+        (final / "info").unlink(missing_ok=True)
+        remove_tree(final)
+        names = [k.rsplit("/", 1)[-1] for k in fs.ls(build.path, detail=False, refresh=True)]
+        rest = [n for n in names if n != "info"]
+        if rest:
+            fs.copy([f"{build.path}/{n}" for n in rest], [f"{final.path}/{n}" for n in rest])
+        if "info" in names:
+            fs.copy(f"{build.path}/info", f"{final.path}/info")
+        remove_tree(build)
+        return
     old = None
     if final.exists():
         old = final.parent / f"{store.SKELETON_DIR}.old-{secrets.token_hex(4)}"

@@ -7,6 +7,8 @@ Layout, under the segmentation layer's folder (``<lake>/datastacks/<ds>/volumes/
     skeletons/provenance.json   how they were made: derivation key, parameters, kimimaro version, code, user, time
     skeleton_table/             the skeleton table (Delta Lake): one row per skeleton, one Delta version per build
 
+On a lake on object storage the same layout lives under the layer's ``s3://`` prefix (one object per file).
+
 Format reference: the Neuroglancer precomputed skeleton spec
 (https://github.com/google/neuroglancer/blob/master/src/datasource/precomputed/skeletons.md) as written and
 read by cloud-volume / osteoid (``osteoid.formats.precomputed``): little-endian ``uint32`` vertex count and
@@ -29,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from neurolake.errors import CorruptData, InvalidArgument, NotFound
+from neurolake.storage.config import is_s3, storage_config
 
 SKELETON_DIR = "skeletons"
 TABLE_DIR = "skeleton_table"
@@ -63,14 +66,30 @@ def table_schema():
 
 
 # -- paths ----------------------------------------------------------------------------------------
-def skeleton_dir(layer) -> Path:
-    """``<layer folder>/skeletons``: the precomputed skeleton files of ``layer`` (a Layer)."""
-    return Path(layer.root) / SKELETON_DIR
+def skeleton_dir(layer) -> Path | Any:
+    """``<layer folder>/skeletons``: the precomputed skeleton files of ``layer`` (a Layer); a ``upath.UPath`` on
+    a lake on object storage."""
+    return layer.root / SKELETON_DIR
 
 
-def table_path(layer) -> Path:
-    """``<layer folder>/skeleton_table``: the Delta table of skeleton statistics."""
-    return Path(layer.root) / TABLE_DIR
+def table_path(layer) -> Path | Any:
+    """``<layer folder>/skeleton_table``: the Delta table of skeleton statistics (Path, or UPath for ``s3://``)."""
+    return layer.root / TABLE_DIR
+
+
+def delta_options(path: Any) -> dict[str, str] | None:
+    """delta-rs ``storage_options`` of a table at ``path`` (None for a local folder)."""
+    return storage_config().delta_options(path) or None
+
+
+def has_delta(path: Any) -> bool:
+    """Whether a Delta table exists at ``path`` (its ``_delta_log`` folder or prefix)."""
+    if is_s3(path):
+        try:
+            return bool(path.fs.ls(f"{path.path}/_delta_log", detail=False, refresh=True))
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+    return (Path(path) / "_delta_log").is_dir()
 
 
 def has_skeletons(layer) -> bool:
@@ -188,6 +207,9 @@ def stats(skel) -> dict[str, Any]:
 def list_ids(layer) -> list[int]:
     """Sorted segment ids that have a skeleton. Raises NotFound when the layer has none."""
     d = _require(layer)
+    if is_s3(d):  # one LIST
+        names = (k.rsplit("/", 1)[-1] for k in d.fs.ls(d.path, detail=False, refresh=True))
+        return sorted(int(n) for n in names if n.isdigit())
     return sorted(int(e.name) for e in os.scandir(d) if e.name.isdigit())
 
 
@@ -197,9 +219,9 @@ def table_version(layer) -> int | None:
     from deltalake import DeltaTable
 
     p = table_path(layer)
-    if not (p / "_delta_log").is_dir():
+    if not has_delta(p):
         return None
-    return int(DeltaTable(str(p)).version())
+    return int(DeltaTable(str(p), storage_options=delta_options(p)).version())
 
 
 def read_table(layer, version: int | None = None):
@@ -214,12 +236,14 @@ def read_table(layer, version: int | None = None):
     if version is not None and not 0 <= int(version) <= newest:
         raise NotFound(f"skeleton table of {layer.datastack}/{layer.name}: Delta version {version} does not exist "
                        f"(versions 0–{newest})", field="version", value=version)
-    return DeltaTable(str(table_path(layer)), version=version).to_pyarrow_table()
+    p = table_path(layer)
+    return DeltaTable(str(p), version=version, storage_options=delta_options(p)).to_pyarrow_table()
 
 
 def write_table(layer, rows: list[dict[str, Any]], metadata: dict[str, str] | None = None) -> int:
     """Write ``rows`` as a new Delta version of the skeleton table (replacing the rows; older versions stay
-    readable until vacuumed). Returns the new version."""
+    readable until vacuumed). Returns the new version. On object storage the caller holds the layer's skeleton
+    lock (:func:`neurolake.skeletons.build.skeletonize_layer` does)."""
     import pyarrow as pa
     from deltalake import CommitProperties, write_deltalake
 
@@ -227,6 +251,6 @@ def write_table(layer, rows: list[dict[str, Any]], metadata: dict[str, str] | No
     rows = sorted(rows, key=lambda r: r["segment_id"])
     tab = pa.Table.from_pylist(rows, schema=schema) if rows else schema.empty_table()
     p = table_path(layer)
-    write_deltalake(str(p), tab, mode="overwrite", schema_mode="overwrite",
+    write_deltalake(str(p), tab, mode="overwrite", schema_mode="overwrite", storage_options=delta_options(p),
                     commit_properties=CommitProperties(custom_metadata=metadata or {}))
     return int(table_version(layer))

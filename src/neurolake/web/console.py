@@ -201,7 +201,6 @@ def _readable(request: Request, run: dict[str, Any]) -> None:
 
 def _rows(request: Request, run_id: str):
     """``(arrow table, manifest, run record)`` of run ``run_id`` (see the module docstring)."""
-    import pyarrow.parquet as pq
 
     from neurolake.provenance.runs import get_run
     from neurolake.query.engine import run
@@ -216,8 +215,8 @@ def _rows(request: Request, run_id: str):
     facet = run_facet(manifest)
     _readable(request, facet)
     f = facet.get("result_file")
-    if f and Path(f).is_file():
-        table = pq.read_table(f)
+    table = _saved_result(f) if f else None
+    if table is not None:
         return table.replace_schema_metadata(None), manifest, facet
     if facet.get("partial"):
         raise Conflict(f"run {facet['run_id']} was cut short by its time bound and its rows were not saved",
@@ -230,6 +229,22 @@ def _rows(request: Request, run_id: str):
                        f"other rows (sha256 {again.sha256[:16]}… ≠ {str(facet.get('result_sha256'))[:16]}…); "
                        "`neurolake reproduce` says what changed", field="run", value=facet["run_id"])
     return again.arrow(), manifest, facet
+
+
+def _saved_result(location: str):
+    """The saved result Parquet of a run (a local file, or an ``s3://`` object of a lake on object storage), or
+    None when it is gone."""
+    import pyarrow.parquet as pq
+
+    from neurolake.storage.config import is_s3, storage_config
+
+    if is_s3(location):
+        fs, path = storage_config().pyarrow_fs(location)
+        try:
+            return pq.read_table(path, filesystem=fs)
+        except (FileNotFoundError, OSError):
+            return None
+    return pq.read_table(location) if Path(location).is_file() else None
 
 
 @router.get("/ui/query/download", access=Need.authenticated(), include_in_schema=False)
