@@ -6,25 +6,32 @@
 1. **runs**: one task per run of whole row groups of a table's Delta files (the runs the in-process path
    reads, about ``batch_rows`` rows each). A task reads its row groups, keeps the rows valid at T, binds
    every ``<point>_root_id`` to the root at T and writes the run as ``parts/<table>/<k>.parquet`` (one
-   row group) — written to a temporary name and renamed, so a file of that name is always whole;
+   row group) — in a folder written to a temporary name and renamed, so a file of that name is always whole;
+   on object storage written as one object of that name (an upload becomes visible only once complete);
 2. **tables**: one task per table concatenates its parts in run order into ``<table>.parquet`` (again
-   temporary name + rename), so the version keeps one Parquet file per table, equal to the in-process
-   one (same rows, order and row groups).
+   temporary name + rename in a folder, one object on S3), so the version keeps one Parquet file per table,
+   equal to the in-process one (same rows, order and row groups).
 
 A task killed with its worker is re-run by the scheduler elsewhere and writes the same file name with the
 same content; nothing else is written, so no row is lost or written twice. Only the client commits: once
-every task finished it renames the temporary folder to ``v<N>-…`` and adds the catalog row (in
-:func:`~neurolake.materialize.versions.materialize`). The roots at T are computed once by the client
-from the proofreading state and handed to the tasks as a file (``roots.npz``: the sorted supervoxel ids and
-their roots at T), so workers never open the catalog.
+every task finished it removes the parts and the roots snapshot, then (in
+:func:`~neurolake.materialize.versions.materialize`) renames the temporary folder to ``v<N>-…`` and adds the
+catalog row; on object storage there is no rename: the tasks write into the version's final prefix
+``w-<uid>/``, which the catalog row's commit makes the version. The roots at T are computed once by the
+client from the proofreading state and handed to the tasks as a file (``roots.npz``: the sorted supervoxel
+ids and their roots at T), so workers never open the catalog.
 
-Workers must see the lake's folder at the same path (one machine, or a shared file system).
+Tasks receive locations as strings (a folder path or ``s3://bucket/key``) and reach an object store with the
+settings of their own AWS environment (:func:`neurolake.storage.config.storage_config`), so workers of a lake
+on S3 need the same ``AWS_*`` variables as the client; workers of a lake in a folder must see it at the same
+path (one machine, or a shared file system).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import os
 import uuid
 from pathlib import Path
@@ -35,6 +42,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from neurolake.annotations.paths import open_input
+from neurolake.storage.config import is_s3, storage_config
+
 ROOTS_FILE = "roots.npz"
 PARTS = "parts"
 
@@ -44,6 +54,10 @@ PARTS = "parts"
 # -------------------------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=4)
 def _roots_table(path: str) -> tuple[np.ndarray, np.ndarray]:
+    if is_s3(path):
+        fs, key = storage_config().pyarrow_fs(path)
+        with fs.open_input_stream(key) as f:
+            path = io.BytesIO(f.read())
     with np.load(path) as z:
         return z["sv"], z["root"]
 
@@ -127,6 +141,13 @@ def _replace_into(path: Path, write) -> None:
             tmp.unlink()
 
 
+def _put(url: str, write) -> None:
+    """``write(where, filesystem)`` straight to the object ``url`` (``s3://…``): an upload becomes visible only
+    once complete, so an object of that name is always whole; a re-run writes the same name again."""
+    fs, key = storage_config().pyarrow_fs(url)
+    write(key, fs)
+
+
 def _writer_options(schema: pa.Schema) -> dict[str, Any]:
     # as the in-process path: zstd, no dictionary for the unique ids
     return {"compression": "zstd", "use_dictionary": [c for c in schema.names if c != "id"]}
@@ -145,7 +166,9 @@ def run_task(plan: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
     if run.get("delta"):
         from deltalake import DeltaTable
 
-        ds = DeltaTable(plan["table_path"], version=plan["delta_version"]).to_pyarrow_dataset()
+        ds = DeltaTable(plan["table_path"], version=plan["delta_version"],
+                        storage_options=storage_config().delta_options(plan["table_path"]) or None
+                        ).to_pyarrow_dataset()
         flt = (pc.field("created") <= t) & (pc.field("deleted").is_null() | (pc.field("deleted") > t))
         batches = list(ds.to_batches(filter=flt, batch_size=plan["batch_rows"]))
         runs = []
@@ -159,7 +182,7 @@ def run_task(plan: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
         if n:
             runs.append(pa.Table.from_batches(pending).combine_chunks())
     else:
-        pf = pq.ParquetFile(run["file"], pre_buffer=False)
+        pf = pq.ParquetFile(open_input(run["file"]), pre_buffer=False)
         tab = pf.read_row_groups(run["groups"], use_threads=False)
         tab = pa.Table.from_arrays(
             [tab.column(f.name).cast(f.type) if f.name in tab.column_names else pa.nulls(len(tab), f.type)
@@ -175,46 +198,59 @@ def run_task(plan: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
     rows = sum(len(r) for r in runs)
     if not rows:
         return {"table": plan["table"], "k": run["k"], "rows": 0, "file": None}
-    out = Path(plan["out"]) / PARTS / plan["table"] / f"{run['k']:06d}.parquet"
-    out.parent.mkdir(parents=True, exist_ok=True)
+    name = f"{PARTS}/{plan['table']}/{run['k']:06d}.parquet"
 
-    def write(tmp: Path) -> None:
+    def write(tmp: Path | str, filesystem=None) -> None:
         target = runs[0].schema
-        with pq.ParquetWriter(tmp, target, **_writer_options(target)) as w:
+        with pq.ParquetWriter(tmp, target, filesystem=filesystem, **_writer_options(target)) as w:
             for r in runs:
                 w.write_table(r.cast(target), row_group_size=max(len(r), 1))
 
+    if is_s3(plan["out"]):
+        url = f"{plan['out'].rstrip('/')}/{name}"
+        _put(url, write)
+        return {"table": plan["table"], "k": run["k"], "rows": rows, "file": url}
+    out = Path(plan["out"]) / name
+    out.parent.mkdir(parents=True, exist_ok=True)
     _replace_into(out, write)
     return {"table": plan["table"], "k": run["k"], "rows": rows, "file": str(out)}
 
 
 def table_task(out: str, table: str, parts: list[str], empty: pa.Table) -> dict[str, Any]:
     """Concatenate a table's ``parts`` (in run order) into ``<out>/<table>.parquet`` (task of set 2); without
-    parts the table is written empty with the schema of ``empty``. Returns ``{"table", "rows"}``."""
-    path = Path(out) / f"{table}.parquet"
+    parts the table is written empty with the schema of ``empty``. ``out`` and ``parts`` are folder paths or
+    ``s3://`` URLs. Returns ``{"table", "rows"}``."""
+    rows = 0
 
-    def write(tmp: Path) -> None:
+    def write(tmp: Path | str, filesystem=None) -> None:
+        nonlocal rows
+        rows = 0
         if not parts:
-            pq.write_table(empty, tmp, compression="zstd")
+            pq.write_table(empty, tmp, compression="zstd", filesystem=filesystem)
             return
-        target = pq.read_schema(parts[0])
-        with pq.ParquetWriter(tmp, target, **_writer_options(target)) as w:
+        target = pq.read_schema(open_input(parts[0]))
+        with pq.ParquetWriter(tmp, target, filesystem=filesystem, **_writer_options(target)) as w:
             for p in parts:
-                pf = pq.ParquetFile(p)
+                pf = pq.ParquetFile(open_input(p))
+                rows += pf.metadata.num_rows
                 for g in range(pf.metadata.num_row_groups):
                     rg = pf.read_row_group(g)
                     w.write_table(rg.cast(target), row_group_size=max(len(rg), 1))
 
-    _replace_into(path, write)
-    return {"table": table, "rows": sum(pq.ParquetFile(p).metadata.num_rows for p in parts)}
+    if is_s3(out):
+        _put(f"{out.rstrip('/')}/{table}.parquet", write)
+    else:
+        _replace_into(Path(out) / f"{table}.parquet", write)
+    return {"table": table, "rows": rows}
 
 
 # -------------------------------------------------------------------------------------------------
 # on the client
 # -------------------------------------------------------------------------------------------------
-def write_roots_snapshot(seg, ts, path: Path) -> str | None:
-    """The roots at ``ts`` of every supervoxel of ``seg`` (a Segmentation, or None) as ``path`` (npz:
-    ``sv`` sorted uint64 ids, ``root`` uint64); returns its path (None without a segmentation)."""
+def write_roots_snapshot(seg, ts, path) -> str | None:
+    """The roots at ``ts`` of every supervoxel of ``seg`` (a Segmentation, or None) as ``path`` (a Path, or a
+    UPath on object storage; npz: ``sv`` sorted uint64 ids, ``root`` uint64); returns its path as a string
+    (None without a segmentation)."""
     if seg is None:
         return None
     st = seg.state()
@@ -222,7 +258,12 @@ def write_roots_snapshot(seg, ts, path: Path) -> str | None:
         seq = st.seq_at(ts)
         sv = np.asarray(st.sv_ids, np.uint64)
         root = st.roots_of_indices(np.arange(len(sv), dtype=np.int64), None if seq >= st.seq else seq)
-    np.savez(path, sv=sv, root=np.asarray(root, np.uint64))
+    if is_s3(path):
+        buf = io.BytesIO()
+        np.savez(buf, sv=sv, root=np.asarray(root, np.uint64))
+        path.write_bytes(buf.getvalue())
+    else:
+        np.savez(path, sv=sv, root=np.asarray(root, np.uint64))
     return str(path)
 
 
@@ -231,13 +272,14 @@ def plan_runs(table, delta_version: int, rows: int) -> list[dict[str, Any]]:
     file, about ``rows`` rows each), numbered ``k`` in reading order."""
     from deltalake import DeltaTable
 
-    d = DeltaTable(str(table.path), version=delta_version)
+    d = DeltaTable(str(table.path), version=delta_version,
+                   storage_options=storage_config().delta_options(table.path) or None)
     if "deletionVectors" in (d.protocol().reader_features or []) or d.metadata().partition_columns:
         return [{"k": 0, "delta": True}]
     out = []
     for uri in d.file_uris():
         f = uri.removeprefix("file://")
-        md = pq.ParquetFile(f).metadata
+        md = pq.ParquetFile(open_input(f)).metadata
         groups: list[list[int]] = [[]]
         n = 0
         for g in range(md.num_row_groups):
@@ -250,21 +292,20 @@ def plan_runs(table, delta_version: int, rows: int) -> list[dict[str, Any]]:
     return out
 
 
-def materialize_on_dask(lake, datastack: str, tabs: list, delta_versions: dict[str, int], ts, seg, tmp: Path,
+def materialize_on_dask(lake, datastack: str, tabs: list, delta_versions: dict[str, int], ts, seg, tmp,
                         batch_rows: int, scheduler: str | None, job=None, progress=None,
                         empty_of=None) -> dict[str, int]:
     """Write ``<tmp>/<table>.parquet`` for every table of ``tabs`` on a Dask cluster (module doc); returns
-    ``{table: rows}``. ``empty_of(table)`` gives the empty Arrow table written for a table without rows.
+    ``{table: rows}``. ``tmp``: the temporary folder (Path), or on object storage the version's final prefix
+    ``w-<uid>`` (UPath). ``empty_of(table)`` gives the empty Arrow table written for a table without rows.
     ``job``: the :class:`neurolake.jobs.records.Job` that counts the tasks; ``progress(phase, done, total)``
     after each task."""
-    from neurolake.errors import Unsupported
     from neurolake.jobs import dask_client, run_tasks
-    from neurolake.storage.config import is_s3
+    from neurolake.storage.files import remove_tree
 
-    if is_s3(tmp):
-        raise Unsupported("materialization on Dask needs a lake in a folder the workers share; on object storage "
-                          "materialize without a scheduler (in this process)", field="scheduler")
-    tmp = Path(tmp)
+    remote = is_s3(tmp)
+    if not remote:
+        tmp = Path(tmp)
     roots = write_roots_snapshot(seg, ts, tmp / ROOTS_FILE)
     sv_layer = seg._row().layer if seg is not None else None
     plans, args = {}, []
@@ -308,6 +349,10 @@ def materialize_on_dask(lake, datastack: str, tabs: list, delta_versions: dict[s
                 files[p["table"]].append((p["k"], p["file"]))
         targs = [(str(tmp), t.name, [f for _, f in sorted(files[t.name])], empty_of(t)) for t in tabs]
         counted = run_tasks(client, table_task, targs, tick_table)
+    if remote:  # no temporary objects on S3: only the parts and the snapshot to remove
+        remove_tree(tmp / PARTS)
+        (tmp / ROOTS_FILE).unlink(missing_ok=True)
+        return {c["table"]: c["rows"] for c in counted}
     import shutil
 
     shutil.rmtree(tmp / PARTS, ignore_errors=True)

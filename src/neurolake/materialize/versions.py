@@ -249,10 +249,6 @@ def materialize(lake, datastack: str, timestamp: Any = None, tables: list[str] |
             MaterializationVersion.datastack_id == _dsid(s, datastack)))}
     # left by a materialization killed more than a day ago: its temporary folder, or its folder renamed to
     # v<N>-… whose catalog row was never committed
-    if remote and scheduler is not None:  # the Dask tasks (materialize.tasks) write local files only, so far
-        raise InvalidArgument("materializing on Dask workers (scheduler=) is not available for a lake on object "
-                              "storage yet; omit scheduler to materialize in this process", field="scheduler",
-                              value=scheduler)
     if remote:
         _remove_stale_remote(base, listed)
     else:

@@ -1,0 +1,134 @@
+"""Materialization on Dask of a lake on object storage survives a killed worker: the tables of
+tests/jobs/test_killed_materialization.py, built on an S3 lake (moto server, PostgreSQL catalog), materialized on a
+real cluster (``dask scheduler`` + 2 ``dask worker`` processes, which inherit the AWS environment) whose worker is
+SIGKILLed after 3 tasks. The job completes and every row of every table equals the one of an in-process
+materialization of a local lake holding the same data (exact frames, same row groups). There is no rename on S3:
+each task writes its object under a deterministic name, so a re-run overwrites it with the same bytes, and the
+version's prefix becomes the version only when the client commits the catalog row; nothing is left outside it.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from neurolake.annotations.paths import open_input
+from neurolake.errors import InvalidArgument
+from neurolake.jobs.records import get_job
+from neurolake.materialize import get_version, materialize, query_version
+from tests.jobs.test_killed_materialization import APPENDS, GALA_GT
+
+
+def _build(lake) -> None:
+    """The datastack of ``mat_lake`` in tests/jobs/test_killed_materialization.py, on ``lake``."""
+    from neurolake.annotations import create_table
+    from neurolake.proofreading import create_segmentation
+    from tests.proofreading.conftest import contact_sites
+
+    lake.ingest(GALA_GT, "gala", "segmentation", voxel_size=(8, 8, 8), layer_type="segmentation",
+                scheduler="threads")
+    seg = create_segmentation(lake, "gala", layer="segmentation", agglomeration="each")
+    vol = lake.layer("gala", "segmentation").cutout(x=(0, 200), y=(0, 100), z=(0, 50))
+    sites = contact_sites(vol, 1200, seed=3)
+    syn = create_table(lake, "gala", "synapses", "synapse", segmentation_layer="segmentation")
+    for part in np.array_split(np.arange(len(sites)), APPENDS):
+        syn.append(sites.iloc[part].reset_index(drop=True), author="test")
+    ids = syn.query(columns=["id"]).df()["id"].to_numpy(dtype=np.int64)
+    syn.delete(ids[:25].tolist())
+    ids_ct, first = np.unique(vol, return_index=True)
+    keep = ids_ct != 0
+    z, y, x = np.unravel_index(first[keep], vol.shape)
+    ct = create_table(lake, "gala", "cell_types", "cell_type", segmentation_layer="segmentation")
+    ct.append(pd.DataFrame({"pt_position": [[int(a), int(b), int(c)] for a, b, c in zip(x, y, z, strict=True)],
+                            "cell_type": np.where(np.arange(keep.sum()) % 2 == 0, "large", "small")}), author="test")
+    con = create_table(lake, "gala", "contacts", "synapse", voxel_size_nm=(4, 4, 4))
+    doubled = contact_sites(vol, 300, seed=5)
+    for c in ("pre_pt_position", "post_pt_position", "ctr_pt_position"):
+        doubled[c] = [[2 * v for v in pos] for pos in doubled[c]]
+    for part in np.array_split(np.arange(len(doubled)), 3):
+        con.append(doubled.iloc[part].reset_index(drop=True), author="test")
+    df = syn.query().df()
+    for i in range(3):  # the same edits on both lakes: the same supervoxels (same ingest), the same merges
+        a, b = int(df["pre_pt_supervoxel_id"].iloc[i]), int(df["post_pt_supervoxel_id"].iloc[i])
+        if seg.root(a) != seg.root(b):
+            seg.merge(a, b, author="editor")
+    time.sleep(0.01)
+
+
+def _tables(lake, version: int) -> dict[str, pd.DataFrame]:
+    v = get_version(lake, "gala", version)
+    return {t: query_version(lake, "gala", version, t).df().sort_values("id").reset_index(drop=True)
+            for t in sorted(v["tables"])}
+
+
+def _row_groups(lake, version: int) -> dict[str, list[int]]:
+    v = get_version(lake, "gala", version)
+    out = {}
+    for t in v["tables"]:
+        md = pq.ParquetFile(open_input(lake.root / v["path"] / f"{t}.parquet")).metadata
+        out[t] = [md.row_group(g).num_rows for g in range(md.num_row_groups)]
+    return out
+
+
+# the two lakes were written at different times: every column but the creation time is compared
+VOLATILE = ["created"]
+
+
+def test_materialization_on_s3_completes_after_a_worker_is_killed(s3_endpoint, dask_cluster, new_s3_lake,
+                                                                  tmp_path):
+    from neurolake import init_lake, open_lake
+
+    local = init_lake(tmp_path / "lake")
+    _build(local)
+    clean = materialize(local, "gala", batch_rows=50)  # in-process, local folder: the reference
+    url, _db = new_s3_lake()
+    lake = open_lake(url)
+    assert lake.remote
+    try:
+        _build(lake)
+        done = {"n": 0, "killed": None, "total": 0}
+
+        def progress(phase: str, n: int, total: int) -> None:
+            done["n"], done["total"] = n, total
+            if n == 3 and done["killed"] is None:  # the other run tasks are queued or running
+                done["killed"] = dask_cluster.kill_worker(0)
+
+        killed = materialize(lake, "gala", batch_rows=50, scheduler=dask_cluster.address, progress=progress)
+        assert done["killed"] is not None, "the worker was not killed: the job ended too early"
+        assert dask_cluster.workers[0].poll() is not None  # really dead
+        assert done["total"] > 3 + 2  # tasks were still to run when the worker died (runs + one per table)
+        assert killed["rows"] == clean["rows"] > 1000
+        assert {t: m["rows"] for t, m in killed["tables"].items()} == {t: m["rows"] for t, m in clean["tables"].items()}
+        a, b = _tables(local, clean["version"]), _tables(lake, killed["version"])
+        assert sorted(a) == sorted(b) == ["cell_types", "contacts", "synapses"]
+        for t in a:
+            assert list(a[t].columns) == list(b[t].columns)
+            cols = [c for c in a[t].columns if c not in VOLATILE]
+            pd.testing.assert_frame_equal(a[t][cols], b[t][cols], check_exact=True)
+            assert b[t]["id"].is_unique and len(b[t]) == clean["tables"][t]["rows"]  # no row lost or twice
+            assert b[t]["deleted"].isna().all() and (b[t]["created"] <= pd.Timestamp(killed["timestamp"])).all()
+        s = b["synapses"]  # the roots really were bound (edits made some differ from the supervoxels)
+        assert (s["pre_pt_root_id"].to_numpy(dtype=np.uint64)
+                != s["pre_pt_supervoxel_id"].to_numpy(dtype=np.uint64)).any()
+        c = b["contacts"]  # looked up under the points by the workers, in the layer on S3
+        assert (c["pre_pt_supervoxel_id"] != 0).all() and (c["pre_pt_root_id"] != 0).all()
+        assert _row_groups(local, clean["version"]) == _row_groups(lake, killed["version"])
+        j = get_job(lake, killed["job"])
+        assert (j["kind"], j["status"], j["scheduler"]) == ("materialize", "done", dask_cluster.address)
+        assert j["tasks_done"] == j["tasks_total"] == done["total"] and j["error"] is None
+        with pytest.raises(InvalidArgument):  # a job that fails on S3 leaves nothing either
+            materialize(lake, "gala", scheduler="tcp://127.0.0.1:9")
+        # nothing left behind: under materializations/ only the version's prefix, holding only its tables
+        base = lake.root / "datastacks" / "gala" / "materializations"
+        fs = base.fs
+        objects = sorted(k.removeprefix(base.path + "/") for k in fs.find(base.path))
+        assert killed["path"].startswith("datastacks/gala/materializations/w-")
+        folder = killed["path"].rsplit("/", 1)[-1]
+        assert objects == [f"{folder}/{t}.parquet" for t in ("cell_types", "contacts", "synapses")], objects
+    finally:
+        lake.close()
+        local.close()
