@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 
 def _int_env(name: str, default: int) -> int:
@@ -59,6 +58,8 @@ class Settings:
     - ``quota_bytes``, ``quota_requests``, ``quota_period_s``: default per-user quotas under ``--auth``
       (``NEUROLAKE_QUOTA_BYTES``, ``NEUROLAKE_QUOTA_REQUESTS``: 0 = unlimited; ``NEUROLAKE_QUOTA_PERIOD``
       seconds, default one day).
+    - ``serve_auth``: ``--auth`` of the worker processes of ``neurolake serve --workers N``
+      (``NEUROLAKE_SERVE_AUTH=1``, set by that command with ``NEUROLAKE_LAKE``).
     - ``write_lock_timeout_s``: how long a writer of a lake on object storage waits for another writer of the
       same layer or table before it gets a retryable Conflict (HTTP 409) (``NEUROLAKE_WRITE_LOCK_TIMEOUT_S``,
       default 60 s).
@@ -66,7 +67,7 @@ class Settings:
       ``data/`` folder).
     """
 
-    lake: Path = field(default_factory=lambda: Path(os.environ.get("NEUROLAKE_LAKE") or "."))
+    lake: str = field(default_factory=lambda: os.environ.get("NEUROLAKE_LAKE") or ".")  # a folder or s3://…
     database_url: str | None = field(default_factory=lambda: _str_env("NEUROLAKE_DATABASE_URL"))
     max_cutout_bytes: int = field(default_factory=lambda: _int_env("NEUROLAKE_MAX_CUTOUT_BYTES", 512 * 2**20))
     max_body_bytes: int = field(default_factory=lambda: _int_env("NEUROLAKE_MAX_BODY_BYTES", 64 * 2**20))
@@ -85,6 +86,7 @@ class Settings:
     quota_requests: int = field(default_factory=lambda: _int_env("NEUROLAKE_QUOTA_REQUESTS", 0))
     quota_period_s: int = field(default_factory=lambda: max(1, _int_env("NEUROLAKE_QUOTA_PERIOD", 86400)))
     demo_data: str | None = field(default_factory=lambda: _str_env("NEUROLAKE_DEMO_DATA"))
+    serve_auth: bool = field(default_factory=lambda: os.environ.get("NEUROLAKE_SERVE_AUTH") == "1")
     write_lock_timeout_s: float = field(default_factory=lambda: _float_env("NEUROLAKE_WRITE_LOCK_TIMEOUT_S", 60.0))
 
 

@@ -158,9 +158,9 @@ def run_task(plan: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
     file) or ``{"k", "delta": True}`` (a table read through a Delta dataset scan: deletion vectors or
     partitions). Writes ``<out>/parts/<table>/<k>.parquet`` when rows remain; returns ``{"table", "k",
     "rows", "file"}`` (file None without rows)."""
-    import datetime as dt
+    from neurolake.base.time import parse_timestamp
 
-    ts = dt.datetime.fromisoformat(plan["timestamp"])
+    ts = parse_timestamp(plan["timestamp"])
     t = pa.scalar(ts, pa.timestamp("us", tz="UTC"))
     schema: pa.Schema = plan["schema"]
     if run.get("delta"):

@@ -122,10 +122,10 @@ def app_from_env() -> FastAPI:
     """The app of one worker process of ``neurolake serve --workers N`` (uvicorn's factory, imported by
     name in each spawned worker): the lake at ``NEUROLAKE_LAKE``, ``--auth`` when ``NEUROLAKE_SERVE_AUTH=1``.
     Raises NotFound when ``NEUROLAKE_LAKE`` is not a lake."""
-    import os
-
+    from neurolake.base.settings import settings
     from neurolake.web import warm_up
 
-    app = create_app(os.environ.get("NEUROLAKE_LAKE") or ".", auth=os.environ.get("NEUROLAKE_SERVE_AUTH") == "1")
+    st = settings()
+    app = create_app(st.lake, auth=st.serve_auth)
     warm_up()  # the explorers' libraries, before this worker's first request
     return app
