@@ -19,6 +19,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from neurolake.annotations.paths import open_input
 from neurolake.jobs.records import get_job, list_jobs
 from neurolake.materialize import get_version, materialize, query_version
 from tests.conftest import DATA
@@ -27,14 +28,14 @@ GALA_GT = str(DATA / "gala_fibsem" / "train-gt.lzf.h5") + ":/stack"
 APPENDS = 12  # commits of the synapse table: Delta files, hence run tasks
 
 
-@pytest.fixture(scope="module")
-def mat_lake(tmp_path_factory):
-    from neurolake import init_lake
+def build_gala_tables(lake) -> None:
+    """On ``lake``: the gala segmentation (proofreadable), a synapse table of 12 commits with soft deletes, a cell
+    type table, a table at 4 nm voxels not bound to the segmentation, and merges (roots at T differ from the
+    supervoxels). Shared with the S3 variant of this test."""
     from neurolake.annotations import create_table
     from neurolake.proofreading import create_segmentation
     from tests.proofreading.conftest import contact_sites
 
-    lake = init_lake(tmp_path_factory.mktemp("mat") / "lake")
     lake.ingest(GALA_GT, "gala", "segmentation", voxel_size=(8, 8, 8), layer_type="segmentation",
                 scheduler="threads")
     seg = create_segmentation(lake, "gala", layer="segmentation", agglomeration="each")
@@ -64,6 +65,14 @@ def mat_lake(tmp_path_factory):
         if seg.root(a) != seg.root(b):
             seg.merge(a, b, author="editor")
     time.sleep(0.01)
+
+
+@pytest.fixture(scope="module")
+def mat_lake(tmp_path_factory):
+    from neurolake import init_lake
+
+    lake = init_lake(tmp_path_factory.mktemp("mat") / "lake")
+    build_gala_tables(lake)
     yield lake
     lake.close()
 
@@ -78,7 +87,7 @@ def _row_groups(lake, version: int) -> dict[str, list[int]]:
     v = get_version(lake, "gala", version)
     out = {}
     for t in v["tables"]:
-        md = pq.ParquetFile(Path(lake.root) / v["path"] / f"{t}.parquet").metadata
+        md = pq.ParquetFile(open_input(lake.root / v["path"] / f"{t}.parquet")).metadata
         out[t] = [md.row_group(g).num_rows for g in range(md.num_row_groups)]
     return out
 

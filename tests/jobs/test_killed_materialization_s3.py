@@ -9,70 +9,14 @@ version's prefix becomes the version only when the client commits the catalog ro
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 import pytest
 
-from neurolake.annotations.paths import open_input
 from neurolake.errors import InvalidArgument
 from neurolake.jobs.records import get_job
-from neurolake.materialize import get_version, materialize, query_version
-from tests.jobs.test_killed_materialization import APPENDS, GALA_GT
-
-
-def _build(lake) -> None:
-    """The datastack of ``mat_lake`` in tests/jobs/test_killed_materialization.py, on ``lake``."""
-    from neurolake.annotations import create_table
-    from neurolake.proofreading import create_segmentation
-    from tests.proofreading.conftest import contact_sites
-
-    lake.ingest(GALA_GT, "gala", "segmentation", voxel_size=(8, 8, 8), layer_type="segmentation",
-                scheduler="threads")
-    seg = create_segmentation(lake, "gala", layer="segmentation", agglomeration="each")
-    vol = lake.layer("gala", "segmentation").cutout(x=(0, 200), y=(0, 100), z=(0, 50))
-    sites = contact_sites(vol, 1200, seed=3)
-    syn = create_table(lake, "gala", "synapses", "synapse", segmentation_layer="segmentation")
-    for part in np.array_split(np.arange(len(sites)), APPENDS):
-        syn.append(sites.iloc[part].reset_index(drop=True), author="test")
-    ids = syn.query(columns=["id"]).df()["id"].to_numpy(dtype=np.int64)
-    syn.delete(ids[:25].tolist())
-    ids_ct, first = np.unique(vol, return_index=True)
-    keep = ids_ct != 0
-    z, y, x = np.unravel_index(first[keep], vol.shape)
-    ct = create_table(lake, "gala", "cell_types", "cell_type", segmentation_layer="segmentation")
-    ct.append(pd.DataFrame({"pt_position": [[int(a), int(b), int(c)] for a, b, c in zip(x, y, z, strict=True)],
-                            "cell_type": np.where(np.arange(keep.sum()) % 2 == 0, "large", "small")}), author="test")
-    con = create_table(lake, "gala", "contacts", "synapse", voxel_size_nm=(4, 4, 4))
-    doubled = contact_sites(vol, 300, seed=5)
-    for c in ("pre_pt_position", "post_pt_position", "ctr_pt_position"):
-        doubled[c] = [[2 * v for v in pos] for pos in doubled[c]]
-    for part in np.array_split(np.arange(len(doubled)), 3):
-        con.append(doubled.iloc[part].reset_index(drop=True), author="test")
-    df = syn.query().df()
-    for i in range(3):  # the same edits on both lakes: the same supervoxels (same ingest), the same merges
-        a, b = int(df["pre_pt_supervoxel_id"].iloc[i]), int(df["post_pt_supervoxel_id"].iloc[i])
-        if seg.root(a) != seg.root(b):
-            seg.merge(a, b, author="editor")
-    time.sleep(0.01)
-
-
-def _tables(lake, version: int) -> dict[str, pd.DataFrame]:
-    v = get_version(lake, "gala", version)
-    return {t: query_version(lake, "gala", version, t).df().sort_values("id").reset_index(drop=True)
-            for t in sorted(v["tables"])}
-
-
-def _row_groups(lake, version: int) -> dict[str, list[int]]:
-    v = get_version(lake, "gala", version)
-    out = {}
-    for t in v["tables"]:
-        md = pq.ParquetFile(open_input(lake.root / v["path"] / f"{t}.parquet")).metadata
-        out[t] = [md.row_group(g).num_rows for g in range(md.num_row_groups)]
-    return out
-
+from neurolake.materialize import materialize
+from tests.jobs.test_killed_materialization import _row_groups, _tables, build_gala_tables
 
 # the two lakes were written at different times: every column but the creation time is compared
 VOLATILE = ["created"]
@@ -83,13 +27,13 @@ def test_materialization_on_s3_completes_after_a_worker_is_killed(s3_endpoint, d
     from neurolake import init_lake, open_lake
 
     local = init_lake(tmp_path / "lake")
-    _build(local)
+    build_gala_tables(local)
     clean = materialize(local, "gala", batch_rows=50)  # in-process, local folder: the reference
     url, _db = new_s3_lake()
     lake = open_lake(url)
     assert lake.remote
     try:
-        _build(lake)
+        build_gala_tables(lake)
         done = {"n": 0, "killed": None, "total": 0}
 
         def progress(phase: str, n: int, total: int) -> None:

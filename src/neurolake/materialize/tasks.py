@@ -153,6 +153,20 @@ def _writer_options(schema: pa.Schema) -> dict[str, Any]:
     return {"compression": "zstd", "use_dictionary": [c for c in schema.names if c != "id"]}
 
 
+def rows_at(tab: pa.Table, schema: pa.Schema, t: pa.Scalar) -> pa.Table:
+    """The rows of ``tab`` (read from an annotation table's files) live at time ``t``: created at or before
+    ``t`` and not deleted by then, conformed to the stored ``schema`` (files written by MERGE may carry
+    string_view/large types, or lack a column)."""
+    tab = pa.Table.from_arrays(
+        [tab.column(f.name).cast(f.type) if f.name in tab.column_names else pa.nulls(len(tab), f.type)
+         for f in schema], schema=schema)
+    created, deleted = tab.column("created"), tab.column("deleted")
+    keep = pc.less_equal(created, t)
+    if deleted.null_count < len(deleted):
+        keep = pc.and_(keep, pc.or_kleene(pc.is_null(deleted), pc.greater(deleted, t)))
+    return tab if pc.all(keep).as_py() else tab.filter(keep)
+
+
 def run_task(plan: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
     """Materialize one run (task of set 1): ``run`` = ``{"k", "file", "groups"}`` (row groups of one Parquet
     file) or ``{"k", "delta": True}`` (a table read through a Delta dataset scan: deletion vectors or
@@ -183,16 +197,7 @@ def run_task(plan: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
             runs.append(pa.Table.from_batches(pending).combine_chunks())
     else:
         pf = pq.ParquetFile(open_input(run["file"]), pre_buffer=False)
-        tab = pf.read_row_groups(run["groups"], use_threads=False)
-        tab = pa.Table.from_arrays(
-            [tab.column(f.name).cast(f.type) if f.name in tab.column_names else pa.nulls(len(tab), f.type)
-             for f in schema], schema=schema)
-        created, deleted = tab.column("created"), tab.column("deleted")
-        keep = pc.less_equal(created, t)
-        if deleted.null_count < len(deleted):
-            keep = pc.and_(keep, pc.or_kleene(pc.is_null(deleted), pc.greater(deleted, t)))
-        if not pc.all(keep).as_py():
-            tab = tab.filter(keep)
+        tab = rows_at(pf.read_row_groups(run["groups"], use_threads=False), schema, t)
         runs = [tab] if len(tab) else []
     runs = [bind(r, plan) for r in runs]
     rows = sum(len(r) for r in runs)

@@ -37,6 +37,7 @@ from neurolake.base.time import parse_timestamp
 from neurolake.db.base import as_utc, utcnow
 from neurolake.errors import Conflict, InvalidArgument, NeurolakeError, NotFound
 from neurolake.materialize.models import MaterializationVersion
+from neurolake.materialize.tasks import rows_at
 from neurolake.storage.config import is_s3
 from neurolake.storage.files import relative, remove_tree
 from neurolake.volumes.models import Datastack
@@ -171,17 +172,7 @@ def _valid_runs(table, version: int, ts: dt.datetime, rows: int):
         for gs in groups:
             if not gs:
                 continue
-            tab = pf.read_row_groups(gs, use_threads=True)
-            # files written by MERGE may carry string_view/large types, or lack a column: the stored schema
-            tab = pa.Table.from_arrays(
-                [tab.column(f.name).cast(f.type) if f.name in tab.column_names else pa.nulls(len(tab), f.type)
-                 for f in schema], schema=schema)
-            created, deleted = tab.column("created"), tab.column("deleted")
-            keep = pc.less_equal(created, t)
-            if deleted.null_count < len(deleted):
-                keep = pc.and_(keep, pc.or_kleene(pc.is_null(deleted), pc.greater(deleted, t)))
-            if not pc.all(keep).as_py():
-                tab = tab.filter(keep)
+            tab = rows_at(pf.read_row_groups(gs, use_threads=True), schema, t)
             if len(tab):
                 yield tab
 
