@@ -67,6 +67,10 @@ class Cluster:
         return w.pid
 
     def stop(self) -> None:
+        # workers hold nothing worth a clean shutdown (a worker waits ~10 s for its lost scheduler on SIGTERM)
+        for p in self.workers:
+            if p.poll() is None:
+                p.kill()
         for p in reversed(self.procs):
             if p.poll() is None:
                 p.terminate()
