@@ -331,10 +331,10 @@ def summary(r: dict) -> list[str]:
                      f"{e['s3_requests_one_warm_cutout_neurolake'] or 'none'}")
     f = cut["fixed_costs"]
     lines += ["", f"Where the time goes: both readers make the same S3 requests (above: no metadata GET, LIST or HEAD "
-              "per read); what a Layer adds on object storage is catalog queries instead of file stats — "
-              f"{f['catalog_statements_per_cutout']:.0f} catalog queries per cutout (the layer's change token "
-              "before the read, to revalidate caches, and after it, to detect a replaced layer), each a pooled "
-              "connection checkout with pre-ping, query and reset: "
+              "per read); what a Layer adds on object storage is catalog reads instead of file stats — two reads "
+              "of the layer's change token per cutout (before the read, to revalidate caches, and after it, to "
+              "detect a replaced layer), through one prepared autocommit connection per process "
+              f"({f['catalog_statements_per_cutout']:.0f} statements through the SQLAlchemy pool): "
               f"`generation()` {f['generation_ms']:.2f} ms; a cached 8x8x1 cutout takes "
               f"{f['tiny_cached_cutout_ms']:.2f} ms with S3 requests {f['s3_requests_tiny_cached_cutout'] or 'none'}. "
               "That fixed cost is what keeps warm reads (a few ms each) below the target; cold reads are bound by the "
