@@ -13,7 +13,7 @@ app = typer.Typer(help="Jobs: heavy steps and their progress (docs/jobs.md).", n
 
 @app.command("list")
 def j_list(lake: LakeOpt = None, datastack: MaybeDsOpt = None,
-           status: Annotated[str | None, typer.Option(help="running, done or failed")] = None,
+           status: Annotated[str | None, typer.Option(help="running, done, failed or lost (its process is gone)")] = None,
            kind: Annotated[str | None, typer.Option(help="ingest, pyramid, materialize, …")] = None,
            limit: Annotated[int, typer.Option(help="at most this many jobs")] = 20):
     """Jobs, newest first, with tasks done of total (as GET /api/v1/jobs)."""

@@ -1,5 +1,5 @@
 """Catalog rows of jobs: one :class:`JobRow` per heavy step run (ingest, pyramid, materialize, …), with
-its progress. Migration: ``db/migrations/versions/jobs_0001_jobs.py``."""
+its progress. Migrations: ``db/migrations/versions/jobs_000*.py``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from neurolake.db.base import Base, utcnow
 
-JOB_STATUSES = ("running", "done", "failed")
+JOB_STATUSES = ("running", "done", "failed")  # stored
+REPORTED_STATUSES = (*JOB_STATUSES, "lost")  # "lost": stored running, but its process is gone (no heartbeat)
 
 
 class JobRow(Base):
@@ -32,3 +33,6 @@ class JobRow(Base):
     finished: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     scheduler: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    host: Mapped[str | None] = mapped_column(String(255), nullable=True)  # the process that runs the job …
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    heartbeat: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)  # … alive then

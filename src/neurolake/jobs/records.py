@@ -10,15 +10,19 @@ interrupt). Inside, progress reaches the row in two ways, both throttled to one 
 - ``j.progress(inner)`` wraps a ``progress(phase, done, total)`` callback (the CLI's Rich bar): the row's
   totals are the sums over the phases seen so far.
 
-A job whose process was killed keeps the status ``running`` (nothing is left to update it); its
-``started`` time and frozen ``tasks_done`` tell. Rows are read with :func:`list_jobs` and :func:`get_job`
-(``GET /api/v1/jobs``).
+The process running a job writes a heartbeat to its row every :data:`HEARTBEAT_S` seconds. A job whose
+process was killed keeps the stored status ``running`` (nothing is left to update it), but is reported as
+``lost``: at once when its process ran on this host and is gone, otherwise when its heartbeat is older than
+:data:`LOST_AFTER_S`. Rows are read with :func:`list_jobs` and :func:`get_job` (``GET /api/v1/jobs``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -29,10 +33,12 @@ from sqlalchemy import select
 from neurolake.base.integers import INT64_MAX, whole
 from neurolake.db.base import as_utc, utcnow
 from neurolake.errors import InvalidArgument, NotFound
-from neurolake.jobs.models import JOB_STATUSES, JobRow
+from neurolake.jobs.models import REPORTED_STATUSES, JobRow
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]
+HEARTBEAT_S = 10.0  # a running job's process writes its heartbeat this often
+LOST_AFTER_S = 3 * HEARTBEAT_S  # a running job with an older heartbeat is reported lost
 
 
 class Job:
@@ -46,6 +52,20 @@ class Job:
         self._lock = threading.Lock()
         self._last = 0.0
         self._written: tuple[int, int] | None = None
+        self._stop = threading.Event()
+        self._beat = threading.Thread(target=self._heartbeat, name=f"job-{self.id}-heartbeat", daemon=True)
+        self._beat.start()
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            try:
+                with self.lake.catalog.session() as s:
+                    row = s.get(JobRow, self.id)
+                    if row is None or row.status != "running":
+                        return
+                    row.heartbeat = utcnow()
+            except Exception as exc:  # a busy or closed catalog: try again at the next beat
+                log.debug("job %s: heartbeat not recorded (%s)", self.id, exc)
 
     def __repr__(self) -> str:
         done, total = self.counts()
@@ -109,6 +129,7 @@ class Job:
 
     def finish(self, error: BaseException | None = None) -> None:
         """Mark the row done (``error`` None) or failed with the error's text."""
+        self._stop.set()
         done, total = self.counts()
         with self.lake.catalog.session() as s:
             row = s.get(JobRow, self.id)
@@ -130,8 +151,10 @@ def start_job(lake, kind: str, *, datastack: str | None = None, target: str | No
     from neurolake.provenance import current_user
 
     with lake.catalog.session() as s:
+        now = utcnow()
         row = JobRow(kind=str(kind), datastack=datastack, target=target, user=user or current_user(),
-                     status="running", tasks_total=0, tasks_done=0, started=utcnow(), scheduler=scheduler)
+                     status="running", tasks_total=0, tasks_done=0, started=now, scheduler=scheduler,
+                     host=socket.gethostname(), pid=os.getpid(), heartbeat=now)
         s.add(row)
         s.flush()
         job_id = row.id
@@ -155,11 +178,31 @@ def job(lake, kind: str, *, datastack: str | None = None, target: str | None = N
     j.finish()
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _lost(r: JobRow) -> bool:
+    """A stored ``running`` job whose process is gone: on this host its pid no longer exists; anywhere, its
+    heartbeat is older than LOST_AFTER_S (rows of an older catalog have none: not judged)."""
+    if r.status != "running" or r.heartbeat is None:
+        return False
+    if r.host == socket.gethostname() and r.pid and not _pid_alive(r.pid):
+        return True
+    return utcnow() - as_utc(r.heartbeat) > dt.timedelta(seconds=LOST_AFTER_S)
+
+
 def _jdict(r: JobRow) -> dict[str, Any]:
     started, finished = as_utc(r.started), as_utc(r.finished)
     end = finished or utcnow()
     return {"id": r.id, "kind": r.kind, "datastack": r.datastack, "target": r.target, "user": r.user,
-            "status": r.status, "tasks_total": r.tasks_total, "tasks_done": r.tasks_done,
+            "status": "lost" if _lost(r) else r.status, "tasks_total": r.tasks_total, "tasks_done": r.tasks_done,
             "started": started.isoformat(), "finished": finished.isoformat() if finished else None,
             "seconds": round(max((end - started).total_seconds(), 0.0), 3), "error": r.error,
             "scheduler": r.scheduler}
@@ -169,23 +212,28 @@ def list_jobs(lake, *, status: str | None = None, kind: str | None = None, datas
               datastacks: list[str] | None = None, limit: int = 100) -> list[dict[str, Any]]:
     """Job rows, newest first: ``{"id", "kind", "datastack", "target", "user", "status", "tasks_total",
     "tasks_done", "started", "finished" (ISO-8601 UTC), "seconds" (so far, for a running job), "error",
-    "scheduler"}``. Filters: ``status`` (running, done, failed), ``kind``, ``datastack``; ``datastacks``
-    keeps only jobs of these datastacks (jobs without one are dropped too). Raises InvalidArgument."""
-    if status is not None and status not in JOB_STATUSES:
-        raise InvalidArgument(f"status {status!r} is not one of {', '.join(JOB_STATUSES)}", field="status",
-                              value=status, allowed=list(JOB_STATUSES))
+    "scheduler"}``. Filters: ``status`` (running, done, failed, lost: see the module doc), ``kind``,
+    ``datastack``; ``datastacks`` keeps only jobs of these datastacks (jobs without one are dropped too).
+    Raises InvalidArgument."""
+    if status is not None and status not in REPORTED_STATUSES:
+        raise InvalidArgument(f"status {status!r} is not one of {', '.join(REPORTED_STATUSES)}", field="status",
+                              value=status, allowed=list(REPORTED_STATUSES))
     limit = whole(limit, "limit", 1, 10_000)
     q = select(JobRow)
     if status is not None:
-        q = q.where(JobRow.status == status)
+        q = q.where(JobRow.status == ("running" if status == "lost" else status))
     if kind is not None:
         q = q.where(JobRow.kind == kind)
     if datastack is not None:
         q = q.where(JobRow.datastack == datastack)
     if datastacks is not None:
         q = q.where(JobRow.datastack.in_(list(datastacks)))
+    q = q.order_by(JobRow.started.desc(), JobRow.id.desc())
+    if status not in ("running", "lost"):  # (those two are told apart after reading)
+        q = q.limit(limit)
     with lake.catalog.session() as s:
-        return [_jdict(r) for r in s.scalars(q.order_by(JobRow.started.desc(), JobRow.id.desc()).limit(limit))]
+        rows = [_jdict(r) for r in s.scalars(q)]
+    return [r for r in rows if status is None or r["status"] == status][:limit]
 
 
 def get_job(lake, job_id: int) -> dict[str, Any]:

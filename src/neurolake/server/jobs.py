@@ -39,7 +39,7 @@ class JobInfo(Model):
     datastack: str | None = None
     target: str | None = Field(None, description="what the job makes: a layer, the tables of a version, …")
     user: str
-    status: Literal["running", "done", "failed"]
+    status: Literal["running", "done", "failed", "lost"]
     tasks_total: int
     tasks_done: int
     started: str = Field(description="ISO-8601 UTC")
@@ -56,7 +56,7 @@ def _admin(request: Request) -> bool:
 
 
 @router.get("/jobs", access=SELF, summary="Jobs (ingest, pyramid, materialize, …) with their progress, newest first")
-def jobs(request: Request, status: Literal["running", "done", "failed"] | None = None, kind: str | None = None,
+def jobs(request: Request, status: Literal["running", "done", "failed", "lost"] | None = None, kind: str | None = None,
          datastack: str | None = None, limit: Limit = 100, lake: Lake = Depends(get_lake)) -> list[JobInfo]:
     from neurolake.jobs.records import list_jobs
 
