@@ -41,6 +41,19 @@ def em_volume_slab(src: np.ndarray, z0: int, z1: int, y: int, x: int) -> np.ndar
     return out
 
 
+def boxes_for(shape_zyx, box_xyz, n: int, rng) -> list:
+    """``n`` random boxes of size ``box_xyz`` (x, y, z voxels) inside a volume of ``shape_zyx``, as
+    ``((x0, x1), (y0, y1), (z0, z1))`` half-open ranges."""
+    bx, by, bz = box_xyz
+    out = []
+    for _ in range(n):
+        z0 = int(rng.integers(0, shape_zyx[0] - bz + 1))
+        y0 = int(rng.integers(0, shape_zyx[1] - by + 1))
+        x0 = int(rng.integers(0, shape_zyx[2] - bx + 1))
+        out.append(((x0, x0 + bx), (y0, y0 + by), (z0, z0 + bz)))
+    return out
+
+
 def timed(fn, repeat: int) -> list[float]:
     out = []
     for _ in range(repeat):

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Server, em_volume_slab, gerhard_stack, median, timed, write_results  # noqa: E402
+from _common import Server, boxes_for, em_volume_slab, gerhard_stack, median, timed, write_results  # noqa: E402
 
 
 def tree_rss(pid: int) -> int:
@@ -82,16 +82,6 @@ def bench_ingest(workdir: Path, src, gib: float) -> dict:
     return {"shape_zyx": [z, side_y, side_x], "bytes": nbytes, "seconds": wall, "mb_per_s": nbytes / wall / 1e6,
             "peak_rss_bytes": peak, "stored_bytes_all_mips": stored, "lake": str(lake)}
 
-
-def boxes_for(shape_zyx, box_xyz, n, rng):
-    bx, by, bz = box_xyz
-    out = []
-    for _ in range(n):
-        z0 = int(rng.integers(0, shape_zyx[0] - bz + 1))
-        y0 = int(rng.integers(0, shape_zyx[1] - by + 1))
-        x0 = int(rng.integers(0, shape_zyx[2] - bx + 1))
-        out.append(((x0, x0 + bx), (y0, y0 + by), (z0, z0 + bz)))
-    return out
 
 
 def bench_cutouts(lake_path: Path, repeat: int) -> dict:

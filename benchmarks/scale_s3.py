@@ -36,7 +36,16 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import CountingS3, Postgres, Server, em_volume_slab, gerhard_stack, median, write_results  # noqa: E402
+from _common import (  # noqa: E402
+    CountingS3,
+    Postgres,
+    Server,
+    boxes_for,
+    em_volume_slab,
+    gerhard_stack,
+    median,
+    write_results,
+)
 
 BOXES = ((512, 512, 16), (256, 256, 64), (1024, 1024, 32))  # x, y, z
 HTTP_BOXES = ((512, 512, 16), (256, 256, 64))
@@ -52,16 +61,6 @@ def make_npy(path: Path, shape_zyx: tuple[int, int, int]) -> None:
     arr.flush()
     del arr
 
-
-def boxes_for(shape_zyx, box_xyz, n: int, rng) -> list:
-    bx, by, bz = box_xyz
-    out = []
-    for _ in range(n):
-        z0 = int(rng.integers(0, shape_zyx[0] - bz + 1))
-        y0 = int(rng.integers(0, shape_zyx[1] - by + 1))
-        x0 = int(rng.integers(0, shape_zyx[2] - bx + 1))
-        out.append(((x0, x0 + bx), (y0, y0 + by), (z0, z0 + bz)))
-    return out
 
 
 def catalog_statements(lake, fn, n: int) -> float:

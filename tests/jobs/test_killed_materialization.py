@@ -92,20 +92,27 @@ def _row_groups(lake, version: int) -> dict[str, list[int]]:
     return out
 
 
-def test_materialization_completes_after_a_worker_is_killed(dask_cluster, mat_lake):
-    lake = mat_lake
-    clean = materialize(lake, "gala", batch_rows=50)  # in-process: the reference
+def materialize_killing_a_worker(lake, cluster) -> tuple[dict, int]:
+    """Materialize ``gala`` on ``cluster``, SIGKILLing worker 0 after 3 tasks; checks the worker died while
+    tasks were still to run. Returns the materialization's result and the number of tasks reported."""
     done = {"n": 0, "killed": None, "total": 0}
 
     def progress(phase: str, n: int, total: int) -> None:
         done["n"], done["total"] = n, total
         if n == 3 and done["killed"] is None:  # the other run tasks are queued or running
-            done["killed"] = dask_cluster.kill_worker(0)
+            done["killed"] = cluster.kill_worker(0)
 
-    killed = materialize(lake, "gala", batch_rows=50, scheduler=dask_cluster.address, progress=progress)
+    killed = materialize(lake, "gala", batch_rows=50, scheduler=cluster.address, progress=progress)
     assert done["killed"] is not None, "the worker was not killed: the job ended too early"
-    assert dask_cluster.workers[0].poll() is not None  # really dead
+    assert cluster.workers[0].poll() is not None  # really dead
     assert done["total"] > 3 + 2  # tasks were still to run when the worker died (runs + one per table)
+    return killed, done["total"]
+
+
+def test_materialization_completes_after_a_worker_is_killed(dask_cluster, mat_lake):
+    lake = mat_lake
+    clean = materialize(lake, "gala", batch_rows=50)  # in-process: the reference
+    killed, n_tasks = materialize_killing_a_worker(lake, dask_cluster)
     assert killed["version"] == clean["version"] + 1 and killed["rows"] == clean["rows"] > 1000
     a, b = _tables(lake, clean["version"]), _tables(lake, killed["version"])
     assert sorted(a) == sorted(b) == ["cell_types", "contacts", "synapses"]
@@ -124,7 +131,7 @@ def test_materialization_completes_after_a_worker_is_killed(dask_cluster, mat_la
     j = get_job(lake, killed["job"])
     assert (j["kind"], j["status"], j["datastack"], j["scheduler"]) == ("materialize", "done", "gala",
                                                                           dask_cluster.address)
-    assert j["tasks_done"] == j["tasks_total"] == done["total"] and j["finished"] and j["error"] is None
+    assert j["tasks_done"] == j["tasks_total"] == n_tasks and j["finished"] and j["error"] is None
     jc = get_job(lake, clean["job"])
     assert (jc["status"], jc["scheduler"], jc["tasks_done"], jc["tasks_total"]) == ("done", "in-process", 3, 3)
     assert [r["id"] for r in list_jobs(lake, kind="materialize")][:2] == [killed["job"], clean["job"]]

@@ -16,7 +16,12 @@ import pytest
 from neurolake.errors import InvalidArgument
 from neurolake.jobs.records import get_job
 from neurolake.materialize import materialize
-from tests.jobs.test_killed_materialization import _row_groups, _tables, build_gala_tables
+from tests.jobs.test_killed_materialization import (
+    _row_groups,
+    _tables,
+    build_gala_tables,
+    materialize_killing_a_worker,
+)
 
 # the two lakes were written at different times: every column but the creation time is compared
 VOLATILE = ["created"]
@@ -34,17 +39,7 @@ def test_materialization_on_s3_completes_after_a_worker_is_killed(s3_endpoint, d
     assert lake.remote
     try:
         build_gala_tables(lake)
-        done = {"n": 0, "killed": None, "total": 0}
-
-        def progress(phase: str, n: int, total: int) -> None:
-            done["n"], done["total"] = n, total
-            if n == 3 and done["killed"] is None:  # the other run tasks are queued or running
-                done["killed"] = dask_cluster.kill_worker(0)
-
-        killed = materialize(lake, "gala", batch_rows=50, scheduler=dask_cluster.address, progress=progress)
-        assert done["killed"] is not None, "the worker was not killed: the job ended too early"
-        assert dask_cluster.workers[0].poll() is not None  # really dead
-        assert done["total"] > 3 + 2  # tasks were still to run when the worker died (runs + one per table)
+        killed, n_tasks = materialize_killing_a_worker(lake, dask_cluster)
         assert killed["rows"] == clean["rows"] > 1000
         assert {t: m["rows"] for t, m in killed["tables"].items()} == {t: m["rows"] for t, m in clean["tables"].items()}
         a, b = _tables(local, clean["version"]), _tables(lake, killed["version"])
@@ -63,7 +58,7 @@ def test_materialization_on_s3_completes_after_a_worker_is_killed(s3_endpoint, d
         assert _row_groups(local, clean["version"]) == _row_groups(lake, killed["version"])
         j = get_job(lake, killed["job"])
         assert (j["kind"], j["status"], j["scheduler"]) == ("materialize", "done", dask_cluster.address)
-        assert j["tasks_done"] == j["tasks_total"] == done["total"] and j["error"] is None
+        assert j["tasks_done"] == j["tasks_total"] == n_tasks and j["error"] is None
         with pytest.raises(InvalidArgument):  # a job that fails on S3 leaves nothing either
             materialize(lake, "gala", scheduler="tcp://127.0.0.1:9")
         # nothing left behind: under materializations/ only the version's prefix, holding only its tables

@@ -153,6 +153,20 @@ def _writer_options(schema: pa.Schema) -> dict[str, Any]:
     return {"compression": "zstd", "use_dictionary": [c for c in schema.names if c != "id"]}
 
 
+def row_group_runs(md: pq.FileMetaData, rows: int) -> list[list[int]]:
+    """Consecutive row groups of a Parquet file (its ``md``) in runs of about ``rows`` rows each (a run closes
+    once it holds ``rows`` or more): the unit of work of a materialization task. Empty files give ``[]``."""
+    groups: list[list[int]] = [[]]
+    n = 0
+    for g in range(md.num_row_groups):
+        if n >= rows:
+            groups.append([])
+            n = 0
+        groups[-1].append(g)
+        n += md.row_group(g).num_rows
+    return [gs for gs in groups if gs]
+
+
 def rows_at(tab: pa.Table, schema: pa.Schema, t: pa.Scalar) -> pa.Table:
     """The rows of ``tab`` (read from an annotation table's files) live at time ``t``: created at or before
     ``t`` and not deleted by then, conformed to the stored ``schema`` (files written by MERGE may carry
@@ -284,16 +298,8 @@ def plan_runs(table, delta_version: int, rows: int) -> list[dict[str, Any]]:
     out = []
     for uri in d.file_uris():
         f = uri.removeprefix("file://")
-        md = pq.ParquetFile(open_input(f)).metadata
-        groups: list[list[int]] = [[]]
-        n = 0
-        for g in range(md.num_row_groups):
-            if n >= rows:
-                groups.append([])
-                n = 0
-            groups[-1].append(g)
-            n += md.row_group(g).num_rows
-        out += [{"k": len(out) + i, "file": f, "groups": gs} for i, gs in enumerate(g for g in groups if g)]
+        groups = row_group_runs(pq.ParquetFile(open_input(f)).metadata, rows)
+        out += [{"k": len(out) + i, "file": f, "groups": gs} for i, gs in enumerate(groups)]
     return out
 
 

@@ -37,7 +37,7 @@ from neurolake.base.time import parse_timestamp
 from neurolake.db.base import as_utc, utcnow
 from neurolake.errors import Conflict, InvalidArgument, NeurolakeError, NotFound
 from neurolake.materialize.models import MaterializationVersion
-from neurolake.materialize.tasks import rows_at
+from neurolake.materialize.tasks import row_group_runs, rows_at
 from neurolake.storage.config import is_s3
 from neurolake.storage.files import relative, remove_tree
 from neurolake.volumes.models import Datastack
@@ -160,18 +160,7 @@ def _valid_runs(table, version: int, ts: dt.datetime, rows: int):
     t = pa.scalar(ts, pa.timestamp("us", tz="UTC"))
     for uri in d.file_uris():
         pf = pq.ParquetFile(open_input(uri), pre_buffer=False)  # less CPU on many small row groups
-        md = pf.metadata
-        groups: list[list[int]] = [[]]
-        n = 0
-        for g in range(md.num_row_groups):
-            if n >= rows:
-                groups.append([])
-                n = 0
-            groups[-1].append(g)
-            n += md.row_group(g).num_rows
-        for gs in groups:
-            if not gs:
-                continue
+        for gs in row_group_runs(pf.metadata, rows):
             tab = rows_at(pf.read_row_groups(gs, use_threads=True), schema, t)
             if len(tab):
                 yield tab
