@@ -302,3 +302,48 @@ def test_registry_feature_roots_restrict_locations(reg_lake, feature_files, monk
                         replace(reg_lake.settings, feature_roots=(str(feature_files["cell_types"].parent),)))
     assert reg.register(name="cell_types", datastack="hemibrain",
                         location=str(feature_files["cell_types"]))["format"] == "parquet"
+
+
+def test_quota_counts_stay_visible_while_a_flush_writes_them(reg_lake, monkeypatch):
+    """A flush moves pending counts to the catalog; a check that runs meanwhile (another request's thread)
+    must still see them. Before the fix, the counts vanished between the two and a user over quota got a
+    200 (CI failure of tests/query/test_query_http.py::test_queries_count_against_the_quota)."""
+    import contextlib
+    import threading
+
+    from neurolake.access import Quotas
+    from neurolake.errors import QuotaExceeded
+
+    acc = reg_lake.access
+    acc.add_user("quo", quota_bytes=1000, quota_period_s=3600)
+    p = acc.principal("quo")
+    q = Quotas(reg_lake)
+    q.check(p)  # loads the window's base (0, 0)
+    q.add(p, 1, 5000, flush=False)
+    with pytest.raises(QuotaExceeded):
+        q.check(p)
+    entered, go = threading.Event(), threading.Event()
+    real = reg_lake.catalog.session
+
+    @contextlib.contextmanager
+    def slow_session():
+        entered.set()
+        assert go.wait(10)
+        with real() as s:
+            yield s
+
+    monkeypatch.setattr(reg_lake.catalog, "session", slow_session)
+    t = threading.Thread(target=q.flush)
+    t.start()
+    try:
+        assert entered.wait(10)  # the flush has taken the pending counts and not written them yet
+        assert q.usage(p)["bytes"] == 5000
+        with pytest.raises(QuotaExceeded):
+            q.check(p)
+    finally:
+        go.set()
+        t.join(10)
+    monkeypatch.setattr(reg_lake.catalog, "session", real)
+    assert q.usage(p)["bytes"] == 5000 and Quotas(reg_lake).usage(p)["bytes"] == 5000
+    with pytest.raises(QuotaExceeded):
+        q.check(p)

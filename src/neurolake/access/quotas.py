@@ -50,6 +50,7 @@ class Quotas:
         st = lake.settings
         self.defaults = {"bytes": st.quota_bytes, "requests": st.quota_requests, "period_s": st.quota_period_s}
         self._pending: dict[tuple[str, int, int], list[int]] = {}
+        self._flushing: dict[tuple[str, int, int], list[int]] = {}  # taken by a flush, not yet in _base
         self._base: dict[tuple[str, int], tuple[int, int]] = {}
         self._lock = threading.Lock()
         self._last_flush = time.monotonic()
@@ -98,8 +99,12 @@ class Quotas:
         period = lim["period_s"]
         window = self._window(period)
         base = self._read(p.name, window) if self.exact() else self._load_base(p.name, window)
-        with self._lock:
-            pend = self._pending.get((p.name, window, period), [0, 0])
+        key = (p.name, window, period)
+        with self._lock:  # base and the counts not yet in it, read together (a flush moves one to the other)
+            if not self.exact():
+                base = self._base.get((p.name, window), base)
+            pend = [a + b for a, b in zip(self._pending.get(key, [0, 0]), self._flushing.get(key, [0, 0]),
+                                          strict=True)]
         reset = window + period
         return {"user": p.name, "period_s": period,
                 "window_start": dt.datetime.fromtimestamp(window, dt.UTC).isoformat(),
@@ -201,10 +206,19 @@ class Quotas:
         with self._lock:
             pending, self._pending = self._pending, {}
             self._last_flush = time.monotonic()
+            for key, (req, nb) in pending.items():  # still counted by usage() until written
+                c = self._flushing.setdefault(key, [0, 0])
+                c[0] += req
+                c[1] += nb
         if not pending:
             return
         if self.exact():
-            self._flush_upsert(pending)
+            try:
+                self._flush_upsert(pending)
+            finally:
+                with self._lock:
+                    for key in pending:
+                        self._written(key, pending[key])
             return
         for (user, window, period), (req, nb) in pending.items():
             for _attempt in range(3):
@@ -218,14 +232,30 @@ class Quotas:
                         row.requests = (row.requests or 0) + req
                         row.bytes = (row.bytes or 0) + nb
                         s.flush()
-                        self._base[(user, window)] = (row.requests, row.bytes)
+                        totals = (row.requests, row.bytes)
+                    with self._lock:
+                        self._base[(user, window)] = totals
+                        self._written((user, window, period), (req, nb))
                     break
                 except IntegrityError:  # another process inserted the row first: retry as an update
                     continue
+            else:
+                with self._lock:
+                    self._written((user, window, period), (req, nb))
         # forget old windows
         now = time.time()
         for key in [k for k in self._base if k[1] < now - 2 * 86400 * 31]:
             self._base.pop(key, None)
+
+    def _written(self, key: tuple[str, int, int], counts) -> None:
+        """Forget ``counts`` of ``key`` from the counts being flushed (caller holds the lock)."""
+        c = self._flushing.get(key)
+        if c is None:
+            return
+        c[0] -= counts[0]
+        c[1] -= counts[1]
+        if not c[0] and not c[1]:
+            del self._flushing[key]
 
     def _flush_upsert(self, pending: dict[tuple[str, int, int], list[int]]) -> None:
         """PostgreSQL: add the pending counts with one atomic upsert per (user, window)."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import math
 import os
 import re
 import time
@@ -856,7 +857,7 @@ class FeatureRegistry:
         if fmt == "parquet" and not is_s3(loc):
             self._check_unchanged(tname, loc, files)
         data = _data_files(fmt, files, fp)
-        expires = int(time.time()) + expires_in
+        expires = math.ceil(time.time()) + expires_in  # lives at least expires_in seconds, never less
         user = self.principal.name
         out: dict[str, Any] = {"table": tname, "datastack": ds, "format": fmt, "fingerprint": fp,
                                "expires": dt.datetime.fromtimestamp(expires, dt.UTC).isoformat(),
