@@ -142,3 +142,61 @@ def test_a_writer_kept_waiting_gets_a_retryable_409_over_http(new_s3_lake, serve
     assert r.status_code == 201
     assert (lake.layer("gerhard", "em").cutout(x=(100, 164), y=(40, 72), z=(2, 3)) == 9).all()
     lake.close()
+
+
+def test_a_warm_reader_checks_the_token_once_and_still_sees_every_landed_write(new_s3_lake, tmp_path):
+    """Once a Layer's array is open, a cutout on an S3 lake reads first and checks the change token once after
+    (not once before and once after). A write landed by another Lake object (another process's view) between two
+    warm reads, a write left pending by a failure, and a mip-1 read of it must all still be seen."""
+    import asyncio
+
+    url, _db = new_s3_lake()
+    vol = np.arange(8 * 128 * 128, dtype=np.uint32).reshape(8, 128, 128) % 251
+    np.save(tmp_path / "v.npy", vol.astype(np.uint8))
+    lake = open_lake(url)
+    lake.create_datastack("ds", (4, 4, 40))
+    reader = lake.ingest(str(tmp_path / "v.npy"), "ds", "em", voxel_size=(4, 4, 40), scheduler="threads",
+                         shard=(8, 128, 128), chunk=(4, 32, 32))
+    box = dict(x=(0, 64), y=(0, 64), z=(0, 4))
+    reader.cutout(**box)
+    reader.cutout(**box, mip=1)
+    reads = []
+    real_get = type(lake.tokens).get
+
+    def counting_get(self, name):
+        reads.append(name)
+        return real_get(self, name)
+
+    type(lake.tokens).get = counting_get
+    try:
+        np.testing.assert_array_equal(reader.cutout(**box), vol[:4, :64, :64].astype(np.uint8))
+        assert len(reads) == 1  # warm: one token read
+        writer_lake = open_lake(url)
+        writer = writer_lake.layer("ds", "em")
+        writer.write(np.full((4, 64, 64), 200, np.uint8), x0=0, y0=0, z0=0)
+        reads.clear()
+        assert (reader.cutout(**box) == 200).all()  # the token moved: the arrays were reopened and read again
+        assert (asyncio.run(reader.cutout_async(x=(0, 32), y=(0, 32), z=(0, 4), mip=1)) == 200).all()
+        # a write whose pyramid update fails leaves the token pending: the warm reader repairs before reading mip 1
+        real_update = type(writer)._update_pyramid
+
+        def fail(self, mip, region):
+            raise OSError("connection reset (injected)")
+
+        type(writer)._update_pyramid = fail
+        try:
+            with pytest.raises(OSError, match="injected"):
+                writer.write(np.full((4, 64, 64), 17, np.uint8), x0=0, y0=0, z0=0)
+        finally:
+            type(writer)._update_pyramid = real_update
+        assert (reader.cutout(x=(0, 32), y=(0, 32), z=(0, 4), mip=1) == 17).all()
+        assert not reader.pending_updates()
+        reader.cutout(**box)  # opens mip 0 again (the arrays were dropped when the token moved)
+        reads.clear()
+        assert (reader.cutout(**box) == 17).all()
+        assert (asyncio.run(reader.cutout_async(**box)) == 17).all()
+        assert len(reads) == 2  # warm again: one token read per cutout
+        writer_lake.close()
+    finally:
+        type(lake.tokens).get = real_get
+    lake.close()

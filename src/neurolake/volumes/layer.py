@@ -171,6 +171,31 @@ class Layer:
                            "get it again (lake.layer) and repeat the read", datastack=self.datastack,
                            layer=self.name)
 
+    def _cached_array(self, mip: int) -> tuple[ts.TensorStore | None, str | None]:
+        """Object storage: ``(array, token)`` when ``mip``'s array is open and was validated at a token of no
+        write in flight; a read from it is then confirmed by one token read after it (:meth:`_confirmed`)
+        instead of one before and one after. ``(None, None)`` otherwise (and always on a local lake)."""
+        seen = self._generation_seen
+        if self._tokens is None or seen is None or seen.startswith("p"):
+            return None, None
+        return self._arrays.get(mip), seen
+
+    def _confirmed(self, seen: str) -> bool:
+        """After a read from :meth:`_cached_array`: True when the layer's token is still ``seen``, so no write
+        started or landed since the array's caches were validated and the read is what a read after the token
+        check would have returned (tokens change when a write starts and when it lands, and a killed writer
+        leaves its pending token: so no pyramid update is pending either). Otherwise (also when the token is
+        gone: the layer was replaced or deleted) the arrays are dropped and False is returned: the caller reads
+        again the checked way, which raises Conflict for a replaced layer."""
+        g = self._tokens.get(self._token_name)
+        if g == seen:
+            return True
+        with self._lock:
+            if self._generation_seen == seen:
+                self._arrays = {}
+                self._generation_seen = None
+        return False
+
     def generation(self) -> str:
         """A token that changes whenever a write to this layer starts and lands, in this process or any other
         (the identity of the ``generation`` file the writer replaces). Caches of derived bytes (tiles,
@@ -247,6 +272,11 @@ class Layer:
         """
         self._check_ready()
         (x0, x1), (y0, y1), (z0, z1) = self.check_box(x, y, z, mip)
+        arr, seen = self._cached_array(mip)
+        if arr is not None:  # object storage, array open: read, then one token check
+            out = arr[z0:z1, y0:y1, x0:x1].read().result()
+            if self._confirmed(seen):
+                return out
         if mip > 0:
             self._repair_overlapping(mip, ((z0, z1), (y0, y1), (x0, x1)))
         out = self.array(mip)[z0:z1, y0:y1, x0:x1].read().result()
@@ -262,6 +292,11 @@ class Layer:
 
         self._check_ready()
         (x0, x1), (y0, y1), (z0, z1) = self.check_box(x, y, z, mip)
+        arr, seen = self._cached_array(mip)
+        if arr is not None:  # object storage, array open: read, then one token check
+            out = await arr[z0:z1, y0:y1, x0:x1].read()
+            if self._confirmed(seen):
+                return out
         if mip > 0 and self._maybe_pending() and self.pending_updates():
             return await asyncio.to_thread(self.cutout, (x0, x1), (y0, y1), (z0, z1), mip)
         self._revalidate()
