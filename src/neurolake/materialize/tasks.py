@@ -323,12 +323,10 @@ def materialize_on_dask(lake, datastack: str, tabs: list, delta_versions: dict[s
     for t in tabs:
         lookup = None
         if seg is not None and sv_layer is not None and t.segmentation_layer != sv_layer:
-            import json
-
-            from neurolake.volumes.store import array_spec
+            from neurolake.volumes.store import task_spec
 
             layer = lake.layer(datastack, sv_layer)
-            lookup = {"spec": json.dumps(array_spec(layer.root, 0)),
+            lookup = {"spec": task_spec(layer.root, 0),
                       "scale": (np.array(t.voxel_size_nm) / np.array(layer.voxel_size, dtype=np.float64)).tolist(),
                       "size_xyz": [int(s) for s in layer.size(0)]}
         plan = {"table": t.name, "table_path": str(t.path), "delta_version": delta_versions[t.name],

@@ -426,7 +426,7 @@ def build_meshes(lake, datastack: str, layer: str, *, draco: bool = False, block
     """
     from neurolake.jobs import dask_client, run_tasks
     from neurolake.provenance import layer_identity, record
-    from neurolake.volumes.store import array_spec
+    from neurolake.volumes.store import task_spec
 
     la = _layer(lake, datastack, layer)
     size = tuple(int(s) for s in la.size(0))
@@ -467,7 +467,7 @@ def build_meshes(lake, datastack: str, layer: str, *, draco: bool = False, block
             last_write = time.monotonic()
 
     if todo:
-        spec_json = json.dumps(array_spec(la.root, 0))
+        spec_json = task_spec(la.root, 0)
         with dask_client(scheduler) as client:
             run_tasks(client, _block_task, [(spec_json, b, size, blk, res, str(blocks_dir), simplify)
                                                   for b in todo], on_done)

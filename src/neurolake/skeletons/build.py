@@ -231,7 +231,7 @@ def skeletonize_layer(lake, datastack: str, layer: str, *, mip: int = 0, teasar_
     """
     from neurolake.jobs import dask_client, run_tasks
     from neurolake.provenance import layer_identity, record
-    from neurolake.volumes.store import array_spec
+    from neurolake.volumes.store import task_spec
 
     la = store.seg_layer(lake, datastack, layer)
     if not isinstance(mip, int) or not 0 <= mip < la.num_mips:
@@ -265,7 +265,7 @@ def skeletonize_layer(lake, datastack: str, layer: str, *, mip: int = 0, teasar_
                                      overwrite=overwrite, client=c, progress=progress, say=say)
     t0 = time.perf_counter()
     shape = la.shape(mip)
-    spec_json = json.dumps(array_spec(la.root, mip))
+    spec_json = task_spec(la.root, mip)
     anisotropy = list(la.spec.mips[mip].voxel_size_nm)
     depth = la.spec.mips[mip].shard_zyx[0]
 

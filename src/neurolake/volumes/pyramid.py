@@ -8,7 +8,6 @@ cutout write (:func:`update_region`) run in-process over the touched region only
 from __future__ import annotations
 
 import itertools
-import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +18,7 @@ import tensorstore as ts
 from neurolake.jobs import dask_client, run_tasks
 from neurolake.volumes.downsample import downsample
 from neurolake.volumes.spec import LayerSpec, Mip
-from neurolake.volumes.store import array_spec, open_array_cached
+from neurolake.volumes.store import open_array_cached, task_spec
 
 Box = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]  # ((z0, z1), (y0, y1), (x0, x1))
 
@@ -62,8 +61,8 @@ def build_pyramid(root: Path, spec: LayerSpec, *, scheduler: str | None = None, 
         with dask_client(scheduler) as c:
             return build_pyramid(root, spec, client=c, on_level=on_level, on_task=on_task)
     for m in spec.mips[1:]:
-        src_json = json.dumps(array_spec(root, m.mip - 1))
-        dst_json = json.dumps(array_spec(root, m.mip))
+        src_json = task_spec(root, m.mip - 1)
+        dst_json = task_spec(root, m.mip)
         boxes = shard_boxes(m.shape_zyx, m.shard_zyx)
         if on_level:
             on_level(m.mip, len(boxes))
@@ -121,8 +120,8 @@ def update_region_on_dask(root: Path, spec: LayerSpec, box: Box, *, mip: int = 0
             return update_region_on_dask(root, spec, box, mip=mip, client=c, job=job, on_task=on_task)
     n = 0
     for m, boxes in region_boxes(spec, box, mip):
-        src_json = json.dumps(array_spec(root, m - 1))
-        dst_json = json.dumps(array_spec(root, m))
+        src_json = task_spec(root, m - 1)
+        dst_json = task_spec(root, m)
         run_tasks(client, _downsample_task,
                   [(src_json, dst_json, b, _step_zyx(spec, m), spec.layer_type) for b in boxes], on_task, job=job)
         n += len(boxes)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +78,16 @@ def open_array(root: Path | Any, mip: int, context: ts.Context) -> ts.TensorStor
     return ts.open(array_spec(root, mip), context=context, open=True).result()
 
 
+def task_spec(root: Path | Any, mip: int) -> str:
+    """The JSON string a Dask task opens mip ``mip`` of the layer at ``root`` from (:func:`open_array_cached`):
+    the array's spec and a nonce of this call. Make it once per job and pass it to every task of the job."""
+    return json.dumps({"spec": array_spec(root, mip), "job": uuid.uuid4().hex})
+
+
 @functools.lru_cache(maxsize=64)
-def open_array_cached(spec_json: str) -> ts.TensorStore:
-    """Open from a JSON spec string, cached per process (used inside Dask workers)."""
-    return ts.open(json.loads(spec_json), open=True).result()
+def open_array_cached(task_json: str) -> ts.TensorStore:
+    """Open the array of a :func:`task_spec` string, cached per process (inside Dask workers, or in this
+    process for the threaded scheduler): the tasks of one job share one opening, but the next job opens
+    again. An opening caches the array's metadata, and a layer deleted and created again at the same path
+    (new shape, chunks or codecs) must never be read through a previous job's opening."""
+    return ts.open(json.loads(task_json)["spec"], open=True).result()
