@@ -56,6 +56,32 @@ def test_ingest_every_source_kind(fresh_lake, tmp_path, gala_image):
         assert la.provenance["inputs"]["fingerprint"]
 
 
+def test_a_folder_holding_one_multi_page_tiff_is_that_stack(fresh_lake, tmp_path, gala_image):
+    folder = tmp_path / "one"
+    folder.mkdir()
+    tifffile.imwrite(folder / "stack.tif", gala_image[:12])
+    np.testing.assert_array_equal(_ingest(fresh_lake, folder, "one")[:, :, :], gala_image[:12])
+
+
+def test_a_layer_created_again_at_the_same_path_is_read_afresh(fresh_lake, tmp_path, gala_image):
+    """Pyramid tasks open their arrays once per job: a layer deleted and ingested again under the same name (same
+    folder, new shape and chunks) in the same process must not be read through the first job's opening (it
+    failed with 'Not enough data' reading a shard, or gave the old shape)."""
+    tifffile.imwrite(tmp_path / "a.tif", gala_image[:20])
+    tifffile.imwrite(tmp_path / "b.tif", gala_image[:6, :64, :100])
+    first = _ingest(fresh_lake, tmp_path / "a.tif", "again")
+    assert first.num_mips >= 2
+    fresh_lake.delete_layer("ds", "again")
+    la = _ingest(fresh_lake, tmp_path / "b.tif", "again", shard=(4, 64, 64), chunk=(2, 32, 32))
+    assert la.root == first.root
+    np.testing.assert_array_equal(la[:, :, :], gala_image[:6, :64, :100])
+    from neurolake.volumes.downsample import downsample
+
+    sx, sy, sz = la.size(1)
+    expect = downsample(gala_image[:6, :64, :100], la.spec.mips[1].step_xyz[::-1], "image")
+    np.testing.assert_array_equal(la.cutout(x=(0, sx), y=(0, sy), z=(0, sz), mip=1), expect)
+
+
 def test_natural_sort_of_slices(fresh_lake, tmp_path):
     folder = tmp_path / "nat"
     folder.mkdir()
@@ -89,6 +115,7 @@ def test_segmentation_from_signed_ints_and_refuses_negative(fresh_lake, tmp_path
         ("missing", NotFound, "does not exist"),
         ("empty_folder", InvalidArgument, "no .tif"),
         ("mismatch", InvalidArgument, "all slices must match"),
+        ("two_stacks", InvalidArgument, "multi-page TIFF"),
         ("rgb", InvalidArgument, "RGB"),
         ("h5_no_dataset", NotFound, "no dataset"),
         ("float_seg", InvalidArgument, "cannot hold segment ids"),
@@ -108,6 +135,11 @@ def test_bad_sources_keep_nothing(fresh_lake, tmp_path, kind, err, text):
         src.mkdir()
         tifffile.imwrite(src / "0.tif", np.zeros((8, 8), np.uint8))
         tifffile.imwrite(src / "1.tif", np.zeros((8, 9), np.uint8))
+    elif kind == "two_stacks":  # two multi-page TIFFs: not one section per file
+        src = tmp_path / "stacks"
+        src.mkdir()
+        tifffile.imwrite(src / "a.tif", np.zeros((5, 8, 8), np.uint8))
+        tifffile.imwrite(src / "b.tif", np.zeros((5, 8, 8), np.uint8))
     elif kind == "rgb":
         src = tmp_path / "rgb"
         src.mkdir()

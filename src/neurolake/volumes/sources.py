@@ -2,7 +2,8 @@
 
 Accepted ``SOURCE`` strings:
 
-- a folder of 2-D TIFF or PNG slices (natural sort of file names: ``2.tif`` before ``10.tif``);
+- a folder of 2-D TIFF or PNG slices (natural sort of file names: ``2.tif`` before ``10.tif``); a folder holding
+  one multi-page TIFF reads that stack, a folder of several is refused (InvalidArgument: ingest each file);
 - a multi-page TIFF (``stack.tif``; one page per section);
 - an HDF5 dataset ``file.h5:/path/in/file`` (or ``file.h5`` holding a single dataset);
 - a Zarr array folder (v2 or v3; an OME-Zarr group reads its full-resolution array ``0``);
@@ -100,6 +101,11 @@ class SliceFolder(Source):
                 with tifffile.TiffFile(p) as tf:
                     page = tf.pages[0]
                     shape, dtype = tuple(page.shape), page.dtype
+                    if len(tf.pages) > 1:
+                        raise InvalidArgument(
+                            f"slice {p.name} is a multi-page TIFF ({len(tf.pages)} pages): a folder must hold one "
+                            "2-D section per file; ingest the multi-page TIFF itself (its path as the source)",
+                            field="source", file=str(p))
             else:
                 from PIL import Image
 
@@ -330,6 +336,9 @@ def open_source(source: str | os.PathLike) -> Source:
     if path.is_dir():
         if (path / "zarr.json").exists() or (path / ".zarray").exists() or (path / ".zgroup").exists():
             return ZarrArray(path)
+        images = [p for p in path.iterdir() if p.suffix.lower() in SLICE_SUFFIXES and p.is_file()]
+        if len(images) == 1 and images[0].suffix.lower() in (".tif", ".tiff") and _tiff_pages(images[0]) > 1:
+            return TiffStack(images[0])  # a folder holding one multi-page TIFF: that stack
         return SliceFolder(path)
     if suffix in (".h5", ".hdf5", ".hdf") or dataset is not None:
         return HDF5Dataset(path, dataset)
@@ -341,6 +350,17 @@ def open_source(source: str | os.PathLike) -> Source:
         return _single_png(path)
     raise InvalidArgument(f"cannot ingest {path.name}: use a folder of TIFF/PNG slices, a .tif, an HDF5 "
                           "file.h5:/dataset, a Zarr folder or a .npy", field="source", value=text)
+
+
+def _tiff_pages(path: Path) -> int:
+    """Pages of a TIFF file (0 when it cannot be parsed: the slice reader then says what is wrong)."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tf:
+            return len(tf.pages)
+    except Exception:  # tifffile raises many kinds on a damaged file
+        return 0
 
 
 def _single_png(path: Path) -> Source:
