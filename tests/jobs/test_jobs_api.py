@@ -183,3 +183,24 @@ def test_job_rows_on_postgres(new_pg_database, tmp_path):
     assert rows[1]["user"] == "ann" and rows[1]["error"] == "bad block" and rows[0]["finished"] is None
     assert list_jobs(lake, status="running", datastack="y")[0]["scheduler"] == "tcp://10.0.0.1:8786"
     lake.close()
+
+
+def test_mesh_and_skeleton_builds_have_job_rows(tmp_path):
+    from neurolake import init_lake
+    from neurolake.meshes import build_meshes
+    from neurolake.skeletons.build import skeletonize_layer
+
+    lake = init_lake(tmp_path / "lake")
+    lake.create_datastack("gala", (8, 8, 8))
+    lake.ingest(str(GALA / "train-gt.lzf.h5") + ":/stack", "gala", "segmentation", voxel_size=(8, 8, 8),
+                layer_type="segmentation", scheduler="threads")
+    summary = build_meshes(lake, "gala", "segmentation", scheduler="threads")
+    skeletonize_layer(lake, "gala", "segmentation", scheduler="threads")
+    sk, mesh = list_jobs(lake, limit=2)
+    assert (mesh["kind"], mesh["datastack"], mesh["target"], mesh["status"], mesh["scheduler"]) == \
+        ("mesh", "gala", "segmentation", "done", "threads")
+    assert mesh["tasks_done"] == mesh["tasks_total"] == summary["meshed_blocks"] > 0
+    assert (sk["kind"], sk["target"], sk["status"], sk["scheduler"]) == \
+        ("skeletonize", "segmentation", "done", "threads")
+    assert sk["tasks_done"] == sk["tasks_total"] > 1  # bounding-box slabs, then skeleton groups
+    lake.close()

@@ -466,11 +466,14 @@ def build_meshes(lake, datastack: str, layer: str, *, draco: bool = False, block
             _write_meta(la, meta)
             last_write = time.monotonic()
 
-    if todo:
+    if todo:  # a job row (kind mesh) counts the blocks' tasks: `neurolake jobs`, GET /api/v1/jobs
+        from neurolake.jobs.records import job
+
         spec_json = task_spec(la.root, 0)
-        with dask_client(scheduler) as client:
+        with dask_client(scheduler) as client, job(lake, "mesh", datastack=datastack, target=layer, user=author,
+                                                   scheduler=scheduler or "local") as j:
             run_tasks(client, _block_task, [(spec_json, b, size, blk, res, str(blocks_dir), simplify)
-                                                  for b in todo], on_done)
+                                            for b in todo], on_done, job=j)
     seconds = time.perf_counter() - t0
     _forget_index(lake, la)
     idx = _index(lake, la)

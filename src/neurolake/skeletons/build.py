@@ -262,59 +262,65 @@ def skeletonize_layer(lake, datastack: str, layer: str, *, mip: int = 0, teasar_
                                      dust_threshold=dust_threshold, fix_branching=fix_branching,
                                      fix_borders=fix_borders, fill_holes=fill_holes, fix_avocados=fix_avocados,
                                      ids_per_task=ids_per_task, max_task_voxels=max_task_voxels,
-                                     overwrite=overwrite, client=c, progress=progress, say=say)
-    t0 = time.perf_counter()
-    shape = la.shape(mip)
-    spec_json = task_spec(la.root, mip)
-    anisotropy = list(la.spec.mips[mip].voxel_size_nm)
-    depth = la.spec.mips[mip].shard_zyx[0]
+                                     overwrite=overwrite, scheduler=scheduler or "local", client=c,
+                                     progress=progress, say=say)
+    from neurolake.jobs.records import job
 
-    def ticker(phase: str, total: int) -> Callable[[Any], None]:
-        done = [0]
-        if progress:
-            progress(phase, 0, total)
+    # a job row (kind skeletonize) counts both phases' tasks: `neurolake jobs`, GET /api/v1/jobs
+    with job(lake, "skeletonize", datastack=datastack, target=layer, scheduler=scheduler or "client") as j:
+        t0 = time.perf_counter()
+        shape = la.shape(mip)
+        spec_json = task_spec(la.root, mip)
+        anisotropy = list(la.spec.mips[mip].voxel_size_nm)
+        depth = la.spec.mips[mip].shard_zyx[0]
 
-        def tick(_: Any) -> None:
-            done[0] += 1
+        def ticker(phase: str, total: int) -> Callable[[Any], None]:
+            done = [0]
             if progress:
-                progress(phase, done[0], total)
-        return tick
+                progress(phase, 0, total)
 
-    sl = slabs(shape, depth)
-    boxes = merge_boxes(run_tasks(client, _bbox_task, [(spec_json, b) for b in sl], ticker("bounding boxes", len(sl))))
-    groups = plan(boxes, shape, ids_per_task=ids_per_task, max_task_voxels=max_task_voxels,
-                  min_voxels=dust_threshold)
-    final = store.skeleton_dir(la)
-    build = final.parent / f"{store.SKELETON_DIR}.build-{secrets.token_hex(4)}"
-    remote = is_s3(build)
-    if not remote:
-        build.mkdir(parents=True)
-    held = (lake.locks.hold(f"skeletons:{la.root}", timeout_s=600, what=f"skeleton build of {datastack}/{layer}")
-            if remote else contextlib.nullcontext())
-    try:
-        kw = kimimaro_kwargs(params)
-        parts = run_tasks(client, _skeleton_task, [(spec_json, b, ids, anisotropy, kw, str(build)) for b, ids in groups],
-                          ticker("skeletons", len(groups)))
-        rows = [{**r, "voxels": boxes[r["segment_id"]][0], "mip": mip} for part in parts for r in part]
-        seconds = time.perf_counter() - t0
-        voxels = int(np.prod(shape))
-        (build / "info").write_text(json.dumps(store.info_doc(mip)))
-        prov = record(ACTION, inputs=[{"datastack": datastack, "layer": layer}], params=params, key=key,
-                      kimimaro=params["kimimaro"], generation=la.generation(),
-                      statistics={"segments": len(boxes), "skeletons": len(rows), "tasks": len(groups),
-                                  "voxels": voxels, "seconds": round(seconds, 3),
-                                  "voxels_per_second": round(voxels / seconds, 1) if seconds else None,
-                                  "cable_length_nm": float(sum(r["cable_length_nm"] for r in rows))})
-        digest = json.dumps(key, sort_keys=True)
-        with held:
-            prov["table_version"] = store.write_table(la, rows, {"neurolake.skeletonize": digest})
-            (build / store.PROVENANCE).write_text(json.dumps(prov, indent=1))
-            _swap(build, final)
-    except BaseException:
-        if remote:
-            held.release()  # idempotent: also left by the `with` above
-        remove_tree(build)
-        raise
+            def tick(_: Any) -> None:
+                done[0] += 1
+                if progress:
+                    progress(phase, done[0], total)
+            return tick
+
+        sl = slabs(shape, depth)
+        boxes = merge_boxes(run_tasks(client, _bbox_task, [(spec_json, b) for b in sl],
+                                      ticker("bounding boxes", len(sl)), job=j))
+        groups = plan(boxes, shape, ids_per_task=ids_per_task, max_task_voxels=max_task_voxels,
+                      min_voxels=dust_threshold)
+        final = store.skeleton_dir(la)
+        build = final.parent / f"{store.SKELETON_DIR}.build-{secrets.token_hex(4)}"
+        remote = is_s3(build)
+        if not remote:
+            build.mkdir(parents=True)
+        held = (lake.locks.hold(f"skeletons:{la.root}", timeout_s=600, what=f"skeleton build of {datastack}/{layer}")
+                if remote else contextlib.nullcontext())
+        try:
+            kw = kimimaro_kwargs(params)
+            parts = run_tasks(client, _skeleton_task, [(spec_json, b, ids, anisotropy, kw, str(build))
+                                                       for b, ids in groups], ticker("skeletons", len(groups)), job=j)
+            rows = [{**r, "voxels": boxes[r["segment_id"]][0], "mip": mip} for part in parts for r in part]
+            seconds = time.perf_counter() - t0
+            voxels = int(np.prod(shape))
+            (build / "info").write_text(json.dumps(store.info_doc(mip)))
+            prov = record(ACTION, inputs=[{"datastack": datastack, "layer": layer}], params=params, key=key,
+                          kimimaro=params["kimimaro"], generation=la.generation(),
+                          statistics={"segments": len(boxes), "skeletons": len(rows), "tasks": len(groups),
+                                      "voxels": voxels, "seconds": round(seconds, 3),
+                                      "voxels_per_second": round(voxels / seconds, 1) if seconds else None,
+                                      "cable_length_nm": float(sum(r["cable_length_nm"] for r in rows))})
+            digest = json.dumps(key, sort_keys=True)
+            with held:
+                prov["table_version"] = store.write_table(la, rows, {"neurolake.skeletonize": digest})
+                (build / store.PROVENANCE).write_text(json.dumps(prov, indent=1))
+                _swap(build, final)
+        except BaseException:
+            if remote:
+                held.release()  # idempotent: also left by the `with` above
+            remove_tree(build)
+            raise
     if say:
         say(f"{datastack}/{layer}: {len(rows)} skeletons of {len(boxes)} segments at mip {mip} in {len(groups)} "
             f"tasks, {prov['statistics']['seconds']} s; skeleton table version {prov['table_version']}")
