@@ -258,7 +258,7 @@ def test_lake_mode_errors_and_broken_files_table(ephys_lake, tmp_path):
     with pytest.raises(NotFound, match="not a lake"):
         est.lake_usage(tmp_path)
     with pytest.raises(Unsupported, match="scenario"):
-        est.lake_usage("s3://bucket/lake")
+        est.lake_usage("gs://bucket/lake")  # s3:// lakes are estimated: tests/s3/test_s3_estimate.py
     # a files table whose log is damaged is reported, the rest still counted
     broken = tmp_path / "lake"
     shutil.copytree(root, broken, ignore=shutil.ignore_patterns("volumes"))

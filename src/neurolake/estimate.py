@@ -2,13 +2,16 @@
 
 Two ways in, one price model out:
 
-- **lake mode** (:func:`lake_usage`, :func:`estimate_lake`): walk the lake folder and add up the bytes really
-  stored, by category: volumes (``datastacks/<ds>/volumes/``), annotation tables (``datastacks/<ds>/tables/``),
-  materializations, proofreading, ephys tables (``datastacks/<ds>/ephys/<table>/``), ephys traces
+- **lake mode** (:func:`lake_usage`, :func:`estimate_lake`): walk the lake — a folder, or an
+  ``s3://bucket/prefix`` (one object listing, sizes from it) — and add up the bytes really stored, by category:
+  volumes (``datastacks/<ds>/volumes/``), annotation tables (``datastacks/<ds>/tables/``), materializations,
+  proofreading, ephys tables (``datastacks/<ds>/ephys/<table>/``), ephys traces
   (``datastacks/<ds>/ephys/traces/``), query results (``runs/``), the catalog, other; plus the raw source files
   the ephys ``files`` tables list (their ``bytes`` column: the files themselves live outside the lake). For
   Zarr arrays the uncompressed size is the arrays' shape × item size (from ``zarr.json`` / ``.zarray``); for
-  Parquet files the uncompressed column data of their row groups (Parquet footer ``total_byte_size``).
+  Parquet files the uncompressed column data of their row groups (Parquet footer ``total_byte_size``). A
+  catalog on PostgreSQL (every S3 lake's) is outside the store: its size (``pg_database_size``) is reported in
+  a note, not priced.
 - **scenario mode** (:func:`estimate` with :class:`Item` s, :func:`load_scenario`, :func:`parse_item`): items
   of a size and a count, plus requests and egress.
 
@@ -28,20 +31,23 @@ Errors: :class:`~neurolake.errors.InvalidArgument` for a malformed item, price, 
 field, value and what is allowed); :class:`~neurolake.errors.NotFound` for a missing lake or file.
 
 A core module: it imports the standard library, numpy (dtype sizes) and, when it meets them, pyarrow
-(Parquet footers) and deltalake (ephys ``files`` tables); never the faces.
+(Parquet footers), deltalake (ephys ``files`` tables), the storage configuration and s3fs (S3 lakes) and
+SQLAlchemy (a PostgreSQL catalog's size); never the faces.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
 import re
 from collections import defaultdict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from neurolake.errors import InvalidArgument, NotFound
 
@@ -450,6 +456,7 @@ class LakeUsage:
     categories: list[CategoryUsage]
     raw_sources: CategoryUsage | None
     notes: list[str] = field(default_factory=list)
+    catalog_database_bytes: int | None = None  # a PostgreSQL catalog (pg_database_size): outside the store
 
     @property
     def total_bytes(self) -> int:
@@ -459,7 +466,8 @@ class LakeUsage:
     def to_dict(self) -> dict[str, Any]:
         return {"root": self.root, "total_bytes": self.total_bytes,
                 "categories": [c.to_dict() for c in self.categories],
-                "raw_sources": None if self.raw_sources is None else self.raw_sources.to_dict(), "notes": self.notes}
+                "raw_sources": None if self.raw_sources is None else self.raw_sources.to_dict(), "notes": self.notes,
+                "catalog_database_bytes": self.catalog_database_bytes}
 
 
 def _category(parts: tuple[str, ...]) -> tuple[str, str]:
@@ -478,16 +486,26 @@ def _category(parts: tuple[str, ...]) -> tuple[str, str]:
     return OTHER, parts[1] if parts[0] == "datastacks" and len(parts) > 2 else ""
 
 
-def _zarr_array_bytes(meta_path: Path) -> int | None:
+Opener = Callable[[], BinaryIO]  # opens one file of a lake for reading: binary, seekable
+Walk = Iterator[tuple[tuple[str, ...], int, Opener]]  # (path parts under the lake root, bytes stored, opener)
+
+
+def _zarr_array_bytes(meta_path: str | Path, opener: Opener | None = None) -> int | None:
     """Uncompressed bytes of the Zarr array whose metadata is ``meta_path`` (v3 ``zarr.json`` of an array
-    node, or v2 ``.zarray``): prod(shape) × item size; 0 for a group; None when the data type is unknown."""
+    node, or v2 ``.zarray``): prod(shape) × item size; 0 for a group; None when the data type is unknown.
+    The metadata is read through ``opener`` when given (an object on S3), else from the local file."""
     import numpy as np
 
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if opener is None:
+            raw = Path(meta_path).read_bytes()
+        else:
+            with opener() as f:
+                raw = f.read()
+        meta = json.loads(raw)
     except (OSError, ValueError):
         return None
-    if meta_path.name == "zarr.json":
+    if Path(meta_path).name == "zarr.json":
         if meta.get("node_type") != "array":
             return 0
         dt = meta.get("data_type")
@@ -509,39 +527,113 @@ def _zarr_array_bytes(meta_path: Path) -> int | None:
     return int(math.prod(int(s) for s in meta.get("shape", ()))) * size
 
 
-def _parquet_uncompressed(path: Path) -> int | None:
-    """Uncompressed column data of a Parquet file (sum of its row groups' total_byte_size, from the footer)."""
+def _parquet_uncompressed(opener: Opener) -> int | None:
+    """Uncompressed column data of a Parquet file (sum of its row groups' total_byte_size, from the footer:
+    pyarrow reads the file's tail only, by seeking to its end)."""
     import pyarrow.parquet as pq
 
     try:
-        md = pq.ParquetFile(path).metadata
+        with opener() as f:
+            md = pq.ParquetFile(f).metadata
     except Exception:  # noqa: BLE001 - an unreadable file just has no known uncompressed size
         return None
     return sum(md.row_group(i).total_byte_size for i in range(md.num_row_groups))
 
 
-def _raw_sources(files_tables: list[Path], notes: list[str], root: Path) -> CategoryUsage | None:
-    """Raw files listed by the ephys ``files`` Delta tables (current version): their ``bytes``, each file
-    (by ``file_sha256``) once."""
+def _local_files(root: Path) -> Walk:
+    """Every file under the lake folder ``root``, sorted: sizes as stored (``lstat``, symlinks not followed)."""
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        d = Path(dirpath)
+        rel_dir = d.relative_to(root).parts
+        dirnames.sort()
+        for name in sorted(filenames):
+            p = d / name
+            try:
+                size = p.lstat().st_size
+            except OSError:
+                continue
+            yield (*rel_dir, name), size, functools.partial(open, p, "rb")
+
+
+def _s3_files(fs: Any, base: str) -> Walk:
+    """Every object under ``base`` (``bucket/prefix``) of the s3fs filesystem ``fs``, sorted by key. Sizes come
+    from the listing (ListObjectsV2 without delimiter: one request per 1,000 keys, no HEAD per object); the
+    opener knows the size and reads by range (64 KB blocks: a Parquet footer, a ``zarr.json``)."""
+    listing = fs.find(base, detail=True)
+    for key in sorted(listing):
+        info = listing[key]
+        if info.get("type", "file") != "file" or not key.startswith(base + "/"):
+            continue
+        rel = tuple(key[len(base) + 1:].split("/"))
+        yield rel, int(info.get("size") or 0), functools.partial(_s3_open, fs, info)
+
+
+def _s3_open(fs: Any, info: dict[str, Any]) -> BinaryIO:
+    """The object of the listing entry ``info``, open for ranged reads (64 KB blocks). The entry (size, ETag)
+    is the file's details, so s3fs sends no HEAD before its GETs (and each GET is conditional on the ETag)."""
+    f = fs.open(info["name"], "rb", size=int(info["size"]), block_size=2**16)
+    f.details = info
+    return f
+
+
+def _add_up(files: Walk, notes: list[str]) -> tuple[list[CategoryUsage], list[tuple[str, ...]]]:
+    """The walk of :func:`lake_usage`, for a folder and an S3 prefix alike: usage by category (in
+    :data:`CATEGORIES` order) and the ephys ``files`` Delta tables met (path parts of each table)."""
+    cats: dict[str, CategoryUsage] = {}
+    files_tables: dict[tuple[str, ...], None] = {}
+    for parts, size, opener in files:
+        name = parts[-1]
+        if "_delta_log" in parts:
+            i = parts.index("_delta_log")
+            if i >= 2 and parts[i - 2:i] == ("ephys", "files"):
+                files_tables[parts[:i]] = None
+        cat, ds = _category(parts)
+        cu = cats.setdefault(cat, CategoryUsage(cat))
+        cu.bytes += size
+        cu.files += 1
+        cu.by_datastack[ds] = cu.by_datastack.get(ds, 0) + size
+        if cat in (VOLUMES, EPHYS_TRACES):
+            if name in ("zarr.json", ".zarray"):
+                extra = _zarr_array_bytes(name, opener)
+                if extra is None:
+                    cu.uncompressed_bytes = None
+                    notes.append(f"{'/'.join(parts)}: unknown data type, uncompressed size not known")
+                elif cu.uncompressed_bytes is not None:
+                    cu.uncompressed_bytes += extra
+                if cu.uncompressed_bytes is not None:
+                    cu.uncompressed_bytes += size  # the metadata file itself
+        elif cat in (CATALOG, OTHER):
+            cu.uncompressed_bytes = None
+        elif cu.uncompressed_bytes is not None:
+            un = _parquet_uncompressed(opener) if name.endswith(".parquet") else size
+            cu.uncompressed_bytes = None if un is None else cu.uncompressed_bytes + un
+    return [cats[c] for c in CATEGORIES if c in cats], list(files_tables)
+
+
+def _raw_sources(files_tables: list[tuple[str, ...]], notes: list[str],
+                 locate: Callable[[tuple[str, ...]], tuple[str, dict[str, str]]]) -> CategoryUsage | None:
+    """Raw files listed by the ephys ``files`` Delta tables (current version; ``locate``: path parts → table
+    URI and delta-rs storage options): their ``bytes``, each file (by ``file_sha256``) once."""
     if not files_tables:
         return None
     from deltalake import DeltaTable
 
     seen: dict[str, int] = {}
     by_ds: dict[str, int] = defaultdict(int)
-    for p in files_tables:
-        rel = p.relative_to(root).parts
-        ds = rel[1] if rel[0] == "datastacks" else ""
+    for parts in files_tables:
+        rel = "/".join(parts)
+        ds = parts[1] if parts[0] == "datastacks" else ""
+        uri, options = locate(parts)
         try:
-            dt = DeltaTable(str(p))
+            dt = DeltaTable(uri, storage_options=options or None)
             names = {f.name for f in dt.schema().fields}
             if "bytes" not in names:
-                notes.append(f"{p.relative_to(root)}: no bytes column, raw files not counted")
+                notes.append(f"{rel}: no bytes column, raw files not counted")
                 continue
             cols = ["bytes"] + (["file_sha256"] if "file_sha256" in names else [])
             tab = dt.to_pyarrow_table(columns=cols)
         except Exception as exc:  # noqa: BLE001 - a broken table must not stop the estimate; say so
-            notes.append(f"{p.relative_to(root)}: not readable as a Delta table ({type(exc).__name__}: "
+            notes.append(f"{rel}: not readable as a Delta table ({type(exc).__name__}: "
                          f"{str(exc)[:200]}), raw files not counted")
             continue
         sizes = tab.column("bytes").to_pylist()
@@ -549,7 +641,7 @@ def _raw_sources(files_tables: list[Path], notes: list[str], root: Path) -> Cate
         for i, (k, b) in enumerate(zip(keys, sizes, strict=True)):
             if b is None:
                 continue
-            key = k if k is not None else f"{p}#{i}"
+            key = k if k is not None else f"{uri}#{i}"
             if key not in seen:
                 seen[key] = int(b)
                 by_ds[ds] += int(b)
@@ -559,68 +651,106 @@ def _raw_sources(files_tables: list[Path], notes: list[str], root: Path) -> Cate
                          note="outside the lake: sizes from the ephys files tables, each file (sha256) once")
 
 
-def lake_usage(root: str | Path) -> LakeUsage:
-    """Walk the lake folder ``root`` (a local folder holding ``lake.json``) and add up its bytes by category
-    (:data:`CATEGORIES`): file sizes as stored (``lstat``, symlinks not followed), objects = files, and the
-    uncompressed size — Zarr arrays: shape × item size (every chunk, written or not); Parquet: the row groups'
-    uncompressed column data; other files as stored. Delta tables count every version's files still on disk.
-    Also the raw source files listed by ephys ``files`` tables (``datastacks/<ds>/ephys/files/``).
-    Raises NotFound when ``root`` is not a lake folder, Unsupported for an object-store URL."""
-    from neurolake.errors import Unsupported
+def _open_s3_lake(url: str) -> tuple[str, Walk, Callable[[tuple[str, ...]], tuple[str, dict[str, str]]], bytes]:
+    """(root URL, walk, table locator, ``lake.json`` bytes) of the lake under ``s3://bucket/prefix``, reached
+    with the process's storage configuration. Raises NotFound (no bucket, no lake.json under the prefix)."""
+    from neurolake.storage.config import split_s3, storage_config
 
-    if "://" in str(root):
-        raise Unsupported(f"lake {str(root)!r}: the estimate of a lake's bytes is not yet available on lakes on "
-                          "object storage (it walks a local lake folder); list the store's sizes (e.g. with its "
-                          "inventory) and use the scenario mode",
-                          field="lake", value=str(root))
-    root = Path(root)
-    if not (root / "lake.json").is_file():
-        raise NotFound(f"{str(root)!r} is not a lake folder (no lake.json)", field="lake", value=str(root))
-    cats: dict[str, CategoryUsage] = {}
-    files_tables: list[Path] = []
+    bucket, key = split_s3(url)
+    base = f"{bucket}/{key}".rstrip("/")
+    cfg = storage_config()
+    fs = cfg.path(f"s3://{base}").fs
+    try:
+        marker = fs.cat_file(f"{base}/lake.json", max_concurrency=1)  # one GET (no HEAD for its size first)
+    except (FileNotFoundError, PermissionError):
+        if not fs.exists(bucket):
+            raise NotFound(f"bucket {bucket!r} of lake {url!r} does not exist (or is not visible with these "
+                           "credentials)", field="lake", value=url) from None
+        raise NotFound(f"{url!r} is not a lake (no lake.json under that prefix)", field="lake", value=url) from None
+
+    def locate(parts: tuple[str, ...]) -> tuple[str, dict[str, str]]:
+        uri = f"s3://{base}/{'/'.join(parts)}"
+        return uri, cfg.delta_options(uri)
+
+    return f"s3://{base}", _s3_files(fs, base), locate, marker
+
+
+def _catalog_database(marker: bytes, notes: list[str]) -> int | None:
+    """Bytes of the lake's catalog database when it is a PostgreSQL server (``pg_database_size`` through the
+    catalog's URL: ``NEUROLAKE_DATABASE_URL``, else the one ``lake.json`` names); None for SQLite (a file of
+    the lake, already counted) or when it cannot be read (a note says why)."""
+    from neurolake.base.settings import settings
+
+    try:
+        url = settings().database_url or json.loads(marker).get("database_url")
+    except (ValueError, AttributeError):
+        url = None
+    if not url or url.startswith("sqlite"):
+        return None
+    from sqlalchemy import create_engine, make_url, pool, text
+
+    try:
+        name = make_url(url).database
+        if not make_url(url).get_backend_name().startswith("postgresql"):
+            notes.append(f"catalog database {name!r} ({make_url(url).get_backend_name()}) is outside the lake's "
+                         "storage; its size is not counted")
+            return None
+        engine = create_engine(url, poolclass=pool.NullPool, connect_args={"connect_timeout": 10})
+        try:
+            with engine.connect() as conn:
+                n = int(conn.execute(text("SELECT pg_database_size(current_database())")).scalar_one())
+        finally:
+            engine.dispose()
+    except Exception as exc:  # noqa: BLE001 - the walk's figures stand without it; say why it is missing
+        notes.append(f"catalog database size not read ({type(exc).__name__}: {str(exc)[:200]})")
+        return None
+    notes.append(f"catalog database {name!r} on PostgreSQL: {n:,} bytes ({_gb_text(Decimal(n) / GB)} GB, "
+                 "pg_database_size) outside the object store, not priced here; the catalog category counts only "
+                 "the catalog's marker files stored with the lake")
+    return n
+
+
+def lake_usage(root: str | Path) -> LakeUsage:
+    """Walk the lake ``root`` — a local folder holding ``lake.json``, or ``s3://bucket/prefix`` (reached with
+    :func:`neurolake.storage.config.storage_config`) — and add up its bytes by category (:data:`CATEGORIES`):
+    file sizes as stored (folder: ``lstat``, symlinks not followed; S3: the object listing), objects = files,
+    and the uncompressed size — Zarr arrays: shape × item size (every chunk, written or not); Parquet: the row
+    groups' uncompressed column data (footers only are read: ranged GETs on S3); other files as stored. Delta
+    tables count every version's files still stored. Also the raw source files listed by ephys ``files``
+    tables (``datastacks/<ds>/ephys/files/``). A catalog on PostgreSQL (every S3 lake) is not in the store:
+    its size (``pg_database_size``) is in :attr:`LakeUsage.catalog_database_bytes` and a note, not in a category.
+    Raises NotFound when ``root`` holds no lake (no folder or bucket, no ``lake.json``), InvalidArgument for a
+    malformed ``s3://`` URL, Unsupported for another URL scheme."""
+    from neurolake.errors import Unsupported
+    from neurolake.storage.config import is_s3
+
+    if is_s3(root):
+        label, files, locate, marker = _open_s3_lake(str(root))
+    elif "://" in str(root):
+        raise Unsupported(f"lake {str(root)!r}: the estimate of a lake's bytes walks a lake folder or an s3:// "
+                          "prefix; for other stores list the sizes (e.g. with the store's inventory) and use the "
+                          "scenario mode", field="lake", value=str(root))
+    else:
+        folder = Path(root)
+        if not (folder / "lake.json").is_file():
+            raise NotFound(f"{str(folder)!r} is not a lake folder (no lake.json)", field="lake", value=str(folder))
+        label, files, marker = str(folder), _local_files(folder), (folder / "lake.json").read_bytes()
+
+        def locate(parts: tuple[str, ...]) -> tuple[str, dict[str, str]]:
+            return str(folder.joinpath(*parts)), {}
+
     notes: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        d = Path(dirpath)
-        rel_dir = d.relative_to(root).parts
-        if "_delta_log" in dirnames and d.name == "files" and "ephys" in rel_dir[-2:-1]:
-            files_tables.append(d)
-        dirnames.sort()
-        for name in sorted(filenames):
-            p = d / name
-            try:
-                size = p.lstat().st_size
-            except OSError:
-                continue
-            cat, ds = _category((*rel_dir, name))
-            cu = cats.setdefault(cat, CategoryUsage(cat))
-            cu.bytes += size
-            cu.files += 1
-            cu.by_datastack[ds] = cu.by_datastack.get(ds, 0) + size
-            if cat in (VOLUMES, EPHYS_TRACES):
-                if name in ("zarr.json", ".zarray"):
-                    extra = _zarr_array_bytes(p)
-                    if extra is None:
-                        cu.uncompressed_bytes = None
-                        notes.append(f"{p.relative_to(root)}: unknown data type, uncompressed size not known")
-                    elif cu.uncompressed_bytes is not None:
-                        cu.uncompressed_bytes += extra
-                    if cu.uncompressed_bytes is not None:
-                        cu.uncompressed_bytes += size  # the metadata file itself
-            elif cat in (CATALOG, OTHER):
-                cu.uncompressed_bytes = None
-            elif cu.uncompressed_bytes is not None:
-                un = _parquet_uncompressed(p) if name.endswith(".parquet") else size
-                cu.uncompressed_bytes = None if un is None else cu.uncompressed_bytes + un
-    ordered = [cats[c] for c in CATEGORIES if c in cats]
-    return LakeUsage(str(root), ordered, _raw_sources(files_tables, notes, root), notes)
+    cats, files_tables = _add_up(files, notes)
+    raw = _raw_sources(files_tables, notes, locate)
+    return LakeUsage(label, cats, raw, notes, _catalog_database(marker, notes))
 
 
 def estimate_lake(root: str | Path, requests: Requests | None = None, prices: Prices | None = None, *,
                   requests_billing: str = "pro-rata", include_raw_sources: bool = True) -> Estimate:
-    """Price the bytes of the lake folder ``root`` (:func:`lake_usage`), one item per category, plus the raw
-    source files the ephys ``files`` tables list (unless ``include_raw_sources`` is False: they live outside
-    the lake, but storing them in the same object store costs the same). Raises NotFound / Unsupported as
-    :func:`lake_usage`, InvalidArgument as :func:`estimate`."""
+    """Price the bytes of the lake ``root`` (a folder or ``s3://bucket/prefix``: :func:`lake_usage`), one item
+    per category, plus the raw source files the ephys ``files`` tables list (unless ``include_raw_sources`` is
+    False: they live outside the lake, but storing them in the same object store costs the same). Raises
+    NotFound / InvalidArgument / Unsupported as :func:`lake_usage`, InvalidArgument as :func:`estimate`."""
     usage = lake_usage(root)
     cats = list(usage.categories) + ([usage.raw_sources] if include_raw_sources and usage.raw_sources else [])
     items = [Item(c.category, Decimal(c.bytes) / GB, 1, c.files,
