@@ -142,10 +142,10 @@ def test_ephys_ingest_equals_the_local_lake(new_s3_lake, tmp_path):
         again = etl.ingest(remote, "lab", ABF, lab="shared")
         assert again.loaded == [] and len(again.skipped) == 1
         assert _rows(remote, "files").num_rows == 1
-        # recordings themselves are read from local files: a URL source is refused clearly, nothing written
-        from neurolake.errors import Unsupported
+        # a URL source that does not exist is refused clearly, nothing written
+        from neurolake.errors import NotFound
 
-        with pytest.raises(Unsupported, match="not yet available"):
+        with pytest.raises(NotFound, match="no object"):
             etl.ingest(remote, "lab", url + "/uploads/x.abf")
         assert _rows(remote, "files").num_rows == 1
     finally:

@@ -13,7 +13,8 @@ app = typer.Typer(help="Electrophysiology: ingest ABF/NWB/MEA files, read the ta
 
 
 @app.command("ingest")
-def ingest(folder: Annotated[Path, typer.Argument(help="a folder (searched recursively) or one file")],
+def ingest(folder: Annotated[str, typer.Argument(help="a folder (searched recursively), one file, or "
+                                                  "s3://bucket/prefix (or one object)")],
            datastack: DsOpt, lake: LakeOpt = None,
            lab: Annotated[str | None, typer.Option(help="the lab that recorded the files")] = None,
            condition: Annotated[list[str] | None, typer.Option(

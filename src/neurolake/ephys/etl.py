@@ -20,6 +20,11 @@ Formats (by extension, then content): ``.abf`` (ABF1/ABF2, pyabf), ``.nwb`` (NWB
 ``*spike_list*.csv[.gz]`` / other Axion spike-list CSVs, ``*expLog*.csv[.gz]`` (Axion plate log),
 ``.h5``/``.hdf5`` in the retinal-wave repository layout. ``.raw``/``.spk`` (Axion binaries) are recorded as
 ``unsupported`` errors: export a spike list from AxIS instead.
+
+Sources on object storage (``s3://bucket/prefix`` or one object): :mod:`neurolake.ephys.sources` lists them and
+downloads one object at a time to a temporary spill folder for its reader; the ``files`` rows keep the
+``s3://`` URL as the path, and the SHA-256 is that of the object's bytes, so the guarantees above hold as for
+local files.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from neurolake.ephys import tables, traces
+from neurolake.ephys import sources, tables, traces
 from neurolake.errors import InvalidArgument, NeurolakeError, NotFound, Unsupported
 
 PATCH_CLAMP = ("abf", "nwb")
@@ -212,8 +217,14 @@ def analyze_patch_clamp(path: Path, sha: str, fmt: str, qc_thresholds: dict[str,
 def _analyze_task(path: str, sha: str, fmt: str, qc_thresholds: dict[str, float] | None,
                   feature_settings: dict[str, Any] | None) -> tuple:
     """One Dask task of :func:`ingest`: :func:`analyze_patch_clamp` of one file (pure: a re-run gives the same
-    rows). A failure comes back as ``("error", code, message)`` (exception objects may not survive pickling)."""
+    rows). An ``s3://`` object is downloaded by the task itself (to its own spill folder, removed after; the
+    worker needs the AWS environment of the client) and must still have the bytes ``sha``. A failure comes
+    back as ``("error", code, message)`` (exception objects may not survive pickling)."""
     try:
+        if sources.remote(path):
+            with sources.Spool() as spool:
+                local = spool.local(sources.RemoteFile(path), sha)
+                return ("ok", *analyze_patch_clamp(local, sha, fmt, qc_thresholds, feature_settings))
         return ("ok", *analyze_patch_clamp(Path(path), sha, fmt, qc_thresholds, feature_settings))
     except Exception as exc:  # noqa: BLE001 - recorded in the errors table by the client, as in-process
         return ("error", *_code_message(exc))
@@ -368,29 +379,32 @@ def load_mea(lake, datastack: str, path: Path, sha: str, fmt: str, plate_logs: d
 # -------------------------------------------------------------------------------------------------
 # the batch
 # -------------------------------------------------------------------------------------------------
-def _files_of(source: str | Path | Iterable[str | Path]) -> list[Path]:
+File = Path | sources.RemoteFile  # a local file or an object of an s3:// source
+
+
+def _files_of(source: str | Path | Iterable[str | Path]) -> list[File]:
     if not isinstance(source, (str, Path)):
-        source = list(source)
-    if any("://" in str(f) for f in ([source] if isinstance(source, (str, Path)) else source)):
-        raise Unsupported(f"recordings are read from local files; reading them from a URL ({str(source)[:200]}) is "
-                          "not yet available (the lake itself may be on object storage): copy them to a folder first",
-                          field="source", value=str(source)[:200])
-    if isinstance(source, (str, Path)):
-        p = Path(source).expanduser()
-        if not p.exists():
-            raise NotFound(f"no file or folder {str(p)!r}", field="folder", value=str(p))
-        if p.is_file():
-            return [p.resolve()]
-        return sorted(f.resolve() for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
-    return [Path(f).expanduser().resolve() for f in source]
+        out: list[File] = []
+        for f in source:  # a list: files, objects or s3:// prefixes (listed)
+            out += sources.list_source(str(f)) if sources.remote(f) else [Path(f).expanduser().resolve()]
+        return out
+    if sources.remote(source):  # NotFound for a missing bucket/key or an empty prefix
+        return list(sources.list_source(str(source)))
+    p = Path(source).expanduser()
+    if not p.exists():
+        raise NotFound(f"no file or folder {str(p)!r}", field="folder", value=str(p))
+    if p.is_file():
+        return [p.resolve()]
+    return sorted(f.resolve() for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
 
 
 def ingest(lake, datastack: str, source: str | Path | Iterable[str | Path], *, lab: str | None = None,
            conditions: dict[str, str] | None = None, progress: Progress | None = None,
            mea_params: Any = None, qc_thresholds: dict[str, float] | None = None,
            feature_settings: dict[str, Any] | None = None, scheduler: str | None = None) -> IngestReport:
-    """Load every supported file of ``source`` (a folder, searched recursively, a file, or a list of files) into
-    the ephys tables of ``datastack`` (created when missing, not public: grant roles to share it). ``lab`` and ``conditions`` (tags like
+    """Load every supported file of ``source`` (a folder, searched recursively, a file, an ``s3://bucket/prefix``
+    (every object under it) or ``s3://bucket/key`` (one object), or a list of these) into the ephys tables of
+    ``datastack`` (created when missing, not public: grant roles to share it). ``lab`` and ``conditions`` (tags like
     ``{"drug": "TTX"}``) are stored with each file's row. ``progress(done, total, path)`` is called per file.
     ``qc_thresholds`` overrides QC limits (the rows record them, version ``…+custom``); ``feature_settings`` the
     eFEL settings; ``mea_params`` the MEA burst/activity parameters (:class:`neurolake.ephys.mea.FeatureParams`).
@@ -402,8 +416,16 @@ def ingest(lake, datastack: str, source: str | Path | Iterable[str | Path], *, l
     tables as in-process. MEA files are streamed here either way. The run is recorded as a job of kind
     ``ephys`` (:mod:`neurolake.jobs.records`).
 
-    Returns an :class:`IngestReport`. Raises NotFound when ``source`` does not exist; every per-file failure is
-    recorded in the ``errors`` table and the report instead of raised.
+    Objects of an ``s3://`` source (endpoint and credentials: :func:`neurolake.storage.config.storage_config`)
+    are downloaded one at a time to a temporary spill folder, read there and removed; their rows' ``path`` is
+    the ``s3://`` URL and their SHA-256 that of the object's bytes, so a re-run skips them as it skips local
+    files (it downloads each object to hash it). On Dask, the client hashes each patch-clamp object (streamed)
+    and the task downloads it again to read it (workers need the same AWS environment). An object of an
+    unsupported format (Axion ``.raw``) is recorded as an error without its SHA-256 (not downloaded).
+
+    Returns an :class:`IngestReport`. Raises NotFound when ``source`` does not exist (a missing folder, bucket or
+    key, an empty prefix), PermissionDenied when the S3 store refuses the credentials (before anything is
+    written); every per-file failure is recorded in the ``errors`` table and the report instead of raised.
     """
     from neurolake.provenance import current_user
 
@@ -428,7 +450,8 @@ def ingest(lake, datastack: str, source: str | Path | Iterable[str | Path], *, l
     with (job(lake, "ephys", datastack=datastack, target=str(source) if isinstance(source, str | Path) else None,
               scheduler=scheduler or "in-process") as jrec,
           (dask_client(scheduler) if scheduler is not None else contextlib.nullcontext()) as client,
-          tables.write_lock(lake, datastack), ThreadPoolExecutor(1, thread_name_prefix="traces") as writer):
+          tables.write_lock(lake, datastack), ThreadPoolExecutor(1, thread_name_prefix="traces") as writer,
+          sources.Spool() as spool):
         report.orphans_removed = tables.remove_orphans(lake, datastack)
         loaded = tables.loaded_shas(lake, datastack)
         store = tables.root(lake, datastack) / "traces"
@@ -443,10 +466,18 @@ def ingest(lake, datastack: str, source: str | Path | Iterable[str | Path], *, l
         seen_errors = {(r["path"], r["file_sha256"], r["message"]) for r in
                        tables.read(lake, datastack, "errors", columns=["path", "file_sha256", "message"]).to_pylist()}
         # classify everything first: plate logs before the spike lists that need them
-        todo: list[tuple[Path, str | None, str | None]] = []
+        todo: list[tuple[File, str | None, str | None]] = []
         new_errors: list[dict] = []
 
-        def fail(path: Path, sha: str | None, fmt: str | None, exc: Exception) -> None:
+        def sha_of(path: File, keep: bool = True) -> str:  # an object: downloaded (keep) or streamed to hash it
+            if isinstance(path, sources.RemoteFile):
+                return spool.fetch(path) if keep else spool.sha256(path)
+            return sha256_of(path)
+
+        def local(path: File, sha: str) -> Path:  # what the readers open
+            return spool.local(path, sha) if isinstance(path, sources.RemoteFile) else path
+
+        def fail(path: File, sha: str | None, fmt: str | None, exc: Exception) -> None:
             code, msg = _code_message(exc)
             report.errors.append({"path": str(path), "error_code": code, "message": msg})
             if (str(path), sha, msg) not in seen_errors:
@@ -456,11 +487,15 @@ def ingest(lake, datastack: str, source: str | Path | Iterable[str | Path], *, l
 
         for f in files:
             try:
-                fmt = detect_format(f)
+                if isinstance(f, sources.RemoteFile):  # by name, and by its first bytes for a CSV
+                    fmt = detect_format(spool.head(f) if ".csv" in f.name.lower() else Path(f.name))
+                else:
+                    fmt = detect_format(f)
             except Unsupported as exc:
-                fail(f, sha256_of(f), f.suffix.lstrip(".").lower(), exc)
+                fail(f, None if isinstance(f, sources.RemoteFile) else sha256_of(f), f.suffix.lstrip(".").lower(),
+                     exc)
                 continue
-            except OSError as exc:
+            except (OSError, NeurolakeError) as exc:
                 fail(f, None, None, exc)
                 continue
             if fmt is None:
@@ -497,17 +532,17 @@ def ingest(lake, datastack: str, source: str | Path | Iterable[str | Path], *, l
 
         total = len(todo)
         # on Dask: the patch-clamp files this loop will analyse (as far as known now), submitted a few ahead
-        shas: dict[Path, str] = {}
-        futures: dict[Path, Any] = {}
-        ahead: list[tuple[Path, str, str]] = []
+        shas: dict[File, str] = {}
+        futures: dict[File, Any] = {}
+        ahead: list[tuple[File, str, str]] = []
         if client is not None:
             seen = dict(by_sha)
             for path, fmt, _ in todo:
                 if fmt not in PATCH_CLAMP:
                     continue
                 try:
-                    sha = shas[path] = sha256_of(path)
-                except OSError:
+                    sha = shas[path] = sha_of(path, keep=False)
+                except (OSError, NeurolakeError):
                     continue
                 if by_path.get(str(path)) == sha or (sha in seen and seen[sha] != str(path)):
                     continue
@@ -524,13 +559,14 @@ def ingest(lake, datastack: str, source: str | Path | Iterable[str | Path], *, l
                 jrec.add(1)
 
         for i, (path, fmt, _) in enumerate(todo):
+            spool.release()  # the object read for the previous file, if any
             if progress:
                 progress(i, total, str(path))
             jrec.phase("files", i, total)
             top_up()
             try:
-                sha = shas.pop(path, None) or sha256_of(path)
-            except OSError as exc:
+                sha = shas.pop(path, None) or sha_of(path)
+            except (OSError, NeurolakeError) as exc:
                 fail(path, None, fmt, exc)
                 continue
             old = by_path.get(str(path))
@@ -541,7 +577,8 @@ def ingest(lake, datastack: str, source: str | Path | Iterable[str | Path], *, l
                 report.skipped.append({"path": str(path), "file_sha256": sha,
                                        "reason": f"same bytes as {by_sha[sha]}"})
                 continue
-            base = {"file_sha256": sha, "path": str(path), "name": path.name, "bytes": path.stat().st_size,
+            base = {"file_sha256": sha, "path": str(path), "name": path.name,
+                    "bytes": path.size if isinstance(path, sources.RemoteFile) else path.stat().st_size,
                     "lab": lab, "conditions": cond, "ingested_at": _now(), "ingested_by": user,
                     "neurolake_version": version, "git_commit": commit}
             entry = {"path": str(path), "file_sha256": sha, "format": fmt}
@@ -549,7 +586,7 @@ def ingest(lake, datastack: str, source: str | Path | Iterable[str | Path], *, l
                 if fmt == PLATE_LOG:
                     from neurolake.ephys import mea
 
-                    log = mea.read_plate_log(path)
+                    log = mea.read_plate_log(local(path, sha))
                     plate_logs[_plate_key(path.name)] = log
                     info = {"format": fmt, "n_sweeps": None, "n_channels": None, "n_spikes": None,
                             "metadata": json.dumps({"wells": log.num_rows}), "flags": []}
@@ -562,7 +599,8 @@ def ingest(lake, datastack: str, source: str | Path | Iterable[str | Path], *, l
                             raise _TaskFailed(res[1], res[2])
                         rec, rows, info = res[1:]
                     else:  # not foreseen (e.g. a duplicate of a file that failed): here
-                        rec, rows, info = analyze_patch_clamp(path, sha, fmt, qc_thresholds, feature_settings)
+                        rec, rows, info = analyze_patch_clamp(local(path, sha), sha, fmt, qc_thresholds,
+                                                              feature_settings)
                     pending_traces.append(writer.submit(traces.write, lake, datastack, sha, rec))
                     pending_bytes += sum(s.n_samples for s in rec.sweeps) * 16
                     for t, r in rows.items():
@@ -573,7 +611,7 @@ def ingest(lake, datastack: str, source: str | Path | Iterable[str | Path], *, l
                     if old is not None:
                         pending_replace.append(old)
                         flush()
-                    info = load_mea(lake, datastack, path, sha, fmt, plate_logs, mea_params)
+                    info = load_mea(lake, datastack, local(path, sha), sha, fmt, plate_logs, mea_params)
                     entry["rows"] = {"mea_spikes": info["n_spikes"]}
             except Exception as exc:  # noqa: BLE001 - one bad file never stops the batch
                 fail(path, sha, fmt, exc)
