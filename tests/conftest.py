@@ -265,6 +265,34 @@ def new_s3_lake(_s3_lake_factory):
         lk.close()
 
 
+@pytest.fixture(scope="module", params=["local", "s3"])
+def demo_location(request):
+    """For a module whose tests run twice, on the local demo lake (a folder, SQLite) and again on the demo lake
+    on S3 (moto, PostgreSQL catalog): the lake's folder or URL. A module opts in by overriding ``demo_lake``
+    and/or ``demo_server`` with :func:`demo_lake_both` / :func:`demo_server_both` (same tests, same asserts)."""
+    return request.getfixturevalue("demo_lake_path" if request.param == "local" else "s3_demo_lake_url")
+
+
+@pytest.fixture(scope="module")
+def demo_lake_both(demo_location):
+    from neurolake import open_lake
+
+    lake = open_lake(demo_location)
+    yield lake
+    lake.close()
+
+
+@pytest.fixture(scope="module")
+def demo_server_both(request, demo_location) -> str:
+    return request.getfixturevalue("demo_server" if isinstance(demo_location, Path) else "s3_demo_server")
+
+
+@pytest.fixture(scope="session")
+def s3_demo_server(serve_lake, s3_demo_lake_url) -> str:
+    """``neurolake serve --lake s3://…`` of :func:`s3_demo_lake_url`."""
+    return serve_lake(s3_demo_lake_url)
+
+
 @pytest.fixture(scope="session")
 def s3_demo_lake_url(_s3_lake_factory) -> str:
     """An S3 lake (PostgreSQL catalog) holding the demo datastacks, built once per session. Read-only."""

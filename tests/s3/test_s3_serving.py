@@ -23,8 +23,8 @@ BOX = {"x": (37, 411), "y": (5, 300), "z": (3, 17)}
 
 
 @pytest.fixture(scope="module")
-def s3_server(serve_lake, s3_demo_lake_url) -> str:
-    return serve_lake(s3_demo_lake_url)
+def s3_server(s3_demo_server) -> str:
+    return s3_demo_server
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,12 @@ from neurolake.volumes import precomputed as pc
 from neurolake.volumes import segments
 
 
+@pytest.fixture(scope="module")
+def demo_lake(demo_lake_both):
+    """Every test here runs on the local demo lake and again on the demo lake on S3 (tests/conftest.py)."""
+    return demo_lake_both
+
+
 def test_compressed_segmentation_roundtrip_real_labels(demo_lake):
     layer = demo_lake.layer("gala_fibsem", "segmentation")
     arr = layer.cutout(x=(0, 128), y=(0, 100), z=(0, 16))

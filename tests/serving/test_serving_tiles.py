@@ -14,6 +14,18 @@ from neurolake.errors import InvalidArgument, NotFound
 from neurolake.volumes.tiles import TILE, TileCache, TileKey, render_tiles, tile_box
 
 
+@pytest.fixture(scope="module")
+def demo_lake(demo_lake_both):
+    """Every test here runs on the local demo lake and again on the demo lake on S3 (tests/conftest.py)."""
+    return demo_lake_both
+
+
+@pytest.fixture(scope="module")
+def demo_server(demo_server_both):
+    """Every test here runs against a server of the local demo lake and again of the demo lake on S3."""
+    return demo_server_both
+
+
 def png(body: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(body)))
 

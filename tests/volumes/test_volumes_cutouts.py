@@ -6,6 +6,12 @@ import pytest
 from neurolake.errors import InvalidArgument, NotFound, OutOfBounds
 
 
+@pytest.fixture(scope="module")
+def demo_lake(demo_lake_both):
+    """Every test here runs on the local demo lake and again on the demo lake on S3 (tests/conftest.py)."""
+    return demo_lake_both
+
+
 def area_mean_reference(src: np.ndarray, factor_zyx) -> np.ndarray:
     """Independent reference: reshape-mean over full windows, rint (edges trimmed)."""
     fz, fy, fx = factor_zyx

@@ -10,6 +10,12 @@ import tifffile
 from PIL import Image
 
 
+@pytest.fixture(scope="module")
+def demo_server(demo_server_both):
+    """Every test here runs against a server of the local demo lake and again of the demo lake on S3."""
+    return demo_server_both
+
+
 def test_png_slice_equals_source_slice(demo_server, gerhard_source):
     r = httpx.get(f"{demo_server}/ocp/ca/gerhard2013/image/xy/0/0,1024/0,1024/10/")
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"
