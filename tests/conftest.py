@@ -273,6 +273,20 @@ def demo_location(request):
     return request.getfixturevalue("demo_lake_path" if request.param == "local" else "s3_demo_lake_url")
 
 
+@pytest.fixture(params=["local", "s3"])
+def fresh_lake_both(request, tmp_path):
+    """A new empty lake: a folder with SQLite, then (second run of the test) ``s3://<new bucket>/lake`` with a new
+    PostgreSQL catalog. A module opts in by overriding ``fresh_lake`` with it."""
+    from neurolake import init_lake, open_lake
+
+    if request.param == "local":
+        lake = init_lake(tmp_path / "lake")
+    else:
+        lake = open_lake(request.getfixturevalue("new_s3_lake")()[0])
+    yield lake
+    lake.close()
+
+
 @pytest.fixture(scope="module")
 def demo_lake_both(demo_location):
     from neurolake import open_lake

@@ -10,16 +10,22 @@ from neurolake.errors import InvalidArgument
 from neurolake.volumes.spec import LayerSpec
 
 
+@pytest.fixture
+def fresh_lake(fresh_lake_both):
+    """Every test here runs on a new local lake and again on a new lake on S3 (tests/conftest.py)."""
+    return fresh_lake_both
+
+
 @pytest.mark.parametrize(
     ("dtype", "compression"),
     [("uint8", "blosc"), ("uint16", "zstd"), ("uint16", "blosc"), ("float32", "zstd")],
 )
-def test_image_dtypes_and_codecs_round_trip(fresh_lake, gerhard_source, dtype, compression):
+def test_image_dtypes_and_codecs_round_trip(fresh_lake, gerhard_source, dtype, compression, tmp_path):
     base = gerhard_source[:6, :300, :500]
     vol = (base.astype(np.float32) / 255.0) if dtype == "float32" else base.astype(dtype) * (
         257 if dtype == "uint16" else 1)
-    np.save(fresh_lake.root / "v.npy", vol)
-    la = fresh_lake.ingest(str(fresh_lake.root / "v.npy"), "d", f"{dtype}_{compression}", voxel_size=(4.6, 4.6, 50),
+    np.save(tmp_path / "v.npy", vol)
+    la = fresh_lake.ingest(str(tmp_path / "v.npy"), "d", f"{dtype}_{compression}", voxel_size=(4.6, 4.6, 50),
                            compression=compression, chunk=(4, 64, 64), shard=(4, 256, 256), scheduler="threads")
     assert la.dtype == np.dtype(dtype)
     np.testing.assert_array_equal(la[:, :, :], vol)
@@ -28,7 +34,14 @@ def test_image_dtypes_and_codecs_round_trip(fresh_lake, gerhard_source, dtype, c
     inner = meta["codecs"][0]["configuration"]
     assert meta["codecs"][0]["name"] == "sharding_indexed" and inner["chunk_shape"] == [4, 64, 64]
     assert inner["codecs"][-1]["name"] == compression
-    np.testing.assert_array_equal(zarr.open_array(str(la.root / "0"), mode="r")[:], vol)
+    if fresh_lake.remote:  # zarr-python through fsspec, with the lake's storage configuration
+        from zarr.storage import FsspecStore
+
+        store = FsspecStore.from_url(str(la.root / "0"), storage_options=fresh_lake.storage.fsspec_options(),
+                                     read_only=True)
+    else:
+        store = str(la.root / "0")
+    np.testing.assert_array_equal(zarr.open_array(store, mode="r")[:], vol)
     group = json.loads((la.root / "zarr.json").read_text())["attributes"]["ome"]
     assert group["version"] == "0.5"
     assert group["multiscales"][0]["datasets"][1]["coordinateTransformations"][0]["scale"] == [50.0, 9.2, 9.2]

@@ -15,6 +15,12 @@ from neurolake.errors import AlreadyExists, CorruptData, InvalidArgument, NotFou
 from tests.conftest import DATA
 
 
+@pytest.fixture
+def fresh_lake(fresh_lake_both):
+    """Every test here runs on a new local lake and again on a new lake on S3 (tests/conftest.py)."""
+    return fresh_lake_both
+
+
 @pytest.fixture(scope="module")
 def gala_image():
     import h5py

@@ -11,6 +11,12 @@ import pytest
 
 from neurolake.errors import AlreadyExists
 
+
+@pytest.fixture
+def fresh_lake(fresh_lake_both):
+    """Every test here runs on a new local lake and again on a new lake on S3 (tests/conftest.py)."""
+    return fresh_lake_both
+
 LABELS = Path(__file__).resolve().parents[2] / "data" / "gerhard2013" / "labels"
 
 

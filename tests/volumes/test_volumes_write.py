@@ -12,10 +12,16 @@ from neurolake.volumes.spec import LayerSpec
 
 
 @pytest.fixture
-def gerhard_copy(fresh_lake, gerhard_source):
+def fresh_lake(fresh_lake_both):
+    """Every test here runs on a new local lake and again on a new lake on S3 (tests/conftest.py)."""
+    return fresh_lake_both
+
+
+@pytest.fixture
+def gerhard_copy(fresh_lake, gerhard_source, tmp_path):
     """A writable copy of the Gerhard image (first 16 sections) in a fresh lake."""
-    np.save(fresh_lake.root / "g.npy", gerhard_source[:16])
-    return fresh_lake.ingest(str(fresh_lake.root / "g.npy"), "g", "image", voxel_size=(4.6, 4.6, 50),
+    np.save(tmp_path / "g.npy", gerhard_source[:16])
+    return fresh_lake.ingest(str(tmp_path / "g.npy"), "g", "image", voxel_size=(4.6, 4.6, 50),
                              scheduler="threads")
 
 
