@@ -65,8 +65,14 @@ def summary() -> tuple[dict, list[str]]:
     if srv:
         out["server"] = {"ratio": srv["ratio"], "rps_1": srv["workers_1"]["rps"], "rps_2": srv["workers_2"]["rps"],
                          "time": srv["time"]}
-        rows.append(f"| `serve --workers 1` vs `2`, req/s on loopback | {srv['workers_1']['rps']} vs "
+        rows.append(f"| `serve --workers 1` vs `2`, req/s on loopback, Python client | {srv['workers_1']['rps']} vs "
                     f"{srv['workers_2']['rps']} | 2 workers faster | {srv['ratio']}× (client on the same 2 cores) |")
+        wrk = srv.get("wrk")
+        if wrk:
+            out["server"]["wrk"] = {"ratio": wrk["ratio"], "rps_1": wrk["workers_1"]["rps"],
+                                    "rps_2": wrk["workers_2"]["rps"]}
+            rows.append(f"| `serve --workers 1` vs `2`, req/s on loopback, `wrk` client | {wrk['workers_1']['rps']} vs "
+                        f"{wrk['workers_2']['rps']} | 2 workers faster | {wrk['ratio']}× |")
     lines = ["| figure | measured | reference | result |", "|---|---|---|---|", *rows, "",
              "Details and where the time goes: [scale_s3.md](scale_s3.md), [scale_pyramid.md](scale_pyramid.md), "
              "[scale_server.md](scale_server.md)."]

@@ -163,25 +163,16 @@ def bench_cutouts(s3: CountingS3, url: str, repeat: int) -> dict:
             la.cutout(x=(x0, x1), y=(y0, y1), z=(z0, z1))
             arr[z0:z1, y0:y1, x0:x1].read().result()
         w_nl, w_ts, w_own = [], [], []  # own: the Layer's own tensorstore array, read without the Layer's checks
-        for i in range(10):  # alternating which reader goes first (the second reuses the first's freed buffer)
+        own_arr = la.array(0)
+        for i in range(40):  # alternating which reader goes first (the second reuses the first's freed buffer)
             for (x0, x1), (y0, y1), (z0, z1) in warm:
-                def nl(x0=x0, x1=x1, y0=y0, y1=y1, z0=z0, z1=z1):
+                reads = [(w_nl, lambda b=((x0, x1), (y0, y1), (z0, z1)), la=la: la.cutout(x=b[0], y=b[1], z=b[2])),
+                         (w_ts, lambda s=np.s_[z0:z1, y0:y1, x0:x1], a=arr: a[s].read().result()),
+                         (w_own, lambda s=np.s_[z0:z1, y0:y1, x0:x1], a=own_arr: a[s].read().result())]
+                for times, read in (reads if i % 2 == 0 else reads[::-1]):
                     t = time.perf_counter()
-                    la.cutout(x=(x0, x1), y=(y0, y1), z=(z0, z1))
-                    w_nl.append(time.perf_counter() - t)
-
-                def tsr(x0=x0, x1=x1, y0=y0, y1=y1, z0=z0, z1=z1):
-                    t = time.perf_counter()
-                    arr[z0:z1, y0:y1, x0:x1].read().result()
-                    w_ts.append(time.perf_counter() - t)
-
-                def own(x0=x0, x1=x1, y0=y0, y1=y1, z0=z0, z1=z1, a=la.array(0)):
-                    t = time.perf_counter()
-                    a[z0:z1, y0:y1, x0:x1].read().result()
-                    w_own.append(time.perf_counter() - t)
-
-                for f in ((nl, tsr, own) if i % 2 == 0 else (own, tsr, nl)):
-                    f()
+                    read()
+                    times.append(time.perf_counter() - t)
         s3.reset()
         la.cutout(x=warm[0][0], y=warm[0][1], z=warm[0][2])
         req_warm = _requests(s3.counts())

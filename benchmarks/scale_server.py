@@ -14,6 +14,10 @@ Reported per server: requests/s, MB/s of bodies, p50 / p99 latency, errors, and 
 runs on the same machine (2 cores here): it costs CPU that the server processes then lack, so the ratio
 is what this machine shows, not what two free cores would give.
 
+When ``wrk`` is installed (``scripts/setup.sh`` installs it), the same mix is sent again by ``wrk`` (C, one
+thread, ``CLIENTS`` connections, the URL sequence replayed by a Lua script): a client that needs ~0.07 ms of
+CPU per request, so the ratio shows what the server processes do with the cores.
+
 Usage: ``python benchmarks/scale_server.py [seconds]``; writes ``benchmarks/results/scale_server.{json,md}``.
 """
 
@@ -166,6 +170,63 @@ async def load(base: str, token: str, seconds: float, seed: int = 0) -> dict:
             "mix": kinds, "connections_per_process": spread, "errors": errors, "error_samples": samples, "_cpu": (cpu, cpu_after)}
 
 
+def wrk_load(base: str, token: str, seconds: float, workdir: Path, seed: int = 0) -> dict:
+    """The same mix sent by ``wrk`` (one thread, ``CLIENTS`` keep-alive connections; C, epoll): a client that
+    needs far less CPU per request than the Python one, so the server processes get the cores. The URL
+    sequence is drawn by :func:`pick` beforehand and replayed in order by a Lua script."""
+    import resource
+
+    chunks, tiles, js = urls(base, token)
+    rng = random.Random(seed)
+    paths = [pick(rng, chunks, tiles, js)[1] for _ in range(20000)]
+    script = workdir / "mix.lua"
+    script.write_text("local paths = {" + ",".join(f'"{p}"' for p in paths) + "}\n"
+                      "local i = 0\n"
+                      f'local headers = {{["Authorization"] = "Bearer {token}"}}\n'
+                      "request = function()\n  i = i + 1\n"
+                      "  return wrk.format(\"GET\", paths[(i % #paths) + 1], headers)\nend\n")
+    cmd = ["wrk", "-t1", f"-c{CLIENTS}", "--latency", "-s", str(script)]
+    subprocess.run([*cmd, f"-d{WARMUP_S:.0f}s", base], check=True, capture_output=True)  # warm-up
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = cpu_now()
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([*cmd, f"-d{seconds:.0f}s", base], stdout=subprocess.PIPE, text=True)
+    time.sleep(1.0)
+    spread = connections_per_process(int(base.rsplit(":", 1)[1]))
+    text = proc.communicate()[0]
+    wall = time.perf_counter() - t0
+    cpu_after = cpu_now()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode:
+        raise RuntimeError(f"wrk failed: {text}")
+    cpu_after["client"] = cpu["client"] + (after.ru_utime + after.ru_stime) - (usage.ru_utime + usage.ru_stime)
+
+    def field(label: str) -> str:
+        line = next((x for x in text.splitlines() if x.strip().startswith(label)), "")
+        return line.split()[-1] if line else ""
+
+    def ms(v: str) -> float | None:
+        for unit, f in (("us", 1e-3), ("ms", 1.0), ("s", 1e3)):
+            if v.endswith(unit):
+                return round(float(v[: -len(unit)]) * f, 2)
+        return None
+
+    total = next(x for x in text.splitlines() if " requests in " in x)
+    n = int(total.split()[0])
+    rps = float(field("Requests/sec:"))
+    non2xx = field("Non-2xx or 3xx responses:")
+    errors = int(non2xx) if non2xx else 0
+    sock = next((x for x in text.splitlines() if "Socket errors" in x), "")
+    if sock:
+        errors += sum(int(part.split()[-1]) for part in sock.split(":", 1)[1].split(","))
+    tr = field("Transfer/sec:")
+    mult = {"KB": 1e-3, "MB": 1.0, "GB": 1e3}
+    mb = next((float(tr[:-2]) * f for u, f in mult.items() if tr.endswith(u)), 0.0)
+    return {"requests": n, "wall_s": round(wall, 3), "rps": round(rps, 1), "mb_per_s": round(mb, 1),
+            "p50_ms": ms(field("50%")), "p99_ms": ms(field("99%")), "mix": None, "connections_per_process": spread,
+            "errors": errors, "error_samples": [], "_cpu": (cpu, cpu_after)}
+
+
 _WATCH: dict[str, list] = {"server": [], "pg": []}
 
 
@@ -209,14 +270,16 @@ def cpu_now() -> dict[str, float]:
             "all": busy}
 
 
-def run_one(lake: Path, token: str, workers: int, seconds: float, pg: Postgres, log: Path) -> dict:
+def run_one(lake: Path, token: str, workers: int, seconds: float, pg: Postgres, log: Path,
+            client: str = "httpx") -> dict:
     import psutil
 
     srv = Server(lake, "--auth", "--workers", str(workers), log=log, timeout=120)
     try:
         _wait_workers(srv, token, workers)
         _WATCH["server"], _WATCH["pg"] = [srv.proc.pid], [pg.pid()]
-        out = asyncio.run(load(srv.base, token, seconds))
+        out = (wrk_load(srv.base, token, seconds, log.parent) if client == "wrk"
+               else asyncio.run(load(srv.base, token, seconds)))
         before, after = out.pop("_cpu")
         used = {k: after[k] - before[k] for k in before}
         n, wall = out["requests"], out["wall_s"]
@@ -278,6 +341,10 @@ def measure(seconds: float = 10) -> dict:
         res = {f"workers_{w}": run_one(tmp / "lake", token, w, seconds, pg, tmp / f"server{w}.log")
                for w in (1, 2)}
         res["ratio"] = round(res["workers_2"]["rps"] / res["workers_1"]["rps"], 2)
+        if shutil.which("wrk"):
+            res["wrk"] = {f"workers_{w}": run_one(tmp / "lake", token, w, seconds, pg, tmp / f"server{w}-wrk.log",
+                                                  client="wrk") for w in (1, 2)}
+            res["wrk"]["ratio"] = round(res["wrk"]["workers_2"]["rps"] / res["wrk"]["workers_1"]["rps"], 2)
         cores = os.cpu_count() or 1
         srv_ms = min(res[f"workers_{w}"]["cpu_ms_per_request"]["server"] for w in (1, 2))
         cli_ms = min(res[f"workers_{w}"]["cpu_ms_per_request"]["client"] for w in (1, 2))
@@ -328,6 +395,20 @@ def summary(res: dict) -> list[str]:
     for r in (w1, w2):
         if r["error_samples"]:
             lines.append(f"errors (workers {r['workers']}): {r['error_samples']}")
+    wrk = res.get("wrk")
+    if wrk:
+        lines += ["", f"## The same mix from `wrk` (one thread, {res['clients']} connections)", "",
+                  "`wrk` (C, epoll) needs a fraction of the Python client's CPU per request, so the server processes "
+                  "get most of the cores.", "",
+                  "| workers | req/s | MB/s | p50 ms | p99 ms | errors | server CPU (cores) | CPU ms/request server / "
+                  "client / PostgreSQL | connections per process |", "|---|---|---|---|---|---|---|---|---|"]
+        for w in (1, 2):
+            r = wrk[f"workers_{w}"]
+            c = r["cpu_ms_per_request"]
+            lines.append(f"| {w} | {r['rps']} | {r['mb_per_s']} | {r['p50_ms']} | {r['p99_ms']} | {r['errors']} | "
+                         f"{r['server_cores']} | {c['server']} / {c['client']} / {c['pg']} | "
+                         f"{r['connections_per_process']} |")
+        lines += ["", f"**Ratio workers 2 / workers 1 with wrk: {wrk['ratio']}x**"]
     return lines
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install everything neurolake, its tests and its demo need on a fresh Debian 12 machine:
 # Debian packages (PostgreSQL server for catalog tests, Chromium + driver for browser tests, strace for the
-# fault-injection tests),
+# fault-injection tests, wrk for the server benchmark),
 # uv, and the locked Python environment in .venv. Safe to run again; skips what is present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +11,7 @@ ls -d /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
 command -v strace >/dev/null 2>&1 || need_apt+=(strace)  # fault-injection tests stop a process at a syscall
+command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)  # benchmarks/scale_server.py: a load client that needs little CPU
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   echo "setup: installing Debian packages: ${need_apt[*]}"
