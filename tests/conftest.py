@@ -301,6 +301,24 @@ def demo_server_both(request, demo_location) -> str:
     return request.getfixturevalue("demo_server" if isinstance(demo_location, Path) else "s3_demo_server")
 
 
+def on_local_and_s3(name: str):
+    """A fixture named ``name`` (``demo_lake``, ``demo_server`` or ``fresh_lake``) for a module to assign at its
+    top (``demo_lake = on_local_and_s3("demo_lake")``): it overrides the plain one there, so every test of the
+    module that uses it runs on a local lake and again on a lake on S3 (moto, PostgreSQL catalog)."""
+    if name == "demo_lake":
+        def both(demo_lake_both):
+            return demo_lake_both
+    elif name == "demo_server":
+        def both(demo_server_both):
+            return demo_server_both
+    elif name == "fresh_lake":
+        def both(fresh_lake_both):
+            return fresh_lake_both
+    else:
+        raise ValueError(f"no local-and-S3 variant of fixture {name!r}")
+    return pytest.fixture(scope="function" if name == "fresh_lake" else "module", name=name)(both)
+
+
 @pytest.fixture(scope="session")
 def s3_demo_server(serve_lake, s3_demo_lake_url) -> str:
     """``neurolake serve --lake s3://…`` of :func:`s3_demo_lake_url`."""

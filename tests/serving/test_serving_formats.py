@@ -10,12 +10,9 @@ import simplejpeg
 from neurolake.errors import InvalidArgument, NotFound
 from neurolake.volumes import precomputed as pc
 from neurolake.volumes import segments
+from tests.conftest import on_local_and_s3
 
-
-@pytest.fixture(scope="module")
-def demo_lake(demo_lake_both):
-    """Every test here runs on the local demo lake and again on the demo lake on S3 (tests/conftest.py)."""
-    return demo_lake_both
+demo_lake = on_local_and_s3("demo_lake")  # every test using it runs on a local lake, then on S3
 
 
 def test_compressed_segmentation_roundtrip_real_labels(demo_lake):

@@ -12,18 +12,10 @@ from PIL import Image
 
 from neurolake.errors import InvalidArgument, NotFound
 from neurolake.volumes.tiles import TILE, TileCache, TileKey, render_tiles, tile_box
+from tests.conftest import on_local_and_s3
 
-
-@pytest.fixture(scope="module")
-def demo_lake(demo_lake_both):
-    """Every test here runs on the local demo lake and again on the demo lake on S3 (tests/conftest.py)."""
-    return demo_lake_both
-
-
-@pytest.fixture(scope="module")
-def demo_server(demo_server_both):
-    """Every test here runs against a server of the local demo lake and again of the demo lake on S3."""
-    return demo_server_both
+demo_lake = on_local_and_s3("demo_lake")  # every test using these runs on a local lake, then on S3
+demo_server = on_local_and_s3("demo_server")
 
 
 def png(body: bytes) -> np.ndarray:

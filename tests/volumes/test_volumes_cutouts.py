@@ -4,12 +4,9 @@ import numpy as np
 import pytest
 
 from neurolake.errors import InvalidArgument, NotFound, OutOfBounds
+from tests.conftest import on_local_and_s3
 
-
-@pytest.fixture(scope="module")
-def demo_lake(demo_lake_both):
-    """Every test here runs on the local demo lake and again on the demo lake on S3 (tests/conftest.py)."""
-    return demo_lake_both
+demo_lake = on_local_and_s3("demo_lake")  # every test using it runs on a local lake, then on S3
 
 
 def area_mean_reference(src: np.ndarray, factor_zyx) -> np.ndarray:

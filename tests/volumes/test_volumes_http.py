@@ -9,11 +9,9 @@ import pytest
 import tifffile
 from PIL import Image
 
+from tests.conftest import on_local_and_s3
 
-@pytest.fixture(scope="module")
-def demo_server(demo_server_both):
-    """Every test here runs against a server of the local demo lake and again of the demo lake on S3."""
-    return demo_server_both
+demo_server = on_local_and_s3("demo_server")  # every test using it runs on a local lake, then on S3
 
 
 def test_png_slice_equals_source_slice(demo_server, gerhard_source):

@@ -12,13 +12,9 @@ import tifffile
 from PIL import Image
 
 from neurolake.errors import AlreadyExists, CorruptData, InvalidArgument, NotFound, NotReady
-from tests.conftest import DATA
+from tests.conftest import DATA, on_local_and_s3
 
-
-@pytest.fixture
-def fresh_lake(fresh_lake_both):
-    """Every test here runs on a new local lake and again on a new lake on S3 (tests/conftest.py)."""
-    return fresh_lake_both
+fresh_lake = on_local_and_s3("fresh_lake")  # every test using it runs on a local lake, then on S3
 
 
 @pytest.fixture(scope="module")

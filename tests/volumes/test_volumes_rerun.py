@@ -10,12 +10,9 @@ import numpy as np
 import pytest
 
 from neurolake.errors import AlreadyExists
+from tests.conftest import on_local_and_s3
 
-
-@pytest.fixture
-def fresh_lake(fresh_lake_both):
-    """Every test here runs on a new local lake and again on a new lake on S3 (tests/conftest.py)."""
-    return fresh_lake_both
+fresh_lake = on_local_and_s3("fresh_lake")  # every test using it runs on a local lake, then on S3
 
 LABELS = Path(__file__).resolve().parents[2] / "data" / "gerhard2013" / "labels"
 
