@@ -29,12 +29,20 @@ os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
 @pytest.fixture(scope="session")
 def ann_lake_path(demo_lake_path, tmp_path_factory) -> Path:
     from neurolake import open_lake
-    from neurolake.annotations import create_table
-    from neurolake.annotations.detect import detect_synapses
 
     path = tmp_path_factory.mktemp("ann") / "lake"
     shutil.copytree(demo_lake_path, path)
     lake = open_lake(path)
+    add_annotation_tables(lake)
+    lake.close()
+    return path
+
+
+def add_annotation_tables(lake) -> None:
+    """The tables of the module docstring, into ``lake`` (which holds the demo layers)."""
+    from neurolake.annotations import create_table
+    from neurolake.annotations.detect import detect_synapses
+
     detect_synapses(lake, "gerhard2013", "labels", 223, "synapses", segmentation_layer="labels")
     lake.create_datastack("hemibrain", (8, 8, 8), description="Janelia hemibrain (Scheffer et al. 2020)")
     create_table(lake, "hemibrain", "da1_sites", "point", properties=SITE_PROPS,
@@ -47,17 +55,41 @@ def ann_lake_path(demo_lake_path, tmp_path_factory) -> Path:
     syn = pd.read_csv(PINKY / "synapses.csv")
     create_table(lake, "pinky100", "synapses", "synapse", optional_points=["ctr_pt"]).append(
         pd.DataFrame({"pre_pt_root_id": syn.pre, "post_pt_root_id": syn.post}))
-    lake.close()
-    return path
 
 
 @pytest.fixture(scope="session")
-def ann_lake(ann_lake_path):
+def local_ann_lake(ann_lake_path):
     from neurolake import open_lake
 
     lake = open_lake(ann_lake_path)
     yield lake
     lake.close()
+
+
+@pytest.fixture(scope="session")
+def ann_lake(local_ann_lake):
+    return local_ann_lake
+
+
+@pytest.fixture(scope="session")
+def s3_ann_lake(_s3_lake_factory):
+    """The same lake on S3 (moto, PostgreSQL catalog): the demo layers ingested, then the same tables."""
+    from neurolake import init_lake
+    from neurolake.demo import ingest_demo_layers
+
+    url, db = _s3_lake_factory()
+    lake = init_lake(url, database_url=db)
+    ingest_demo_layers(lake, lambda m: None, scheduler="threads")
+    add_annotation_tables(lake)
+    yield lake
+    lake.close()
+
+
+@pytest.fixture(scope="module", params=["local", "s3"])
+def ann_lake_both(request):
+    """The local annotation lake, then the same on S3. A module overrides ``ann_lake`` with it (``@pytest.fixture
+    ann_lake(ann_lake_both)``) to run its tests on both."""
+    return request.getfixturevalue("local_ann_lake" if request.param == "local" else "s3_ann_lake")
 
 
 @pytest.fixture(scope="session")

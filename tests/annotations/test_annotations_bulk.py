@@ -15,6 +15,12 @@ from neurolake.annotations.schemas import validate
 from neurolake.errors import InvalidArgument
 
 
+@pytest.fixture(scope="module")
+def ann_lake(ann_lake_both):
+    """Every test using it runs on the local annotation lake, then on the same lake on S3 (conftest.py)."""
+    return ann_lake_both
+
+
 def _both(df: pd.DataFrame, schema: str, props: dict | None = None):
     """validate() of the DataFrame and of the same rows as an Arrow table."""
     sch = get_schema(schema)

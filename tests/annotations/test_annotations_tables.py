@@ -15,6 +15,12 @@ from neurolake.annotations import create_table, get_table, list_tables
 from neurolake.errors import AlreadyExists, InvalidArgument, NotFound, OutOfBounds
 
 
+@pytest.fixture(scope="module")
+def ann_lake(ann_lake_both):
+    """Every test here runs on the local annotation lake, then on the same lake on S3 (conftest.py)."""
+    return ann_lake_both
+
+
 def _same(stored: pd.DataFrame, given: pd.DataFrame, cols) -> None:
     for c in cols:
         a, b = stored[c], given[c]
