@@ -129,8 +129,11 @@ def ui_auth_server(serve_lake, ui_lake_path, tmp_path_factory) -> tuple[str, dic
     return serve_lake(path, "--auth"), tokens
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    """Headless Chromium through Playwright's sync API, per module: while it is open, Playwright's event loop is
+    the running loop of this thread, so any other test here calling ``asyncio.run`` would fail (with pytest-xdist
+    a session-wide browser broke tests of unrelated modules run later by the same worker)."""
     if not CHROMIUM.exists():
         pytest.fail("/usr/bin/chromium is missing: run scripts/setup.sh")
     from playwright.sync_api import sync_playwright
